@@ -1,0 +1,36 @@
+# Two commands for a new user: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED := $(abspath ../shared)
+FEATCACHE_DATA ?= $(if $(wildcard $(SHARED)/data/clothing-dataset-small),$(SHARED)/data/clothing-dataset-small,)
+FEATCACHE_WEIGHTS ?= $(if $(wildcard $(SHARED)/weights/xception_imagenet_notop.weights.h5),$(SHARED)/weights/xception_imagenet_notop.weights.h5,imagenet)
+export FEATCACHE_DATA FEATCACHE_WEIGHTS
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
+	$(BIN)/featcache extract "$(FEATCACHE_DATA)" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
+	$(BIN)/featcache info cache/features.h5
+
+test: install
+	$(BIN)/ruff check featcache tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check featcache tests benchmarks
+	$(BIN)/ruff format --check featcache tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,23 @@
+"""featcache: extract frozen-backbone image features once, then train heads on the cached vectors.
+
+The Python API has the names of the commands: ``featcache.extract(...)`` does what
+``featcache extract`` does. Heavy modules load on first use, so importing featcache is instant.
+"""
+
+from importlib import import_module
+
+__all__ = ["extract", "info", "ExtractConfig", "FeatcacheError"]
+
+_LAZY = {
+    "extract": ("featcache.api", "extract"),
+    "info": ("featcache.info", "info"),
+    "ExtractConfig": ("featcache.config", "ExtractConfig"),
+    "FeatcacheError": ("featcache.errors", "FeatcacheError"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'featcache' has no attribute {name!r}")

@@ -1,0 +1,75 @@
+"""Frozen, validated configuration of each stage; errors name the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featcache.errors import ConfigError
+from featcache.images import INTERPOLATIONS, MIN_IMAGE_SIZE, PreprocessSpec
+
+DEFAULT_CACHE = Path("cache") / "features.h5"
+BACKBONES = ("xception",)
+PRECISIONS = ("float32",)
+WEIGHTS_ENV = "FEATCACHE_WEIGHTS"
+
+
+def default_weights() -> str:
+    """``$FEATCACHE_WEIGHTS`` when set, else ``imagenet`` (Keras cache or download)."""
+    return os.environ.get(WEIGHTS_ENV) or "imagenet"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Options of ``featcache extract``; see the CLI help for each."""
+
+    data_dir: Path
+    output: Path = DEFAULT_CACHE
+    manifest: Path | None = None
+    image_size: int = 150
+    interpolation: str = "bilinear"
+    batch_size: int = 32
+    weights: str = field(default_factory=default_weights)
+    backbone: str = "xception"
+    precision: str = "float32"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    strict: bool = False
+    overwrite: bool = False
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.manifest is not None:
+            object.__setattr__(self, "manifest", Path(self.manifest))
+        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, "Xception needs at least 71 px")
+        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        _check_int("workers", self.workers, 1, "use at least 1 decoding thread")
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _check_choice("backbone", self.backbone, BACKBONES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"val_fraction + test_fraction must leave images for training, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec(image_size=self.image_size, interpolation=self.interpolation)
+
+
+def _check_int(name: str, value: int, minimum: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r} ({hint})")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

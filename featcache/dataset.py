@@ -1,0 +1,214 @@
+"""Reading a dataset's layout (split folders, class folders or a CSV manifest) into labelled samples."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featcache.errors import DatasetError
+from featcache.images import is_image_name
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``relpath`` is relative to the data folder, with ``/`` separators."""
+
+    relpath: str
+    label: str
+    split: str | None  # None until assigned from the content hash
+
+
+@dataclass
+class Dataset:
+    """The samples of a data folder, the sorted class names and what was set aside while scanning."""
+
+    root: Path
+    layout: str
+    samples: list[Sample]
+    class_names: list[str]
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+
+
+def scan(data_dir: Path, manifest: Path | None = None) -> Dataset:
+    """Find every image of ``data_dir`` and its class and split (None where hashing decides)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
+    if manifest is not None:
+        dataset = _scan_manifest(root, Path(manifest))
+    elif any(_child_dir(root, name) for name in SPLIT_ALIASES):
+        dataset = _scan_split_folders(root)
+    else:
+        dataset = _scan_class_folders(root)
+    _check_classes(dataset)
+    return dataset
+
+
+def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> str:
+    """The split of an image from its content hash: the same bytes land in the same split anywhere."""
+    u = int(sha256[:16], 16) / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "validation"
+    return "train"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _child_dir(root: Path, name: str) -> Path | None:
+    path = root / name
+    return path if path.is_dir() else None
+
+
+def _scan_split_folders(root: Path) -> Dataset:
+    seen: dict[str, str] = {}
+    samples: list[Sample] = []
+    rejected: list[tuple[str, str]] = []
+    class_names: list[str] = []
+    for name in sorted(os.listdir(root)):
+        split = SPLIT_ALIASES.get(name)
+        if split is None or not (root / name).is_dir():
+            continue
+        if split in seen:
+            raise DatasetError(f"{root} has both {seen[split]}/ and {name}/; keep one of them")
+        seen[split] = name
+    if "train" not in seen:
+        raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
+    for split in SPLITS:
+        if split in seen:
+            classes = _class_dirs(root / seen[split])
+            if split == "train":
+                class_names = classes
+            _collect(root, seen[split], classes, split, samples, rejected)
+    return Dataset(root, "split-folders", samples, class_names, rejected)
+
+
+def _scan_class_folders(root: Path) -> Dataset:
+    classes = _class_dirs(root)
+    if not classes:
+        raise DatasetError(
+            f"{root} has no class folders; lay images out as {root}/<class>/<image> "
+            f"or {root}/train/<class>/<image>, or pass --manifest"
+        )
+    samples: list[Sample] = []
+    rejected: list[tuple[str, str]] = []
+    _collect(root, "", classes, None, samples, rejected)
+    return Dataset(root, "class-folders", samples, classes, rejected)
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    # Keras sorts class folder names as plain strings; hidden folders are not classes.
+    return sorted(
+        e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+    )
+
+
+def _collect(root, prefix, classes, split, samples, rejected) -> None:
+    for label in classes:
+        base = root / prefix / label if prefix else root / label
+        for rel, reason in _walk_images(root, base):
+            if reason:
+                rejected.append((rel, reason))
+            else:
+                samples.append(Sample(rel, label, split))
+
+
+def _walk_images(root: Path, folder: Path):
+    """Yield (relpath, None) for image files under ``folder`` and (relpath, reason) for refusals."""
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames + [d for d in dirnames if is_image_name(Path(d))]):
+            path = Path(dirpath) / name
+            if not is_image_name(path):
+                continue
+            rel = path.relative_to(root).as_posix()
+            yield rel, _refusal(path, real_root)
+
+
+def _refusal(path: Path, real_root: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None when it can."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "broken symlink or symlink loop"
+        if not target.is_relative_to(real_root):
+            return "symlink points outside the data folder"
+    if path.is_dir():
+        return "a folder, not a file"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
+def _scan_manifest(root: Path, manifest: Path) -> Dataset:
+    if not manifest.is_file():
+        raise DatasetError(f"manifest {manifest} does not exist; pass a CSV file with columns path,label[,split]")
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = set(reader.fieldnames or ())
+        if not {"path", "label"} <= columns:
+            raise DatasetError(f"manifest {manifest} needs columns path,label[,split]; it has {sorted(columns)}")
+        rows = list(reader)
+    samples, rejected = [], []
+    real_root = root.resolve()
+    for line, row in enumerate(rows, start=2):
+        samples_or_reason = _manifest_row(root, real_root, manifest, line, row)
+        if isinstance(samples_or_reason, Sample):
+            samples.append(samples_or_reason)
+        else:
+            rejected.append(samples_or_reason)
+    train_classes = {s.label for s in samples if s.split in (None, "train")}
+    return Dataset(root, "manifest", samples, sorted(train_classes), rejected)
+
+
+def _manifest_row(root, real_root, manifest, line, row):
+    rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+    split_name = (row.get("split") or "").strip().lower()
+    if not rel or not label:
+        raise DatasetError(f"{manifest} line {line}: path and label must not be empty")
+    split = SPLIT_ALIASES.get(split_name) if split_name else None
+    if split_name and split is None:
+        raise DatasetError(f"{manifest} line {line}: split {split_name!r} is not one of train, validation, test")
+    path = Path(rel)
+    if path.is_absolute() or ".." in path.parts:
+        raise DatasetError(
+            f"{manifest} line {line}: path {rel!r} leaves the data folder; give paths relative to {root}"
+        )
+    full = root / path
+    reason = _refusal(full, real_root) if full.exists() or full.is_symlink() else "file not found"
+    return (path.as_posix(), reason) if reason else Sample(path.as_posix(), label, split)
+
+
+def _check_classes(dataset: Dataset) -> None:
+    known = set(dataset.class_names)
+    for split in ("validation", "test"):
+        extra = sorted({s.label for s in dataset.samples if s.split == split} - known)
+        if extra:
+            raise DatasetError(
+                f"classes {', '.join(extra)} appear in {split} but not in train; "
+                f"add training images for them or remove them from {split}"
+            )
+    if not dataset.samples:
+        raise DatasetError(f"no images found under {dataset.root}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF")
+    if len(dataset.class_names) < 2:
+        found = ", ".join(dataset.class_names) or "none"
+        raise DatasetError(
+            f"found {len(dataset.class_names)} class ({found}) in {dataset.root}; "
+            f"a classifier needs at least two class folders"
+        )

@@ -1,0 +1,123 @@
+"""Decoding one image file into the exact RGB pixels the backbone sees, and the spec that replays it."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: File suffixes treated as images; anything else in a data folder is ignored.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+#: Interpolations offered by ``--interpolation``, mapped to Pillow's filters by name.
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
+
+#: Images above this many pixels are refused before decoding (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+MIN_IMAGE_SIZE = 71  # Xception's smallest input
+
+
+class ImageDecodeError(Exception):
+    """A file could not be turned into pixels; ``str()`` is the reason recorded in the quarantine."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything that turns file bytes into the model's input, recorded in every cache.
+
+    ``decoder`` is Pillow; the first frame of animated files is used; EXIF orientation is
+    applied; every mode (grayscale, palette, RGBA, CMYK, 16-bit) is converted to 8-bit RGB
+    (transparency composited on black, as Pillow's ``convert("RGB")`` does); the image is
+    resized to ``image_size`` x ``image_size`` (aspect ratio not kept, as Keras does) with
+    ``interpolation``; then the model applies ``preprocess`` to the uint8 pixels.
+    """
+
+    image_size: int = 150
+    interpolation: str = "bilinear"
+    decoder: str = "pillow"
+    color: str = "RGB"
+    exif_transpose: bool = True
+    preprocess: str = "keras.applications.xception.preprocess_input"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> PreprocessSpec:
+        known = {k: fields[k] for k in cls.__dataclass_fields__ if k in fields}
+        return cls(**known)
+
+
+def is_image_name(path: Path) -> bool:
+    """True when the file name looks like an image featcache reads (hidden files never do)."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
+    """Return the pixels of ``path`` as uint8 of shape (image_size, image_size, 3).
+
+    Raises ImageDecodeError with a short reason for empty, truncated, oversized or
+    undecodable files.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_pixels(im.size)
+                im.seek(0)
+                im.load()
+                if spec.exif_transpose:
+                    im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+                resample = getattr(Image.Resampling, spec.interpolation.upper())
+                rgb = rgb.resize((spec.image_size, spec.image_size), resample=resample)
+                return np.asarray(rgb, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image: Pillow cannot identify the file format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except OSError as exc:
+        raise ImageDecodeError(_os_reason(exc)) from None
+    except (ValueError, SyntaxError, EOFError, MemoryError, IndexError) as exc:
+        raise ImageDecodeError(f"undecodable image: {exc}") from None
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"decompression bomb: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}"
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+
+
+def _to_rgb(im):
+    """Convert any Pillow mode to 8-bit RGB; 16-bit and float modes are scaled, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        from PIL import Image
+
+        im = Image.fromarray(arr, mode="L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def _os_reason(exc: OSError) -> str:
+    text = str(exc)
+    if "truncated" in text.lower():
+        return f"truncated image: {text}"
+    return f"unreadable image: {text}"
