@@ -76,3 +76,14 @@ def fake_backbone() -> FakeBackbone:
 def require_real():
     if not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()):
         pytest.skip(f"real data or weights not found beside the repository ({SHARED})")
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory) -> Path:
+    """The clothing dataset extracted once per test run with the real weights at 150 px."""
+    require_real()
+    from featcache.api import extract
+
+    out = tmp_path_factory.mktemp("real") / "clothing.h5"
+    extract(REAL_DATA, out, weights=str(REAL_WEIGHTS), image_size=150)
+    return out
