@@ -6,11 +6,14 @@ The Python API has the names of the commands: ``featcache.extract(...)`` does wh
 
 from importlib import import_module
 
-__all__ = ["extract", "info", "ExtractConfig", "FeatcacheError"]
+__all__ = ["extract", "info", "predict", "export", "verify", "ExtractConfig", "FeatcacheError"]
 
 _LAZY = {
     "extract": ("featcache.api", "extract"),
     "info": ("featcache.info", "info"),
+    "predict": ("featcache.api", "predict"),
+    "export": ("featcache.api", "export"),
+    "verify": ("featcache.api", "verify"),
     "ExtractConfig": ("featcache.config", "ExtractConfig"),
     "FeatcacheError": ("featcache.errors", "FeatcacheError"),
 }

@@ -27,3 +27,65 @@ def extract(
 
     config = ExtractConfig(data_dir=Path(data_dir), output=Path(output), **options)
     return run(config, backbone=backbone, progress=progress)
+
+
+def predict(
+    images,
+    head: str | Path,
+    *,
+    top_k: int = 3,
+    batch_size: int = 32,
+    weights: str | None = None,
+    workers: int = 2,
+    backbone=None,
+    progress: bool = False,
+):
+    """Classify ``images`` (files, or folders searched recursively) with the trained head in ``head``.
+
+    The images are decoded, resized and preprocessed exactly as the head's cache recorded, and
+    embedded by the backbone with the same weights (``weights`` overrides where to find them;
+    other weights are refused). Returns a :class:`featcache.predictor.PredictResult`; unreadable
+    files are predictions with an ``error``, not exceptions. ``backbone`` replaces Xception.
+    """
+    from featcache.config import PredictConfig
+    from featcache.predictor import predict as run
+
+    paths = [images] if isinstance(images, (str, Path)) else list(images)
+    config = PredictConfig(tuple(paths), Path(head), top_k, batch_size, weights, workers)
+    return run(config, backbone=backbone, progress=progress)
+
+
+def export(head: str | Path, out: str | Path, *, format: str = "keras", weights: str | None = None, backbone=None):
+    """Write the head in ``head`` with its preprocessing and frozen backbone as one model at ``out``.
+
+    ``format`` is ``keras`` (a ``.keras`` file, loadable with ``keras.saving.load_model`` in safe
+    mode) or ``saved_model`` (a TensorFlow SavedModel folder). Returns a
+    :class:`featcache.exporter.ExportResult`.
+    """
+    from featcache.config import ExportConfig
+    from featcache.exporter import export as run
+
+    return run(ExportConfig(Path(head), Path(out), format, weights), backbone=backbone)
+
+
+def verify(
+    cache: str | Path = DEFAULT_CACHE,
+    *,
+    sample: int = 32,
+    tolerance: float = 1e-4,
+    seed: int = 0,
+    weights: str | None = None,
+    batch_size: int = 32,
+    data_dir: str | Path | None = None,
+    backbone=None,
+):
+    """Recompute ``sample`` random rows of ``cache`` with the live model and compare with the stored vectors.
+
+    Returns a :class:`featcache.verifier.VerifyResult`; ``result.passed`` is False when the largest
+    absolute difference exceeds ``tolerance``, and ``result.causes`` names the likely reasons.
+    """
+    from featcache.config import VerifyConfig
+    from featcache.verifier import verify as run
+
+    config = VerifyConfig(Path(cache), sample, tolerance, seed, weights, batch_size, data_dir)
+    return run(config, backbone=backbone)

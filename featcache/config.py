@@ -73,3 +73,67 @@ def _check_int(name: str, value: int, minimum: int, hint: str) -> None:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+EXPORT_FORMATS = ("keras", "saved_model")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Options of ``featcache predict``; ``weights`` None means the head's own (or $FEATCACHE_WEIGHTS)."""
+
+    images: tuple[Path, ...]
+    head: Path
+    top_k: int = 3
+    batch_size: int = 32
+    weights: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
+        object.__setattr__(self, "head", Path(self.head))
+        if not self.images:
+            raise ConfigError("no images given; pass image files or folders of images")
+        _check_int("top_k", self.top_k, 1, "ask for at least the best class")
+        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        _check_int("workers", self.workers, 1, "use at least 1 decoding thread")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Options of ``featcache export``."""
+
+    head: Path
+    out: Path
+    format: str = "keras"
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head", Path(self.head))
+        object.__setattr__(self, "out", Path(self.out))
+        _check_choice("format", self.format, EXPORT_FORMATS)
+        if self.format == "keras" and self.out.suffix != ".keras":
+            raise ConfigError(f"out must end in .keras for --format keras, got {self.out}; e.g. model.keras")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Options of ``featcache verify``; ``data_dir`` None means the folder recorded in the cache."""
+
+    cache: Path = DEFAULT_CACHE
+    sample: int = 32
+    tolerance: float = 1e-4
+    seed: int = 0
+    weights: str | None = None
+    batch_size: int = 32
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache", Path(self.cache))
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+        _check_int("sample", self.sample, 1, "recompute at least one row, e.g. 32")
+        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        _check_int("seed", self.seed, 0, "use a non-negative seed")
+        if not self.tolerance >= 0:
+            raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")

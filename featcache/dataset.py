@@ -112,9 +112,7 @@ def _scan_class_folders(root: Path) -> Dataset:
 
 def _class_dirs(folder: Path) -> list[str]:
     # Keras sorts class folder names as plain strings; hidden folders are not classes.
-    return sorted(
-        e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
-    )
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
 def _collect(root, prefix, classes, split, samples, rejected) -> None:

@@ -35,3 +35,7 @@ class BadImagesError(FeatcacheError):
 
 class HeadError(FeatcacheError):
     """A trained head is missing, unreadable or does not match a cache."""
+
+
+class ExportError(FeatcacheError):
+    """An end-to-end model cannot be written, or does not reproduce the head's predictions."""

@@ -9,7 +9,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -322,7 +322,7 @@ def _strict_message(quarantine) -> str:
 
 
 def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, fingerprint: str, old) -> dict:
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     created = old.attrs.get("created_at", now) if old is not None else now
     return {
         "fingerprint": fingerprint,

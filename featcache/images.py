@@ -95,9 +95,7 @@ def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
 def _check_pixels(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
-        raise ImageDecodeError(
-            f"decompression bomb: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}"
-        )
+        raise ImageDecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}")
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
 

@@ -128,7 +128,9 @@ def read_cache(path: Path, features: bool = True) -> Cache:
     with _open_h5(path) as h5:
         attrs = {k: _attr(v) for k, v in h5.attrs.items()}
         if attrs.get("format") != FORMAT:
-            raise CacheError(f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract")
+            raise CacheError(
+                f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract"
+            )
         if int(attrs.get("format_version", -1)) > FORMAT_VERSION:
             raise CacheError(f"{path} has cache format {attrs['format_version']}; upgrade featcache to read it")
         try:
@@ -148,8 +150,7 @@ def _read_body(path, h5, attrs, features) -> Cache:
     )
     q = h5[QUARANTINE]
     quarantine = [
-        QuarantineEntry(p, r, s)
-        for p, r, s in zip(_decode(q[PATH][:]), _decode(q["reason"][:]), _decode(q[SHA256][:]))
+        QuarantineEntry(p, r, s) for p, r, s in zip(_decode(q[PATH][:]), _decode(q["reason"][:]), _decode(q[SHA256][:]))
     ]
     vectors = h5[FEATURES][:] if features else None
     return Cache(path, attrs, _decode(h5[CLASS_NAMES][:]), rows, quarantine, vectors)
@@ -423,3 +424,20 @@ class CacheLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def read_features(path: Path, indices) -> np.ndarray:
+    """Vectors of the rows ``indices`` (any order, repeats allowed), float32 (len(indices), dim).
+
+    Reads only those rows, so checking a few rows of a large cache stays cheap.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    with _open_h5(path) as h5:
+        data = h5[FEATURES]
+        if not len(idx):
+            return np.zeros((0, data.shape[1]), dtype=np.float32)
+        if idx.min() < 0 or idx.max() >= data.shape[0]:
+            raise CacheError(f"{path} has {data.shape[0]} rows; row {int(idx.max())} does not exist")
+        unique, inverse = np.unique(idx, return_inverse=True)
+        block = data[unique]  # h5py reads increasing indices only
+    return np.asarray(block[inverse], dtype=np.float32)

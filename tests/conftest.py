@@ -87,3 +87,52 @@ def real_cache(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("real") / "clothing.h5"
     extract(REAL_DATA, out, weights=str(REAL_WEIGHTS), image_size=150)
     return out
+
+
+def write_head(directory: Path, cache_path: Path, epochs: int = 40, seed: int = 0) -> Path:
+    """A head folder in the train-head layout (head.keras + head.json), fitted briefly on the train rows."""
+    import json
+
+    import keras
+
+    from featcache import store
+
+    cache = store.read_cache(cache_path)
+    train = cache.split_indices("train")
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((cache.features.shape[1],), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(len(cache.class_names), name="logits")(inputs))
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(cache.features[train], np.asarray(cache.rows.label)[train], epochs=epochs, batch_size=64, verbose=0)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "head.keras")
+    attrs = cache.attrs
+    meta = {
+        "format": "featcache-head",
+        "format_version": 1,
+        "cache_fingerprint": attrs["fingerprint"],
+        "cache_path": str(Path(cache_path).resolve()),
+        "class_names": cache.class_names,
+        "feature_dim": int(cache.features.shape[1]),
+        "preprocessing": json.loads(attrs["preprocessing"]),
+        "weights": attrs["weights"],
+        "weights_id": attrs["weights_id"],
+        "image_size": attrs["image_size"],
+        "options": {"epochs": epochs, "seed": seed},
+        "best_epoch": epochs,
+        "metrics": {},
+    }
+    (directory / "head.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_xception_cache(tmp_path_factory) -> Path:
+    """A few synthetic images extracted with the real Xception graph, seeded random weights, at 71 px."""
+    from featcache.api import extract
+
+    root = tmp_path_factory.mktemp("tiny_xception")
+    data = make_split_dataset(root / "data", counts={"train": 4, "validation": 2, "test": 1})
+    out = root / "cache.h5"
+    extract(data, out, weights="none", image_size=71, batch_size=8)
+    return out

@@ -1,0 +1,124 @@
+"""dataset.py: the three layouts, Keras class order, stable hash splits, and layout errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from featcache.dataset import scan, split_for_hash
+from featcache.errors import DatasetError
+from tests.conftest import CLASS_COLOURS, make_split_dataset, write_image
+
+
+def test_split_folders_give_splits_and_sorted_classes(tmp_path):
+    root = make_split_dataset(tmp_path / "d", classes=("dog", "cat", "fox"))
+    ds = scan(root)
+    assert ds.layout == "split-folders"
+    assert ds.class_names == ["cat", "dog", "fox"]
+    counts = {s: sum(1 for x in ds.samples if x.split == s) for s in ("train", "validation", "test")}
+    assert counts == {"train": 18, "validation": 6, "test": 6}
+
+
+def test_keras_orders_classes_as_plain_strings(tmp_path):
+    for name in ("b", "B", "a10", "a2", "t-shirt", "shirt"):
+        write_image(tmp_path / "train" / name / "x.jpg", (1, 2, 3), 0)
+    assert scan(tmp_path).class_names == sorted(["b", "B", "a10", "a2", "t-shirt", "shirt"])
+
+
+def test_val_is_an_alias_of_validation(tmp_path):
+    make_split_dataset(tmp_path, counts={"train": 2, "val": 1})
+    ds = scan(tmp_path)
+    assert {s.split for s in ds.samples} == {"train", "validation"}
+
+
+def test_class_missing_from_validation_is_fine_but_unknown_class_is_an_error(tmp_path):
+    make_split_dataset(tmp_path, counts={"train": 2}, classes=("cat", "dog", "fox"))
+    make_split_dataset(tmp_path, counts={"validation": 1}, classes=("cat",))
+    assert len(scan(tmp_path).samples) == 7
+    write_image(tmp_path / "test" / "wolf" / "w.jpg", (9, 9, 9), 1)
+    with pytest.raises(DatasetError, match="wolf appear in test but not in train"):
+        scan(tmp_path)
+
+
+def test_class_folders_only_leave_split_to_the_hash(tmp_path):
+    for label, colour in CLASS_COLOURS.items():
+        for i in range(3):
+            write_image(tmp_path / label / f"{i}.jpg", colour, i)
+    ds = scan(tmp_path)
+    assert ds.layout == "class-folders" and all(s.split is None for s in ds.samples)
+    assert ds.class_names == ["cat", "dog", "fox"]
+
+
+def test_hash_split_is_stable_and_follows_fractions():
+    import hashlib
+
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
+    splits = [split_for_hash(h, 0.1, 0.2) for h in hashes]
+    assert splits == [split_for_hash(h, 0.1, 0.2) for h in hashes]
+    assert 0.08 < splits.count("validation") / 4000 < 0.12
+    assert 0.18 < splits.count("test") / 4000 < 0.22
+
+
+def test_non_images_are_ignored_and_odd_entries_refused(tmp_path):
+    make_split_dataset(tmp_path, counts={"train": 2})
+    (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"\0\0")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("hi")
+    (tmp_path / "train" / "cat" / "folder.jpg").mkdir()
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "train" / "cat" / "broken.jpg")
+    ds = scan(tmp_path)
+    assert len(ds.samples) == 4
+    assert dict(ds.rejected) == {
+        "train/cat/broken.jpg": "broken symlink or symlink loop",
+        "train/cat/folder.jpg": "a folder, not a file",
+    }
+
+
+def test_symlink_outside_the_data_folder_is_not_followed(tmp_path):
+    outside = write_image(tmp_path / "outside.jpg", (1, 1, 1), 0)
+    root = make_split_dataset(tmp_path / "d", counts={"train": 1})
+    os.symlink(outside, root / "train" / "cat" / "link.jpg")
+    assert dict(scan(root).rejected) == {"train/cat/link.jpg": "symlink points outside the data folder"}
+
+
+def test_manifest_layout(tmp_path):
+    root = make_split_dataset(tmp_path / "d", counts={"train": 2})
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,split\ntrain/cat/cat_000.jpg,kitty,train\ntrain/dog/dog_000.jpg,puppy,\n"
+        "train/dog/dog_001.jpg,puppy,val\nmissing.jpg,kitty,train\n"
+    )
+    ds = scan(root, manifest)
+    assert ds.class_names == ["kitty", "puppy"]
+    assert [(s.relpath, s.split) for s in ds.samples] == [
+        ("train/cat/cat_000.jpg", "train"),
+        ("train/dog/dog_000.jpg", None),
+        ("train/dog/dog_001.jpg", "validation"),
+    ]
+    assert ds.rejected == [("missing.jpg", "file not found")]
+
+
+@pytest.mark.parametrize("bad", ["../escape.jpg", "/etc/passwd"])
+def test_manifest_paths_cannot_escape_the_data_folder(tmp_path, bad):
+    root = make_split_dataset(tmp_path / "d", counts={"train": 1})
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{bad},x\ntrain/cat/cat_000.jpg,y\n")
+    with pytest.raises(DatasetError, match="leaves the data folder"):
+        scan(root, manifest)
+
+
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "no class folders"),
+        (lambda p: (p / "cat").mkdir(parents=True), "no images found"),
+        (lambda p: write_image(p / "cat" / "a.jpg", (1, 2, 3), 0), "a classifier needs at least two"),
+        (lambda p: write_image(p / "validation" / "cat" / "a.jpg", (1, 2, 3), 0), "no train/"),
+    ],
+)
+def test_unusable_folders_are_refused_with_a_hint(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DatasetError, match=message):
+        scan(root)

@@ -1,0 +1,207 @@
+"""extractor.py: what lands in the cache, incremental reruns, resume, quarantine and refusals."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from featcache import store
+from featcache.api import extract
+from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
+from featcache.images import PreprocessSpec, load_image
+from tests.conftest import FakeBackbone, fake_embed, make_split_dataset, write_image
+
+
+def _run(data, out, backbone=None, **options):
+    options.setdefault("image_size", 71)
+    options.setdefault("batch_size", 4)
+    return extract(data, out, backbone=backbone or FakeBackbone(), **options)
+
+
+def test_cache_holds_vectors_labels_splits_paths_and_hashes(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    result = _run(split_data, out)
+    assert (result.rows, result.computed, result.reused, result.quarantine) == (20, 20, 0, [])
+    assert result.per_split == {"train": 12, "validation": 4, "test": 4}
+    cache = store.read_cache(out)
+    assert cache.class_names == ["cat", "dog"]
+    assert cache.features.shape == (20, 16) and cache.features.dtype == np.float32
+    i = cache.rows.path.index("validation/dog/dog_001.jpg")
+    assert (cache.rows.split[i], cache.class_names[cache.rows.label[i]]) == ("validation", "dog")
+    expected = fake_embed(load_image(split_data / cache.rows.path[i], PreprocessSpec(image_size=71))[None])[0]
+    np.testing.assert_allclose(cache.features[i], expected, rtol=1e-6)
+    assert not store.parts_dir(out).exists()
+
+
+def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    with h5py.File(out, "r") as h5:
+        assert set(h5) >= {"features", "label", "split", "path", "sha256", "class_names", "quarantine"}
+        attrs = dict(h5.attrs)
+        assert h5["split"][0].decode() in ("train", "validation", "test")
+    for key in (
+        "fingerprint",
+        "backbone",
+        "weights_id",
+        "image_size",
+        "interpolation",
+        "preprocessing",
+        "dtype",
+        "tensorflow_version",
+        "keras_version",
+        "featcache_version",
+        "created_at",
+    ):
+        assert key in attrs, key
+    assert attrs["image_size"] == 71 and attrs["interpolation"] == "bilinear"
+
+
+def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    before = store.read_cache(out)
+    backbone = FakeBackbone()
+    result = _run(split_data, out, backbone)
+    assert (result.computed, result.reused, backbone.built) == (0, 20, 0)
+    after = store.read_cache(out)
+    assert after.rows == before.rows and np.array_equal(after.features, before.features)
+    assert after.attrs["created_at"] == before.attrs["created_at"]
+
+
+def test_new_removed_and_renamed_files(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    old = store.read_cache(out)
+    write_image(split_data / "train" / "cat" / "new.jpg", (250, 10, 10), 99)
+    (split_data / "train" / "dog" / "dog_000.jpg").unlink()
+    shutil.move(split_data / "test" / "cat" / "cat_000.jpg", split_data / "test" / "cat" / "renamed.jpg")
+    result = _run(split_data, out)
+    assert (result.rows, result.computed) == (20, 1)
+    new = store.read_cache(out)
+    assert "train/dog/dog_000.jpg" not in new.rows.path
+    moved = old.features[old.rows.path.index("test/cat/cat_000.jpg")]
+    assert np.array_equal(new.features[new.rows.path.index("test/cat/renamed.jpg")], moved)
+
+
+def test_identical_files_are_computed_once_and_kept_as_two_rows(split_data, tmp_path):
+    shutil.copy(split_data / "train" / "cat" / "cat_000.jpg", split_data / "test" / "cat" / "copy.jpg")
+    result = _run(split_data, tmp_path / "c.h5")
+    assert (result.rows, result.computed) == (21, 20)
+
+
+def test_other_settings_are_refused_unless_overwrite(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    with pytest.raises(FingerprintMismatch, match=r"image_size: 71 -> 96.*--overwrite"):
+        _run(split_data, out, image_size=96)
+    with pytest.raises(FingerprintMismatch, match="interpolation"):
+        _run(split_data, out, interpolation="nearest")
+    with pytest.raises(FingerprintMismatch, match="backbone"):
+        _run(split_data, out, FakeBackbone("other"))
+    result = _run(split_data, out, image_size=96, overwrite=True)
+    assert result.computed == 20 and store.read_cache(out).attrs["image_size"] == 96
+
+
+def _bad_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.jpg").write_bytes(b"")
+    good = write_image(folder / "big.jpg", (10, 200, 10), 5, size=120)
+    (folder / "truncated.jpg").write_bytes(good.read_bytes()[:600])
+    (folder / "random.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
+    (folder / "text.png").write_text("not a picture")
+    (folder / "notes.txt").write_text("ignored")
+
+
+def test_bad_files_are_quarantined_with_reasons_and_good_ones_kept(split_data, tmp_path):
+    _bad_files(split_data / "train" / "dog")
+    out = tmp_path / "c.h5"
+    result = _run(split_data, out)
+    reasons = {q.path.split("/")[-1]: q.reason for q in result.quarantine}
+    assert set(reasons) == {"zero.jpg", "truncated.jpg", "random.jpg", "text.png"}
+    assert reasons["zero.jpg"].startswith("empty file")
+    assert reasons["truncated.jpg"].startswith("truncated image")
+    assert reasons["random.jpg"].startswith("not an image") and reasons["text.png"].startswith("not an image")
+    assert result.rows == 21  # 20 + big.jpg
+    cache = store.read_cache(out)
+    assert {q.path for q in cache.quarantine} == {f"train/dog/{n}" for n in reasons}
+    rerun = _run(split_data, out)
+    assert (rerun.computed, len(rerun.quarantine)) == (0, 4)
+
+
+def test_strict_makes_bad_files_an_error_and_keeps_the_old_cache(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    _bad_files(split_data / "test" / "cat")
+    with pytest.raises(BadImagesError, match="could not be used"):
+        _run(split_data, out, strict=True)
+    assert len(store.read_cache(out).rows) == 20
+
+
+class _Crashing(FakeBackbone):
+    """Fails after ``after`` batches, like a process killed mid-run."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def build(self):
+        calls = {"n": 0}
+
+        def embed(batch):
+            calls["n"] += 1
+            if calls["n"] > self.after:
+                raise KeyboardInterrupt
+            return fake_embed(batch)
+
+        return embed
+
+
+def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path):
+    out, reference = tmp_path / "c.h5", tmp_path / "ref.h5"
+    _run(split_data, reference)
+    with pytest.raises(KeyboardInterrupt):
+        _run(split_data, out, _Crashing(after=2))
+    assert len(store.list_parts(store.parts_dir(out))) == 2 and not out.exists()
+    result = _run(split_data, out)
+    assert (result.computed, result.reused) == (12, 8)
+    a, b = store.read_cache(out), store.read_cache(reference)
+    assert a.rows.path == b.rows.path and np.array_equal(a.features, b.features)
+
+
+def test_second_writer_is_refused_at_once(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    with store.CacheLock(out):
+        with pytest.raises(LockedError, match="is being written by featcache process"):
+            _run(split_data, out)
+    _run(split_data, out)
+
+
+def test_class_folder_splits_do_not_depend_on_file_names(tmp_path):
+    data = tmp_path / "d"
+    for label in ("cat", "dog"):
+        for i in range(15):
+            write_image(data / label / f"{i}.jpg", (i * 10, 50, 100 if label == "cat" else 200), i)
+    first = store.read_cache(_run(data, tmp_path / "a.h5", val_fraction=0.2, test_fraction=0.2).output)
+    for path in sorted((data / "cat").iterdir()):
+        path.rename(path.with_name("z" + path.name))
+    second = store.read_cache(_run(data, tmp_path / "b.h5", val_fraction=0.2, test_fraction=0.2).output)
+    by_hash = dict(zip(first.rows.sha256, first.rows.split))
+    assert {s for s in first.rows.split} == {"train", "validation", "test"}
+    assert all(by_hash[h] == s for h, s in zip(second.rows.sha256, second.rows.split))
+
+
+def test_manifest_gives_labels_and_splits(tmp_path):
+    data = make_split_dataset(tmp_path / "d", counts={"train": 3})
+    manifest = tmp_path / "m.csv"
+    rows = [
+        f"train/{c}/{c}_{i:03d}.{'png' if i == 2 else 'jpg'},{c},{'train' if i else 'test'}"
+        for c in ("cat", "dog")
+        for i in range(3)
+    ]
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    result = _run(data, tmp_path / "m.h5", manifest=manifest)
+    assert result.per_split == {"train": 4, "validation": 0, "test": 2}
