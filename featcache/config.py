@@ -38,6 +38,7 @@ class ExtractConfig:
     strict: bool = False
     overwrite: bool = False
     workers: int = 2
+    allow_outside: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -35,17 +35,22 @@ class Dataset:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
 
 
-def scan(data_dir: Path, manifest: Path | None = None) -> Dataset:
-    """Find every image of ``data_dir`` and its class and split (None where hashing decides)."""
+def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
+    """Find every image of ``data_dir`` and its class and split (None where hashing decides).
+
+    Symlinks leading out of ``data_dir`` and manifest paths that leave it are refused unless
+    ``allow_outside``.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
+    fence = None if allow_outside else root.resolve()
     if manifest is not None:
-        dataset = _scan_manifest(root, Path(manifest))
+        dataset = _scan_manifest(root, Path(manifest), fence)
     elif any(_child_dir(root, name) for name in SPLIT_ALIASES):
-        dataset = _scan_split_folders(root)
+        dataset = _scan_split_folders(root, fence)
     else:
-        dataset = _scan_class_folders(root)
+        dataset = _scan_class_folders(root, fence)
     _check_classes(dataset)
     return dataset
 
@@ -74,7 +79,7 @@ def _child_dir(root: Path, name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _scan_split_folders(root: Path) -> Dataset:
+def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
     seen: dict[str, str] = {}
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
@@ -93,11 +98,11 @@ def _scan_split_folders(root: Path) -> Dataset:
             classes = _class_dirs(root / seen[split])
             if split == "train":
                 class_names = classes
-            _collect(root, seen[split], classes, split, samples, rejected)
+            _collect(root, seen[split], classes, split, samples, rejected, fence)
     return Dataset(root, "split-folders", samples, class_names, rejected)
 
 
-def _scan_class_folders(root: Path) -> Dataset:
+def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
     classes = _class_dirs(root)
     if not classes:
         raise DatasetError(
@@ -106,7 +111,7 @@ def _scan_class_folders(root: Path) -> Dataset:
         )
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
-    _collect(root, "", classes, None, samples, rejected)
+    _collect(root, "", classes, None, samples, rejected, fence)
     return Dataset(root, "class-folders", samples, classes, rejected)
 
 
@@ -115,19 +120,18 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
-def _collect(root, prefix, classes, split, samples, rejected) -> None:
+def _collect(root, prefix, classes, split, samples, rejected, fence) -> None:
     for label in classes:
         base = root / prefix / label if prefix else root / label
-        for rel, reason in _walk_images(root, base):
+        for rel, reason in _walk_images(root, base, fence):
             if reason:
                 rejected.append((rel, reason))
             else:
                 samples.append(Sample(rel, label, split))
 
 
-def _walk_images(root: Path, folder: Path):
+def _walk_images(root: Path, folder: Path, fence: Path | None):
     """Yield (relpath, None) for image files under ``folder`` and (relpath, reason) for refusals."""
-    real_root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames + [d for d in dirnames if is_image_name(Path(d))]):
@@ -135,17 +139,17 @@ def _walk_images(root: Path, folder: Path):
             if not is_image_name(path):
                 continue
             rel = path.relative_to(root).as_posix()
-            yield rel, _refusal(path, real_root)
+            yield rel, _refusal(path, fence)
 
 
-def _refusal(path: Path, real_root: Path) -> str | None:
-    """Why ``path`` cannot be read as an image file, or None when it can."""
+def _refusal(path: Path, fence: Path | None) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None; symlinks must stay inside ``fence``."""
     if path.is_symlink():
         try:
             target = path.resolve(strict=True)
         except (OSError, RuntimeError):
             return "broken symlink or symlink loop"
-        if not target.is_relative_to(real_root):
+        if fence is not None and not target.is_relative_to(fence):
             return "symlink points outside the data folder"
     if path.is_dir():
         return "a folder, not a file"
@@ -154,7 +158,7 @@ def _refusal(path: Path, real_root: Path) -> str | None:
     return None
 
 
-def _scan_manifest(root: Path, manifest: Path) -> Dataset:
+def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
     if not manifest.is_file():
         raise DatasetError(f"manifest {manifest} does not exist; pass a CSV file with columns path,label[,split]")
     with open(manifest, newline="", encoding="utf-8") as fh:
@@ -164,9 +168,8 @@ def _scan_manifest(root: Path, manifest: Path) -> Dataset:
             raise DatasetError(f"manifest {manifest} needs columns path,label[,split]; it has {sorted(columns)}")
         rows = list(reader)
     samples, rejected = [], []
-    real_root = root.resolve()
     for line, row in enumerate(rows, start=2):
-        samples_or_reason = _manifest_row(root, real_root, manifest, line, row)
+        samples_or_reason = _manifest_row(root, fence, manifest, line, row)
         if isinstance(samples_or_reason, Sample):
             samples.append(samples_or_reason)
         else:
@@ -175,7 +178,7 @@ def _scan_manifest(root: Path, manifest: Path) -> Dataset:
     return Dataset(root, "manifest", samples, sorted(train_classes), rejected)
 
 
-def _manifest_row(root, real_root, manifest, line, row):
+def _manifest_row(root, fence, manifest, line, row):
     rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
     split_name = (row.get("split") or "").strip().lower()
     if not rel or not label:
@@ -184,12 +187,13 @@ def _manifest_row(root, real_root, manifest, line, row):
     if split_name and split is None:
         raise DatasetError(f"{manifest} line {line}: split {split_name!r} is not one of train, validation, test")
     path = Path(rel)
-    if path.is_absolute() or ".." in path.parts:
+    if fence is not None and (path.is_absolute() or ".." in path.parts):
         raise DatasetError(
-            f"{manifest} line {line}: path {rel!r} leaves the data folder; give paths relative to {root}"
+            f"{manifest} line {line}: path {rel!r} leaves the data folder; give paths relative to {root} "
+            f"or pass --allow-outside"
         )
     full = root / path
-    reason = _refusal(full, real_root) if full.exists() or full.is_symlink() else "file not found"
+    reason = _refusal(full, fence) if full.exists() or full.is_symlink() else "file not found"
     return (path.as_posix(), reason) if reason else Sample(path.as_posix(), label, split)
 
 

@@ -80,7 +80,7 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
         from featcache.backbone import XceptionBackbone
 
         backbone = XceptionBackbone(config.weights, config.image_size)
-    dataset = scan(config.data_dir, config.manifest)
+    dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     fields = fingerprint_fields(config, backbone)
     fingerprint = fingerprint_of(fields)
     _prepare_output(config.output)

@@ -23,9 +23,12 @@ atomic rename, and parts are folded into the cache file at the end of a run.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -179,6 +182,7 @@ def write_cache(path, attrs, class_names, rows: Rows, pool: VectorPool, quaranti
     import h5py
 
     path = Path(path)
+    _check_space(path, len(rows) * ((pool.dim or 0) * 4 + 256) + len(quarantine) * 512 + (64 << 10))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as h5:
@@ -192,9 +196,19 @@ def write_cache(path, attrs, class_names, rows: Rows, pool: VectorPool, quaranti
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse before writing when the new cache cannot fit: HDF5 copes badly with a full disk."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise _write_error(path, OSError(errno.ENOSPC, f"{free} bytes free, about {needed} needed"))
 
 
 def _write_rows(h5, rows: Rows, pool: VectorPool) -> None:
@@ -215,6 +229,16 @@ def _write_rows(h5, rows: Rows, pool: VectorPool) -> None:
 
 def _write_strings(group, name, values) -> None:
     group.create_dataset(name, data=np.asarray(list(values), dtype=object), dtype=_str_dtype(), shape=(len(values),))
+
+
+def _write_error(path: Path, exc: Exception) -> CacheError:
+    """A failed write as a one-line error; what was committed before stays intact."""
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc) or "errno = 28" in str(exc):
+        return CacheError(
+            f"no space left on the device while writing {path}; free some space and rerun the same "
+            f"command (work committed before is kept)"
+        )
+    return CacheError(f"could not write {path} ({_short(exc)}); check the folder and rerun the same command")
 
 
 def _fsync_file(path: Path) -> None:
@@ -245,25 +269,40 @@ class PartWriter:
 
     def write(self, sha256s, vectors: np.ndarray, bad: list[tuple[str, str]] = ()) -> Path:
         """Commit one part: ``vectors`` float32 (len(sha256s), dim) and ``bad`` (sha256, reason) pairs."""
-        import h5py
-
         self._seq += 1
         name = f"part-{time.time_ns()}-{os.getpid()}-{self._seq:06d}.h5"
         tmp, final = self.directory / f".{name}.tmp", self.directory / name
+        image = self._image(sha256s, vectors, bad)
         try:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["fingerprint"] = self.fingerprint
-                _write_strings(h5, PART_SHA256, list(sha256s))
-                h5.create_dataset(PART_FEATURES, data=np.asarray(vectors, dtype=np.float32))
-                _write_strings(h5, PART_Q_SHA256, [s for s, _ in bad])
-                _write_strings(h5, PART_Q_REASON, [r for _, r in bad])
-            _fsync_file(tmp)
+            # HDF5 is built in memory and written with plain file I/O, so a full disk is an
+            # ordinary OSError and never leaves the HDF5 library with a half-flushed file.
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _write_error(final, exc) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         self.rows_written += len(sha256s)
         return final
+
+    def _image(self, sha256s, vectors, bad) -> bytes:
+        import io
+
+        import h5py
+
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as h5:
+            h5.attrs["fingerprint"] = self.fingerprint
+            _write_strings(h5, PART_SHA256, list(sha256s))
+            h5.create_dataset(PART_FEATURES, data=np.asarray(vectors, dtype=np.float32))
+            _write_strings(h5, PART_Q_SHA256, [s for s, _ in bad])
+            _write_strings(h5, PART_Q_REASON, [r for _, r in bad])
+        return buffer.getvalue()
 
     def close(self) -> None:
         """Nothing is buffered: every write is already committed."""
@@ -405,16 +444,20 @@ class CacheLock:
                 f"{self.path.with_suffix('')} is being written by {holder}; wait for it to finish "
                 f"or write to another file with -o"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"featcache process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-        fh.flush()
+        try:  # who holds the lock is a courtesy for the next caller; a full disk must not stop us
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"featcache process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            fh.flush()
+        except OSError:
+            pass
         self._fh = fh
         return self
 
     def release(self) -> None:
         if self._fh is not None:
-            self._fh.truncate(0)
+            with contextlib.suppress(OSError):
+                self._fh.truncate(0)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None

@@ -1,0 +1,233 @@
+"""Reliability: the bad-image zoo, a full disk, concurrent runs and readers, and what is never loaded."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featcache import store
+from featcache.api import extract
+from featcache.errors import CacheError
+from featcache.info import info
+from tests.conftest import FakeBackbone, make_split_dataset, write_image
+
+PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
+
+
+def _rgb(w=40, h=30, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _make_zoo(folder: Path) -> dict[str, str | None]:
+    """Write the zoo; returns file name -> expected quarantine reason prefix (None: decoded)."""
+    folder.mkdir(parents=True)
+    expect: dict[str, str | None] = {}
+
+    def save(name, image, reason=None, **kw):
+        image.save(folder / name, **kw)
+        expect[name] = reason
+
+    (folder / "zero.jpg").write_bytes(b"")
+    expect["zero.jpg"] = "empty file"
+    _rgb(300, 300).save(folder / "full.jpg", quality=95)
+    (folder / "truncated.jpg").write_bytes((folder / "full.jpg").read_bytes()[:2000])
+    expect["full.jpg"], expect["truncated.jpg"] = None, "truncated image"
+    (folder / "random.jpg").write_bytes(np.random.default_rng(1).bytes(5000))
+    (folder / "text.png").write_text("definitely not a PNG\n")
+    expect["random.jpg"] = expect["text.png"] = "not an image"
+    save("jpeg_named.png", _rgb(seed=2), format="JPEG")
+    save("png_named.jpg", _rgb(seed=3), format="PNG")
+    save("rgba.png", _rgb(seed=4).convert("RGBA"))
+    save("palette_transparent.png", _rgb(seed=5).convert("P"), transparency=0)
+    save("gray.png", _rgb(seed=6).convert("L"))
+    save("cmyk.jpg", _rgb(seed=7).convert("CMYK"), format="JPEG")
+    save("deep16.png", Image.fromarray((np.arange(1200).reshape(30, 40) * 40).astype(np.uint16)))
+    save("one_pixel.png", Image.new("RGB", (1, 1), (9, 9, 9)))
+    save("bomb.png", Image.new("1", (30000, 30000)), "decompression bomb")
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
+    save("animated.gif", frames[0], save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    save("exif_rotated.jpg", _rgb(seed=8), exif=exif)
+    save("image.webp", _rgb(seed=9), format="WEBP")
+    save("image.tiff", _rgb(seed=10), format="TIFF")
+    save("image.bmp", _rgb(seed=11), format="BMP")
+    save("name with spaces é 中文.jpg", _rgb(seed=12))
+    os.symlink(folder / "loop_b.jpg", folder / "loop_a.jpg")
+    os.symlink(folder / "loop_a.jpg", folder / "loop_b.jpg")
+    os.symlink(folder / "missing.jpg", folder / "broken.jpg")
+    expect["loop_a.jpg"] = expect["loop_b.jpg"] = expect["broken.jpg"] = "broken symlink or symlink loop"
+    (folder / "x.jpg").mkdir()
+    expect["x.jpg"] = "a folder, not a file"
+    return expect
+
+
+def test_bad_image_zoo_is_decoded_or_quarantined_with_a_reason(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 2})
+    expect = _make_zoo(data / "train" / "cat" / "zoo")
+    started = time.monotonic()
+    result = extract(data, tmp_path / "c.h5", backbone=FakeBackbone(), image_size=71)
+    assert time.monotonic() - started < 60  # nothing hangs
+    reasons = {q.path.rsplit("/", 1)[-1]: q.reason for q in result.quarantine}
+    cache = store.read_cache(tmp_path / "c.h5")
+    kept = {p.rsplit("/", 1)[-1] for p in cache.rows.path}
+    for name, reason in expect.items():
+        if reason is None:
+            assert name in kept, f"{name} should decode, quarantined as {reasons.get(name)}"
+        else:
+            assert reasons.get(name, "").startswith(reason), f"{name}: {reasons.get(name)}"
+    assert {f"cat_{i:03d}.jpg" for i in range(2)} <= kept and len(cache.rows) == 4 + sum(
+        r is None for r in expect.values()
+    )
+    assert np.isfinite(cache.features).all()
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+
+
+class _WideBackbone(FakeBackbone):
+    """2048 floats per image, like Xception, so a small disk fills up."""
+
+    dim = 2048
+
+    def build(self):
+        from tests.conftest import fake_embed
+
+        return lambda batch: np.tile(fake_embed(batch), (1, 128))
+
+
+def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "1m")
+    try:
+        data = make_split_dataset(tmp_path / "data", counts={"train": 3})
+        out = disk / "c.h5"
+        extract(data, out, backbone=_WideBackbone(), image_size=71)
+        make_split_dataset(data, counts={"test": 60}, start_seed=50)
+        with pytest.raises(CacheError, match="no space left on the device .* rerun the same command"):
+            extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
+        assert len(store.read_cache(out).rows) == 6
+        committed = len(store.list_parts(store.parts_dir(out)))
+        assert committed > 0
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        result = extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
+        assert result.rows == 126 and result.reused >= 6 + committed * 8
+        assert not store.parts_dir(out).exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "featcache",
+        "extract",
+        str(data),
+        "-o",
+        str(out),
+        "--weights",
+        "none",
+        "--image-size",
+        "71",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "-q",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_parts(proc, out: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not store.list_parts(store.parts_dir(out)):
+        assert proc.poll() is None and time.monotonic() < deadline, "extract ended before committing a part"
+        time.sleep(0.01)
+
+
+def test_second_writer_refused_reader_sees_committed_state_and_killed_lock_is_cleared(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 2})
+    out = tmp_path / "c.h5"
+    extract(data, out, weights="none", image_size=71)
+    committed = info(out).rows
+    make_split_dataset(data, counts={"test": 40}, start_seed=500)
+    first = _slow_extract(data, out)
+    try:
+        _wait_for_parts(first, out)
+        started = time.monotonic()
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "featcache",
+                "extract",
+                str(data),
+                "-o",
+                str(out),
+                "--weights",
+                "none",
+                "--image-size",
+                "71",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert second.returncode == 1 and "is being written by featcache process" in second.stderr
+        assert "Traceback" not in second.stderr and time.monotonic() - started < 30
+        assert info(out).rows == committed  # readers see the last complete cache
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        again = _slow_extract(data, out)  # the dead holder's lock does not block
+        _, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err[-2000:]
+        assert info(out).rows == committed + 80
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_nothing_featcache_saves_or_loads_is_a_pickle():
+    sources = {p.name: p.read_text() for p in PACKAGE.glob("*.py")}
+    for name, text in sources.items():
+        assert not re.search(r"^\s*(import|from)\s+(pickle|cPickle|joblib|dill|cloudpickle)\b", text, re.M), name
+        assert "allow_pickle=True" not in text, name
+        for call in re.findall(r"load_model\([^)]*\)", text):
+            assert "safe_mode=True" in call, f"{name}: {call}"
+
+
+def test_cache_files_contain_no_pickled_objects(split_data, tmp_path):
+    import h5py
+
+    out = tmp_path / "c.h5"
+    extract(split_data, out, backbone=FakeBackbone(), image_size=71)
+    with h5py.File(out, "r") as h5:
+        kinds = []
+        h5.visititems(lambda name, obj: kinds.append(obj.dtype.kind) if isinstance(obj, h5py.Dataset) else None)
+    assert set(kinds) <= {"f", "i", "O", "S"}  # numbers and strings only
+
+
+def test_outside_paths_only_with_allow_outside(tmp_path):
+    outside = write_image(tmp_path / "elsewhere" / "far.jpg", (200, 30, 30), 3)
+    data = make_split_dataset(tmp_path / "data", counts={"train": 2})
+    os.symlink(outside, data / "train" / "cat" / "link.jpg")
+    fenced = extract(data, tmp_path / "a.h5", backbone=FakeBackbone(), image_size=71)
+    assert [q.reason for q in fenced.quarantine] == ["symlink points outside the data folder"]
+    opened = extract(data, tmp_path / "b.h5", backbone=FakeBackbone(), image_size=71, allow_outside=True)
+    assert opened.quarantine == [] and opened.rows == 5
