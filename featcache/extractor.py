@@ -39,10 +39,12 @@ class ExtractResult:
     quarantine: list[store.QuarantineEntry]
     seconds: float
     class_names: list[str] = field(default_factory=list)
+    compute_seconds: float = 0.0  # building the model, decoding and forward passes
 
     @property
     def images_per_s(self) -> float:
-        return self.computed / self.seconds if self.seconds > 0 else 0.0
+        """Images computed per second of computing (model start-up included)."""
+        return self.computed / self.compute_seconds if self.compute_seconds > 0 else 0.0
 
 
 @dataclass
@@ -90,10 +92,11 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
             hashed, unreadable = _hash_all(dataset, _stat_memo(old))
             _assign_splits(hashed, config)
             todo = _todo(hashed, pool)
-            computed = 0
+            computed, compute_start = 0, time.perf_counter()
             if todo:
                 computed = _compute(todo, backbone, config, fingerprint, progress)
                 pool.add_parts(store.parts_dir(config.output), fingerprint)
+            compute_seconds = time.perf_counter() - compute_start
             rows, quarantine = _assemble(dataset, hashed, unreadable, pool)
             if config.strict and quarantine:
                 raise BadImagesError(_strict_message(quarantine))
@@ -102,7 +105,9 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
         finally:
             pool.close()
         store.remove_parts(store.parts_dir(config.output))
-    return _result(config, dataset, rows, quarantine, computed, time.perf_counter() - start)
+    result = _result(config, dataset, rows, quarantine, computed, time.perf_counter() - start)
+    result.compute_seconds = compute_seconds
+    return result
 
 
 def _prepare_output(output: Path) -> None:
