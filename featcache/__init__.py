@@ -6,7 +6,18 @@ The Python API has the names of the commands: ``featcache.extract(...)`` does wh
 
 from importlib import import_module
 
-__all__ = ["extract", "info", "predict", "export", "verify", "ExtractConfig", "FeatcacheError"]
+__all__ = [
+    "extract",
+    "info",
+    "predict",
+    "export",
+    "verify",
+    "train_head",
+    "compare",
+    "HeadConfig",
+    "ExtractConfig",
+    "FeatcacheError",
+]
 
 _LAZY = {
     "extract": ("featcache.api", "extract"),
@@ -14,6 +25,9 @@ _LAZY = {
     "predict": ("featcache.api", "predict"),
     "export": ("featcache.api", "export"),
     "verify": ("featcache.api", "verify"),
+    "train_head": ("featcache.api", "train_head"),
+    "compare": ("featcache.api", "compare"),
+    "HeadConfig": ("featcache.head", "HeadConfig"),
     "ExtractConfig": ("featcache.config", "ExtractConfig"),
     "FeatcacheError": ("featcache.errors", "FeatcacheError"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featcache.config import DEFAULT_CACHE, ExtractConfig
+from featcache.config import DEFAULT_CACHE, DEFAULT_COMPARE_DIR, DEFAULT_HEAD_DIR, ExtractConfig
 from featcache.extractor import ExtractResult
 
 
@@ -89,3 +89,41 @@ def verify(
 
     config = VerifyConfig(Path(cache), sample, tolerance, seed, weights, batch_size, data_dir)
     return run(config, backbone=backbone)
+
+
+def train_head(
+    cache: str | Path = DEFAULT_CACHE,
+    out: str | Path = DEFAULT_HEAD_DIR,
+    *,
+    tensorboard: str | Path | None = None,
+    **options,
+):
+    """Train a Keras head on the cached vectors of ``cache`` and save it into the folder ``out``.
+
+    ``options`` are the fields of :class:`featcache.head.HeadConfig` (``lr``, ``batch_size``,
+    ``epochs``, ``inner``, ``dropout``, ``seed``, ``early_stopping``, ``val_fraction``);
+    ``tensorboard`` is a log folder. Returns a :class:`featcache.head.HeadResult`.
+    """
+    from featcache.head import HeadConfig
+    from featcache.head import train_head as run
+
+    return run(cache, out, HeadConfig(**options), tensorboard=tensorboard)
+
+
+def compare(
+    cache: str | Path = DEFAULT_CACHE,
+    out: str | Path = DEFAULT_COMPARE_DIR,
+    *,
+    head: str | Path | None = None,
+    **options,
+):
+    """Compare the Keras head with a tuned logistic baseline on the same splits of ``cache``.
+
+    The head is trained with ``options`` (as for :func:`train_head`), or loaded from the folder
+    ``head``. The report, figures and both models go into ``out``. Returns a
+    :class:`featcache.comparison.CompareResult`.
+    """
+    from featcache.comparison import compare as run
+    from featcache.head import HeadConfig
+
+    return run(cache, out, HeadConfig(**options), head=head)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from featcache.config import DEFAULT_CACHE, WEIGHTS_ENV
+from featcache.config import DEFAULT_CACHE, DEFAULT_COMPARE_DIR, DEFAULT_HEAD_DIR, WEIGHTS_ENV
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
 
@@ -123,3 +123,122 @@ def _info_text(summary) -> str:
             f"rerun featcache extract to fold them in"
         )
     return "\n".join(lines)
+
+
+def _head_options(func):
+    """The options of the Keras head, shared by train-head and compare (names as in HeadConfig)."""
+    options = [
+        click.option(
+            "--lr", type=float, default=0.01, show_default=True, help="Adam learning rate (the recipe's 0.01)."
+        ),
+        click.option("--batch-size", type=int, default=32, show_default=True, help="Vectors per training step."),
+        click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the train split."),
+        click.option(
+            "--inner",
+            type=int,
+            multiple=True,
+            help="Units of a Dense relu layer before the output; repeat for more layers.",
+        ),
+        click.option(
+            "--dropout",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Dropout rate after each inner layer (on the input when there is none).",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of initialisation and shuffling; same seed, same history.",
+        ),
+        click.option(
+            "--early-stopping",
+            type=int,
+            default=None,
+            metavar="PATIENCE",
+            help="Stop after PATIENCE epochs without a better validation accuracy.",
+        ),
+        click.option(
+            "--val-fraction",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Share of train rows held out when the cache has no validation split.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command("train-head")
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_HEAD_DIR,
+    show_default=True,
+    help="Folder to save the head into (head.keras, head.json, history.csv, learning_curves.png).",
+)
+@_head_options
+@click.option(
+    "--tensorboard", type=click.Path(path_type=Path), default=None, help="Also write TensorBoard logs into this folder."
+)
+@_errors_as_messages
+def train_head(cache, out, **options):
+    """Train a Keras head on the cached vectors of CACHE and keep its best epoch.
+
+    Trains on the train split, judges every epoch on the validation split (held out from train
+    when the cache has none) and keeps the epoch with the best validation accuracy.
+    """
+    from featcache.api import train_head as run
+
+    result = run(cache, out, **options)
+    click.echo(_train_head_summary(cache, result))
+
+
+def _train_head_summary(cache, result) -> str:
+    m, meta = result.metrics, result.metadata
+    held = "; held out from train, the cache has no validation split" if m["validation_carved"] else ""
+    return "\n".join(
+        [
+            f"head: {result.out}  ({len(meta['class_names'])} classes, {meta['feature_dim']}-d vectors of {cache})",
+            f"best epoch {result.best_epoch} of {m['epochs_run']}: train accuracy {m['train_accuracy']:.4f}, "
+            f"validation accuracy {m['val_accuracy']:.4f} (loss {m['train_loss']:.4f} / {m['val_loss']:.4f})",
+            f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows, validated on {m['n_validation']}{held}",
+            f"saved: {result.out / 'head.keras'}, head.json, history.csv, learning_curves.png",
+        ]
+    )
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_COMPARE_DIR,
+    show_default=True,
+    help="Folder for report.md, report.json, the PNGs and both models.",
+)
+@click.option(
+    "--head",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Use this trained head folder instead of training one (head options are then ignored).",
+)
+@_head_options
+@_errors_as_messages
+def compare(cache, out, head, **options):
+    """Compare the Keras head with a tuned logistic-regression baseline on the same splits of CACHE.
+
+    Both are scored on validation and test (accuracy, macro-F1, log loss, per-class precision and
+    recall, confusion matrices, timings), and the test accuracy difference gets McNemar's test and
+    a bootstrap interval.
+    """
+    from featcache.api import compare as run
+
+    result = run(cache, out, head=head, **options)
+    click.echo(result.table())
+    click.echo(f"report: {result.out / 'report.md'} (and report.json, {len(result.files) - 2} PNGs, baseline.npz)")

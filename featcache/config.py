@@ -10,6 +10,8 @@ from featcache.errors import ConfigError
 from featcache.images import INTERPOLATIONS, MIN_IMAGE_SIZE, PreprocessSpec
 
 DEFAULT_CACHE = Path("cache") / "features.h5"
+DEFAULT_HEAD_DIR = Path("cache") / "head"
+DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 BACKBONES = ("xception",)
 PRECISIONS = ("float32",)
 WEIGHTS_ENV = "FEATCACHE_WEIGHTS"

@@ -1,0 +1,253 @@
+"""Stage two's judge: the Keras head and a logistic baseline on identical splits, and the report of both.
+
+An output folder holds ``report.md`` and ``report.json``, ``metrics.png`` (the metric comparison),
+``confusion_<model>_<split>.png``, the baseline as ``baseline.npz`` (arrays, no pickle) and, when
+the head was trained here, the head directory ``head/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featcache import head as heads
+from featcache.baseline import LogisticBaseline
+from featcache.config import DEFAULT_COMPARE_DIR
+from featcache.metrics import evaluate, paired_difference
+from featcache.splits import Splits, load_splits, softmax
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT, REPORT_FORMAT_VERSION = "featcache-compare", 1
+KERAS, LOGISTIC = "keras_head", "logistic"
+BASELINE_FILE, REPORT_JSON, REPORT_MD, METRICS_PNG = "baseline.npz", "report.json", "report.md", "metrics.png"
+TABLE_ROWS = (
+    ("accuracy", "accuracy", ".4f"),
+    ("macro_f1", "macro-F1", ".4f"),
+    ("log_loss", "log loss", ".4f"),
+    ("predict_seconds", "predict s", ".3f"),
+)
+
+
+@dataclass
+class ModelRun:
+    """One model's probabilities per split, with its timings and how it was made."""
+
+    name: str
+    fit_seconds: float | None
+    about: dict
+    predict: object  # float (m, dim) -> probabilities float (m, k)
+    proba: dict[str, np.ndarray] = field(default_factory=dict)
+    predict_seconds: dict[str, float] = field(default_factory=dict)
+
+    def run_on(self, split: str, x: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.proba[split] = self.predict(x)
+        self.predict_seconds[split] = time.perf_counter() - start
+
+
+@dataclass
+class CompareResult:
+    """The report (as written to ``report.json``) and the files written into ``out``."""
+
+    out: Path
+    report: dict
+    files: list[Path]
+
+    def table(self) -> str:
+        return format_table(self.report)
+
+
+def compare(
+    cache: str | Path,
+    out: str | Path = DEFAULT_COMPARE_DIR,
+    config: heads.HeadConfig | None = None,
+    head: str | Path | None = None,
+) -> CompareResult:
+    """Fit (or load, with ``head``) the Keras head and fit the logistic baseline on the same splits
+    of ``cache``; score both on validation and test; write the report into ``out``."""
+    config = config or heads.HeadConfig()
+    out = Path(out)
+    val_fraction = config.val_fraction
+    if head is not None:  # carve the same validation rows the head was judged on
+        val_fraction = heads.read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
+    splits = load_splits(cache, val_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [_keras_run(splits, config, head, out), _logistic_run(splits, out)]
+    for run in runs:
+        for name, split in _eval_splits(splits).items():
+            run.run_on(name, split.x)
+    report = build_report(splits, runs)
+    files = write_report(out, report, runs)
+    return CompareResult(out, report, files)
+
+
+def _eval_splits(splits: Splits) -> dict:
+    return {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
+
+
+def _keras_run(splits: Splits, config: heads.HeadConfig, head_dir, out: Path) -> ModelRun:
+    if head_dir is not None:
+        model, meta = heads.load_head(head_dir)
+        heads.check_head_matches(meta, splits.fingerprint, splits.class_names, splits.cache_path)
+        fit_seconds = meta.get("metrics", {}).get("fit_seconds")
+        about = {"source": str(head_dir), "options": meta.get("options"), "best_epoch": meta.get("best_epoch")}
+    else:
+        fit = heads.fit_head(splits, config)
+        model, fit_seconds = fit.model, fit.seconds
+        saved = heads.save_head(out / "head", model, heads.head_metadata(splits, config, fit), fit.history)
+        about = {"source": f"trained here, saved in {saved}", "options": config.to_dict(), "best_epoch": fit.best_epoch}
+    about["description"] = "Keras head: " + _head_shape(about.get("options") or {})
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        import keras
+
+        return softmax(keras.ops.convert_to_numpy(model(x, training=False)))
+
+    predict(splits.validation.x[:1])  # build once, so predict seconds time inference, not set-up
+    return ModelRun(KERAS, fit_seconds, about, predict)
+
+
+def _head_shape(options: dict) -> str:
+    layers = [f"Dense({u}, relu)" for u in options.get("inner", [])] + ["Dense(n_classes)"]
+    drop = f", dropout {options['dropout']}" if options.get("dropout") else ""
+    return f"{' -> '.join(layers)}, Adam lr {options.get('lr')}{drop}, best epoch by validation accuracy"
+
+
+def _logistic_run(splits: Splits, out: Path) -> ModelRun:
+    start = time.perf_counter()
+    model = LogisticBaseline().fit(
+        splits.train.x, splits.train.y, splits.validation.x, splits.validation.y, n_classes=len(splits.class_names)
+    )
+    fit_seconds = time.perf_counter() - start
+    model.save(
+        out / BASELINE_FILE,
+        {"cache_fingerprint": splits.fingerprint, "class_names": splits.class_names, "feature_dim": splits.feature_dim},
+    )
+    about = {
+        "description": f"standardized features + multinomial LogisticRegression, C={model.C_:g} chosen on validation",
+        "C": model.C_,
+        "c_grid": {f"{c:g}": float(a) for c, a in zip(model.cs_, model.val_accuracy_)},
+        "source": f"fitted here, saved in {out / BASELINE_FILE}",
+    }
+    return ModelRun(LOGISTIC, fit_seconds, about, model.predict_proba)
+
+
+def build_report(splits: Splits, runs: list[ModelRun]) -> dict:
+    """The JSON report: data, each model's scores per split, and the paired significance test."""
+    names = splits.class_names
+    models = {}
+    for run in runs:
+        scores = {s: evaluate(p, _eval_splits(splits)[s].y, names) for s, p in run.proba.items()}
+        for split, seconds in run.predict_seconds.items():
+            scores[split]["predict_seconds"] = seconds
+        models[run.name] = {**run.about, "fit_seconds": run.fit_seconds, "evaluation": scores}
+    judged = "test" if splits.test is not None else "validation"
+    a, b = runs[0], runs[1]
+    pred = {run.name: np.argmax(run.proba[judged], axis=1) for run in runs}
+    significance = paired_difference(_eval_splits(splits)[judged].y, pred[a.name], pred[b.name])
+    return {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "cache_path": str(splits.cache_path),
+        "cache_fingerprint": splits.fingerprint,
+        "class_names": names,
+        "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test or [])},
+        "validation_carved": splits.val_carved,
+        "models": models,
+        "significance": {"split": judged, "a": a.name, "b": b.name, **significance},
+    }
+
+
+def format_table(report: dict) -> str:
+    """The side-by-side table of both models, as ``featcache compare`` prints it."""
+    models = list(report["models"])
+    rows = [("", *models)]
+    for split in ("validation", "test"):
+        if split not in report["models"][models[0]]["evaluation"]:
+            continue
+        for key, label, fmt in TABLE_ROWS:
+            values = [format(report["models"][m]["evaluation"][split][key], fmt) for m in models]
+            rows.append((f"{split} {label}", *values))
+    rows.append(("fit seconds", *(_seconds(report["models"][m]["fit_seconds"]) for m in models)))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{r[0]:<{width}}" + "".join(f"{v:>14}" for v in r[1:]) for r in rows]
+    return "\n".join(lines + [significance_line(report["significance"])])
+
+
+def _seconds(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def significance_line(sig: dict) -> str:
+    verdict = "significant" if sig["significant"] else "not significant"
+    lo, hi = sig["bootstrap_ci95"]
+    return (
+        f"{sig['split']} accuracy {sig['a']} - {sig['b']}: {sig['accuracy_difference']:+.4f} "
+        f"(95% bootstrap CI [{lo:+.4f}, {hi:+.4f}]; McNemar exact p = {sig['mcnemar_p_value']:.3g}, "
+        f"{verdict} at {sig['alpha']})"
+    )
+
+
+def write_report(out: Path, report: dict, runs: list[ModelRun]) -> list[Path]:
+    """``report.json``, ``report.md``, the confusion matrices and the metric comparison PNGs."""
+    from featcache import plots
+
+    files = []
+    names = report["class_names"]
+    for name, model in report["models"].items():
+        for split, scores in model["evaluation"].items():
+            path = out / f"confusion_{name}_{split}.png"
+            title = f"{name} on {split}: accuracy {scores['accuracy']:.3f}"
+            files.append(plots.confusion_matrix(np.array(scores["confusion_matrix"]), names, path, title))
+    bars = {
+        name: {f"{s} {k}": model["evaluation"][s][k] for s in model["evaluation"] for k in ("accuracy", "macro_f1")}
+        for name, model in report["models"].items()
+    }
+    files.append(plots.metric_comparison(bars, out / METRICS_PNG, "Keras head vs logistic baseline"))
+    report["files"] = [p.name for p in files] + [BASELINE_FILE, REPORT_MD, REPORT_JSON]
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    (out / REPORT_MD).write_text(markdown(report))
+    return [out / REPORT_MD, out / REPORT_JSON, *files]
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: data, the side-by-side table, per-class scores, figures."""
+    models = report["models"]
+    rows = report["rows"]
+    lines = [
+        "# featcache compare",
+        "",
+        f"Cache `{report['cache_path']}` (fingerprint `{report['cache_fingerprint'][:12]}`): "
+        f"{rows['train']} train, {rows['validation']} validation, {rows['test']} test rows"
+        + (" (validation carved from train)." if report["validation_carved"] else "."),
+        "",
+        *(f"- **{name}**: {m['description']} ({m['source']})" for name, m in models.items()),
+        "",
+        "```",
+        format_table(report),
+        "```",
+        "",
+        "![metric comparison](metrics.png)",
+    ]
+    lines += ["", *per_class_table(report), "", "## Confusion matrices", ""]
+    for name, model in models.items():
+        lines += [f"![{name} {s}](confusion_{name}_{s}.png)" for s in model["evaluation"]]
+    return "\n".join(lines) + "\n"
+
+
+def per_class_table(report: dict) -> list[str]:
+    """Markdown lines: precision and recall of each model per class on the judged split."""
+    models, split = report["models"], report["significance"]["split"]
+    header = ["class", *(f"{m} {k}" for m in models for k in ("precision", "recall")), "support"]
+    lines = [f"## Per class on {split}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for cls in report["class_names"]:
+        cells = [models[m]["evaluation"][split]["per_class"][cls] for m in models]
+        scores = [f"{c[k]:.3f}" for c in cells for k in ("precision", "recall")]
+        lines.append("| " + " | ".join([cls, *scores, str(cells[0]["support"])]) + " |")
+    return lines

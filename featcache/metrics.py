@@ -1,0 +1,59 @@
+"""Scores of a classifier's probabilities, and whether two classifiers differ on the same rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOOTSTRAP_ROUNDS = 2000
+ALPHA = 0.05
+
+
+def evaluate(proba: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, macro-F1, log loss, per-class precision/recall and the confusion matrix.
+
+    ``proba`` is float (m, k) with rows summing to 1, ``y`` int (m,) class indices into
+    ``class_names``; classes absent from ``y`` still get a row and a column.
+    """
+    from sklearn import metrics
+
+    labels = list(range(len(class_names)))
+    pred = np.argmax(proba, axis=1)
+    precision, recall, _, support = metrics.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    return {
+        "rows": int(len(y)),
+        "accuracy": float(np.mean(pred == y)),
+        "macro_f1": float(metrics.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "log_loss": float(metrics.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "support": int(s)}
+            for name, p, r, s in zip(class_names, precision, recall, support)
+        },
+        "confusion_matrix": metrics.confusion_matrix(y, pred, labels=labels).tolist(),
+    }
+
+
+def paired_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, seed: int = 0) -> dict:
+    """Is the accuracy of A minus that of B on the same rows more than chance?
+
+    McNemar's exact test on the rows only one of them gets right, and a paired bootstrap 95%
+    interval of the accuracy difference (``BOOTSTRAP_ROUNDS`` resamples, seeded).
+    """
+    from scipy.stats import binomtest
+
+    right_a, right_b = np.asarray(pred_a) == y, np.asarray(pred_b) == y
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    p_value = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(y), size=(BOOTSTRAP_ROUNDS, len(y)))
+    diffs = right_a[resamples].mean(axis=1) - right_b[resamples].mean(axis=1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "rows": int(len(y)),
+        "accuracy_difference": float(right_a.mean() - right_b.mean()),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "mcnemar_p_value": float(min(1.0, p_value)),
+        "bootstrap_ci95": [float(low), float(high)],
+        "significant": bool(p_value < ALPHA),
+        "alpha": ALPHA,
+    }

@@ -1,0 +1,179 @@
+"""train-head on tiny synthetic caches: the head directory contract, best epoch, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from featcache.cli import main
+from featcache.errors import ConfigError, HeadError
+from featcache.head import (
+    CURVES_FILE,
+    HISTORY_FILE,
+    HISTORY_KEYS,
+    META_FILE,
+    MODEL_FILE,
+    HeadConfig,
+    check_head_matches,
+    fit_head,
+    load_head,
+    read_history,
+    train_head,
+)
+from featcache.splits import load_splits
+from tests.stage_two_data import tiny_cache
+
+FAST = HeadConfig(epochs=4, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tiny_cache(tmp_path_factory.mktemp("head"))
+
+
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "head"
+    return train_head(cache, out, FAST)
+
+
+def test_head_directory_holds_the_contract(trained, cache):
+    files = {p.name for p in trained.out.iterdir()}
+    assert {MODEL_FILE, META_FILE, HISTORY_FILE, CURVES_FILE} <= files
+    meta = json.loads((trained.out / META_FILE).read_text())
+    assert meta["format"] == "featcache-head" and meta["format_version"] == 1
+    assert meta["class_names"] == ["cat", "dog"] and meta["feature_dim"] == 16
+    assert meta["cache_fingerprint"] == load_splits(cache).fingerprint
+    assert isinstance(meta["preprocessing"], dict) and meta["preprocessing"]["image_size"] == 150
+    assert {"weights", "weights_id", "image_size", "cache_path"} <= set(meta)
+    assert meta["options"] == FAST.to_dict() and 1 <= meta["best_epoch"] <= 4
+    assert {"val_accuracy", "train_accuracy", "val_loss", "train_loss", "fit_seconds"} <= set(meta["metrics"])
+
+
+def test_history_and_best_epoch(trained):
+    history = read_history(trained.out / HISTORY_FILE)
+    assert set(history) == set(HISTORY_KEYS) and len(history["loss"]) == 4
+    assert history == trained.history
+    best = int(np.argmax(history["val_accuracy"])) + 1
+    assert trained.best_epoch == best
+    assert trained.metrics["val_accuracy"] == max(history["val_accuracy"])
+
+
+def test_saved_head_is_the_best_epoch_and_predicts_logits(trained, cache):
+    model, meta = load_head(trained.out)
+    splits = load_splits(cache)
+    logits = np.asarray(model(splits.validation.x, training=False))
+    assert logits.shape == (len(splits.validation), 2)
+    accuracy = np.mean(np.argmax(logits, axis=1) == splits.validation.y)
+    assert accuracy == pytest.approx(meta["metrics"]["val_accuracy"])
+
+
+def test_learning_curves_png_renders(trained):
+    with Image.open(trained.out / CURVES_FILE) as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+def test_same_options_same_history(cache, trained):
+    splits = load_splits(cache)
+    again = fit_head(splits, FAST)
+    assert again.history == trained.history
+    other = fit_head(splits, HeadConfig(epochs=4, batch_size=8, seed=7))
+    assert other.history != trained.history
+
+
+def test_inner_layers_dropout_and_early_stopping(cache, tmp_path):
+    config = HeadConfig(epochs=30, batch_size=4, inner=(8,), dropout=0.2, early_stopping=1, lr=0.05)
+    result = train_head(cache, tmp_path / "h", config)
+    model, meta = load_head(tmp_path / "h")
+    assert [layer.__class__.__name__ for layer in model.layers[1:]] == ["Dense", "Dropout", "Dense"]
+    assert meta["options"]["inner"] == [8] and meta["options"]["early_stopping"] == 1
+    assert result.metrics["epochs_run"] < 30
+
+
+def test_missing_validation_is_held_out_and_said(tmp_path):
+    cache = tiny_cache(tmp_path, counts={"train": 8, "test": 2})
+    out = CliRunner().invoke(main, ["train-head", str(cache), "--out", str(tmp_path / "h"), "--epochs", "2"])
+    assert out.exit_code == 0, out.output
+    assert "held out from train" in out.output
+    assert json.loads((tmp_path / "h" / META_FILE).read_text())["metrics"]["validation_carved"] is True
+
+
+def test_cli_prints_a_summary(cache, tmp_path):
+    args = ["train-head", str(cache), "--out", str(tmp_path / "h"), "--epochs", "3", "--batch-size", "8"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert "best epoch" in out.output and "validation accuracy" in out.output and " s on 12 rows" in out.output
+    assert str(tmp_path / "h" / MODEL_FILE) in out.output
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--epochs", "-1"], "epochs must be an integer >= 1"),
+        (["--epochs", "0"], "epochs must be an integer >= 1"),
+        (["--lr", "0"], "lr must be a number in (0, 10)"),
+        (["--lr", "-0.1"], "lr must be a number in (0, 10)"),
+        (["--batch-size", "0"], "batch_size must be"),
+        (["--dropout", "1.5"], "dropout must be a number in [0, 1)"),
+        (["--inner", "0"], "inner must be"),
+        (["--early-stopping", "0"], "early_stopping must be"),
+        (["--val-fraction", "1"], "val_fraction must be"),
+    ],
+)
+def test_nonsense_options_are_one_line_errors(cache, tmp_path, options, message):
+    out = CliRunner().invoke(main, ["train-head", str(cache), "--out", str(tmp_path / "h"), *options])
+    assert out.exit_code == 1 and message in out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+    assert not (tmp_path / "h").exists()
+
+
+def test_config_rejects_non_numbers():
+    with pytest.raises(ConfigError):
+        HeadConfig(lr="fast")
+    with pytest.raises(ConfigError):
+        HeadConfig(epochs=True)
+
+
+def test_missing_and_foreign_caches_are_one_line_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a cache")
+    for path, message in [(tmp_path / "none.h5", "featcache extract"), (tmp_path / "notes.txt", "not a readable HDF5")]:
+        out = CliRunner().invoke(main, ["train-head", str(path), "--out", str(tmp_path / "h")])
+        assert out.exit_code == 1 and message in out.output and "Traceback" not in out.output
+
+
+def test_load_head_explains_what_is_wrong(trained, tmp_path):
+    with pytest.raises(HeadError, match="no trained head.*featcache train-head"):
+        load_head(tmp_path / "nowhere")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / META_FILE).write_text("{not json")
+    with pytest.raises(HeadError, match="unreadable"):
+        load_head(bad)
+    (bad / META_FILE).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(HeadError, match="not a featcache head"):
+        load_head(bad)
+    (bad / META_FILE).write_text((trained.out / META_FILE).read_text())
+    with pytest.raises(HeadError, match="no head.keras"):
+        load_head(bad)
+    (bad / MODEL_FILE).write_bytes(b"garbage")
+    with pytest.raises(HeadError, match="cannot be loaded"):
+        load_head(bad)
+
+
+def test_check_head_matches(trained):
+    meta = trained.metadata
+    check_head_matches(meta, meta["cache_fingerprint"], ["cat", "dog"], "c.h5")
+    with pytest.raises(HeadError, match="another fingerprint"):
+        check_head_matches(meta, "0" * 64, ["cat", "dog"], "c.h5")
+    with pytest.raises(HeadError, match="classes"):
+        check_head_matches(meta, meta["cache_fingerprint"], ["cat", "fox"], "c.h5")
+
+
+def test_out_must_be_a_folder(cache, tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = CliRunner().invoke(main, ["train-head", str(cache), "--out", str(tmp_path / "file"), "--epochs", "1"])
+    assert out.exit_code == 1 and "not a directory" in out.output and "Traceback" not in out.output
