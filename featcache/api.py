@@ -73,6 +73,7 @@ def verify(
     *,
     sample: int = 32,
     tolerance: float = 1e-4,
+    rel_tolerance: float = 1e-3,
     seed: int = 0,
     weights: str | None = None,
     batch_size: int = 32,
@@ -82,12 +83,13 @@ def verify(
     """Recompute ``sample`` random rows of ``cache`` with the live model and compare with the stored vectors.
 
     Returns a :class:`featcache.verifier.VerifyResult`; ``result.passed`` is False when the largest
-    absolute difference exceeds ``tolerance``, and ``result.causes`` names the likely reasons.
+    absolute difference exceeds ``tolerance``, or the largest difference relative to the row's
+    largest stored value exceeds ``rel_tolerance``; ``result.causes`` names the likely reasons.
     """
     from featcache.config import VerifyConfig
     from featcache.verifier import verify as run
 
-    config = VerifyConfig(Path(cache), sample, tolerance, seed, weights, batch_size, data_dir)
+    config = VerifyConfig(Path(cache), sample, tolerance, rel_tolerance, seed, weights, batch_size, data_dir)
     return run(config, backbone=backbone)
 
 

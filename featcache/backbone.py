@@ -130,3 +130,17 @@ def _download_imagenet(keras, size):
             f"network pass --weights PATH to {IMAGENET_FILE} or a .weights.h5 file, "
             f"or set {WEIGHTS_ENV}=PATH"
         ) from None
+
+
+def backbone_for(weights: str, image_size: int, precision: str = "float32"):
+    """The frozen Xception computing at ``precision``: TensorFlow for float32, OpenVINO for bfloat16.
+
+    Raises ConfigError naming the install command when bfloat16 is asked for without OpenVINO.
+    """
+    base = XceptionBackbone(weights, image_size)
+    if precision == "float32":
+        return base
+    from featcache.runtime_openvino import OpenVinoBackbone, require_openvino
+
+    require_openvino(precision)
+    return OpenVinoBackbone(base, precision)

@@ -125,6 +125,149 @@ def _info_text(summary) -> str:
     return "\n".join(lines)
 
 
+_HEAD_HELP = "Folder of a trained head (head.keras + head.json)."
+_WEIGHTS_HELP = (
+    f"Backbone weights: 'imagenet', a weights file or 'none'. Default: ${WEIGHTS_ENV} or the weights the cache "
+    f"recorded, whichever matches it."
+)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--head", type=click.Path(path_type=Path), required=True, help=_HEAD_HELP)
+@click.option("--top-k", type=int, default=3, show_default=True, help="Classes to show per image, best first.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward pass.")
+@click.option("--weights", default=None, help=_WEIGHTS_HELP + " Other weights are refused.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Image decoding threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of {path, predictions, error}.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows path,rank,class,probability,error.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_errors_as_messages
+def predict(images, head, as_json, as_csv, quiet, **options):
+    """Classify IMAGES (files, or folders searched recursively) with the head in --head.
+
+    Each image is decoded, resized and preprocessed exactly as the head's cache recorded and
+    embedded with the same frozen backbone. Files that cannot be read are reported with the
+    reason and do not stop the run.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("pass --json or --csv, not both")
+    from featcache.api import predict as run
+
+    result = run(images, head, progress=not quiet, **options)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
+    elif as_csv:
+        click.echo(_predictions_csv(result), nl=False)
+    else:
+        for p in result.predictions:
+            shown = f"error: {p.error}" if p.error else ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+            click.echo(f"{p.path}: {shown}")
+    n_bad = len(result.failed)
+    click.echo(
+        f"classified {len(result.predictions) - n_bad} image(s), {n_bad} could not be read; {result.seconds:.1f} s",
+        err=True,
+    )
+
+
+def _predictions_csv(result) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "rank", "class", "probability", "error"])
+    for p in result.predictions:
+        if p.error:
+            writer.writerow([p.path, "", "", "", p.error])
+        for rank, (name, prob) in enumerate(p.top, start=1):
+            writer.writerow([p.path, rank, name, f"{prob:.6f}", ""])
+    return buffer.getvalue()
+
+
+@main.command()
+@click.option("--head", type=click.Path(path_type=Path), required=True, help=_HEAD_HELP)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="model.keras, or a folder for --format saved_model."
+)
+@click.option(
+    "--format",
+    type=click.Choice(["keras", "saved_model"]),
+    default="keras",
+    show_default=True,
+    help="A .keras file or a TensorFlow SavedModel folder.",
+)
+@click.option("--weights", default=None, help=_WEIGHTS_HELP + " Other weights are refused.")
+@_errors_as_messages
+def export(head, out, format, weights):
+    """Write one end-to-end model: RGB pixels -> preprocessing -> frozen Xception -> head -> probabilities.
+
+    The input is (n, S, S, 3) pixels, uint8 or float in [0, 255], at the cache's image size S,
+    resized from the decoded image as the cache recorded. The .keras file loads with
+    keras.saving.load_model(path, safe_mode=True) without featcache; the class names are written
+    to <stem>.classes.json beside it and into the model as featcache.json.
+    """
+    from featcache.api import export as run
+
+    result = run(head, out, format=format, weights=weights)
+    size = result.image_size
+    click.echo(f"model: {result.out} ({result.format}; input (n, {size}, {size}, 3) RGB pixels in [0, 255])")
+    click.echo(f"classes: {result.classes_path} ({', '.join(result.class_names)})")
+    click.echo(f"checked: probabilities within {result.max_prob_diff:.1e} of featcache predict")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option("--sample", type=int, default=32, show_default=True, help="Random rows to recompute.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest absolute difference allowed.")
+@click.option(
+    "--rel-tolerance",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Largest difference allowed relative to the row's largest stored value.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the row sample.")
+@click.option("--weights", default=None, help=_WEIGHTS_HELP)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward pass.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="Where the images are, if not where recorded."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_errors_as_messages
+def verify(cache, as_json, **options):
+    """Recompute random rows of CACHE with the live model and compare them with the stored vectors.
+
+    Exits with 1 when they differ by more than --tolerance, naming the likely causes. Rows whose
+    file changed or vanished since extraction are reported and not counted.
+    """
+    from featcache.api import verify as run
+
+    result = run(cache, **options)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _verify_text(result))
+    if not result.passed:
+        first = result.causes[0] if result.causes else "see above"
+        raise click.ClickException(f"{result.cache} does not match the live model; most likely {first}")
+
+
+def _verify_text(result) -> str:
+    verdict = "OK" if result.passed else "MISMATCH"
+    lines = [
+        f"{result.cache}: recomputed {result.compared} of {result.sampled} sampled rows with weights {result.weights}",
+        f"  max abs diff {result.max_abs_diff:.3g} (tolerance {result.tolerance:g}), "
+        f"max relative diff {result.max_rel_diff:.3g} (tolerance {result.rel_tolerance:g}), "
+        f"min cosine {result.min_cosine:.6f}: {verdict}",
+    ]
+    if result.worst_path and not result.passed:
+        lines.append(f"  largest difference: {result.worst_path}")
+    for path, reason in result.skipped:
+        lines.append(f"  skipped {path}: {reason}")
+    if result.causes:
+        lines.append("likely causes:")
+        lines.extend(f"  - {cause}" for cause in result.causes)
+    return "\n".join(lines)
+
+
 def _head_options(func):
     """The options of the Keras head, shared by train-head and compare (names as in HeadConfig)."""
     options = [

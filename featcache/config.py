@@ -13,7 +13,8 @@ DEFAULT_CACHE = Path("cache") / "features.h5"
 DEFAULT_HEAD_DIR = Path("cache") / "head"
 DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 BACKBONES = ("xception",)
-PRECISIONS = ("float32",)
+#: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
+PRECISIONS = ("float32", "bfloat16")
 WEIGHTS_ENV = "FEATCACHE_WEIGHTS"
 
 
@@ -126,6 +127,7 @@ class VerifyConfig:
     cache: Path = DEFAULT_CACHE
     sample: int = 32
     tolerance: float = 1e-4
+    rel_tolerance: float = 1e-3
     seed: int = 0
     weights: str | None = None
     batch_size: int = 32
@@ -138,5 +140,6 @@ class VerifyConfig:
         _check_int("sample", self.sample, 1, "recompute at least one row, e.g. 32")
         _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         _check_int("seed", self.seed, 0, "use a non-negative seed")
-        if not self.tolerance >= 0:
-            raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")
+        for name in ("tolerance", "rel_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -79,9 +79,9 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     """
     start = time.perf_counter()
     if backbone is None:
-        from featcache.backbone import XceptionBackbone
+        from featcache.backbone import backbone_for
 
-        backbone = XceptionBackbone(config.weights, config.image_size)
+        backbone = backbone_for(config.weights, config.image_size, config.precision)
     dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     fields = fingerprint_fields(config, backbone)
     fingerprint = fingerprint_of(fields)
@@ -239,30 +239,61 @@ def _todo(hashed: list[_Hashed], pool: store.VectorPool) -> list[tuple[str, str]
 
 
 def _compute(todo, backbone, config: ExtractConfig, fingerprint: str, progress: bool) -> int:
-    """Decode on worker threads while the backbone runs; commit one part per batch.
+    """Embed batches here while worker threads decode ahead and a writer thread commits parts.
 
+    Decoding, hashing and HDF5 writes overlap the forward pass, so the backbone does not wait
+    for them; memory stays bounded (a window of decoded images, one batch being written).
     Returns the number of vectors computed.
     """
     embed = backbone.build()
     writer = store.PartWriter(store.parts_dir(config.output), fingerprint)
     spec, root, size = config.preprocess, config.data_dir, config.batch_size
-    with _progress_bar(len(todo), progress) as bar, ThreadPoolExecutor(config.workers) as workers:
-        shas, pixels, bad = [], [], []
-        for sha, result in _decoded(workers, todo, root, spec, window=4 * size):
-            if isinstance(result, str):
-                bad.append((sha, result))
-            else:
-                shas.append(sha)
-                pixels.append(result)
-            if len(shas) == size or len(bad) >= size:
-                _commit(writer, embed, shas, pixels, bad)
-                bar.update(len(shas) + len(bad))
-                shas, pixels, bad = [], [], []
-        if shas or bad:
-            _commit(writer, embed, shas, pixels, bad)
+    with (
+        _progress_bar(len(todo), progress) as bar,
+        ThreadPoolExecutor(config.workers, initializer=_yield_to_compute) as workers,
+        ThreadPoolExecutor(1) as committer,
+    ):
+        written = None
+        for shas, pixels, bad in _batches(_decoded(workers, todo, root, spec, window=4 * size), size):
+            vectors = _embed(embed, pixels)
+            if written is not None:
+                written.result()  # at most one part in flight; a failed write stops the run
+            written = committer.submit(_commit, writer, shas, vectors, bad)
             bar.update(len(shas) + len(bad))
+        if written is not None:
+            written.result()
     writer.close()
     return writer.rows_written
+
+
+def _batches(decoded, size: int):
+    """Group (sha256, pixels or reason) into (shas, pixels, bad) with ``size`` images or reasons."""
+    shas, pixels, bad = [], [], []
+    for sha, result in decoded:
+        if isinstance(result, str):
+            bad.append((sha, result))
+        else:
+            shas.append(sha)
+            pixels.append(result)
+        if len(shas) == size or len(bad) >= size:
+            yield shas, pixels, bad
+            shas, pixels, bad = [], [], []
+    if shas or bad:
+        yield shas, pixels, bad
+
+
+def _yield_to_compute() -> None:
+    """Lower a decoding thread's CPU priority (Linux): on few cores, the backbone's threads go first.
+
+    Decoding then fills the gaps the forward pass leaves instead of stalling its threads; the
+    window of decodes in flight keeps the next batch ready.
+    """
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 def _decoded(workers, todo, root: Path, spec: PreprocessSpec, window: int):

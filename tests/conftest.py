@@ -136,3 +136,17 @@ def tiny_xception_cache(tmp_path_factory) -> Path:
     out = root / "cache.h5"
     extract(data, out, weights="none", image_size=71, batch_size=8)
     return out
+
+
+def with_vectors_of(cache: Path, other: Path, out: Path) -> Path:
+    """A copy of ``cache`` whose vectors are those ``other`` holds for the same files (tests may use h5py)."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(cache, out)
+    with h5py.File(other, "r") as src, h5py.File(out, "r+") as h5:
+        where = {sha: i for i, sha in enumerate(src["sha256"].asstr()[:])}
+        rows = [where[sha] for sha in h5["sha256"].asstr()[:]]
+        h5["features"][...] = src["features"][:][rows]
+    return out

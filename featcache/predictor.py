@@ -1,0 +1,114 @@
+"""Classifying new images with a trained head, replaying exactly the preprocessing of its cache."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featcache import replay
+from featcache.config import PredictConfig
+from featcache.errors import HeadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """One image: its ``top`` (class, probability) pairs best first, or the ``error`` that stopped it.
+
+    ``logits`` is the head's float32 output of shape (n_classes,), None for an unreadable file.
+    """
+
+    path: Path
+    top: list[tuple[str, float]]
+    logits: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "predictions": [{"class": name, "probability": round(p, 6)} for name, p in self.top],
+            "error": self.error,
+        }
+
+
+@dataclass
+class PredictResult:
+    """Every image asked for, in order (files as listed, folders sorted), and the time taken."""
+
+    predictions: list[Prediction]
+    class_names: list[str]
+    seconds: float
+
+    @property
+    def failed(self) -> list[Prediction]:
+        return [p for p in self.predictions if p.error]
+
+
+def predict(config: PredictConfig, backbone=None, progress: bool = False) -> PredictResult:
+    """Classify ``config.images`` with the head in ``config.head``.
+
+    ``backbone`` needs ``identity()`` and ``build() -> embed`` (uint8 (n, s, s, 3) -> float32
+    (n, dim)); the default is the frozen Xception with the weights the head's cache was made
+    with, and other weights are refused.
+    """
+    start = time.perf_counter()
+    model, meta = replay.load_head(config.head)
+    recipe = replay.Recipe.from_head(meta)
+    live = replay.live_backbone(recipe, config.weights, backbone)
+    replay.require_match(live, recipe, f"the head in {config.head}")
+    entries = replay.collect_images(config.images)
+    files = [path for path, reason in entries if reason is None]
+    results = {path: Prediction(path, [], error=reason) for path, reason in entries if reason}
+    if files:
+        embed = live.backbone.build()
+        with _progress_bar(len(files), progress) as bar, ThreadPoolExecutor(config.workers) as workers:
+            for batch in _batches(files, config.batch_size):
+                for item in _classify(batch, workers, embed, model, recipe, config.top_k, int(meta["feature_dim"])):
+                    results[item.path] = item
+                bar.update(len(batch))
+    return PredictResult([results[path] for path, _ in entries], list(recipe.class_names), time.perf_counter() - start)
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _classify(batch, workers, embed, model, recipe, top_k: int, dim: int) -> list[Prediction]:
+    """Decode a batch on worker threads, embed the readable images, and apply the head."""
+    decoded = list(workers.map(lambda p: replay.decode(p, recipe.spec), batch))
+    out = [Prediction(p, [], error=r) for p, r in zip(batch, decoded, strict=True) if isinstance(r, str)]
+    good = [(p, r) for p, r in zip(batch, decoded, strict=True) if not isinstance(r, str)]
+    if not good:
+        return out
+    vectors = embed(np.stack([pixels for _, pixels in good]))
+    if vectors.shape[1] != dim:
+        raise HeadError(
+            f"the backbone gives {vectors.shape[1]}-d vectors but the head takes {dim}; train the head again"
+        )
+    logits = replay.head_logits(model, vectors)
+    probs = replay.softmax(logits)
+    for (path, _), row_logits, row_probs in zip(good, logits, probs, strict=True):
+        best = np.argsort(-row_probs, kind="stable")[:top_k]
+        top = [(recipe.class_names[i], float(row_probs[i])) for i in best]
+        out.append(Prediction(path, top, row_logits))
+    return out
+
+
+def _progress_bar(total: int, progress: bool):
+    import sys
+
+    from tqdm import tqdm
+
+    enabled = progress and sys.stderr.isatty()
+    return tqdm(total=total, unit="img", desc="predict", disable=not enabled)

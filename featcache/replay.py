@@ -1,0 +1,169 @@
+"""Replaying what a cache recorded on new images: the recipe, the matching live backbone, a head, image lists."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featcache.config import WEIGHTS_ENV
+from featcache.errors import ConfigError, HeadError, WeightsError
+from featcache.images import ImageDecodeError, PreprocessSpec, is_image_name, load_image
+
+log = logging.getLogger(__name__)
+
+HEAD_KEYS = ("class_names", "feature_dim", "preprocessing", "weights", "weights_id")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What turned file bytes into the cached vectors: preprocessing, weights, their identity, precision."""
+
+    spec: PreprocessSpec
+    weights: str
+    weights_id: str
+    class_names: tuple[str, ...] = ()
+    precision: str = "float32"
+
+    @classmethod
+    def from_head(cls, meta: dict) -> Recipe:
+        """The recipe a head was trained on, from its ``head.json``."""
+        spec = meta["preprocessing"]
+        spec = json.loads(spec) if isinstance(spec, str) else spec
+        names = tuple(meta["class_names"])
+        precision = meta.get("precision", "float32")
+        return cls(PreprocessSpec.from_dict(spec), str(meta["weights"]), meta["weights_id"], names, precision)
+
+    @classmethod
+    def from_cache(cls, attrs: dict, class_names=()) -> Recipe:
+        """The recipe of a cache, from its attributes."""
+        spec = PreprocessSpec.from_dict(json.loads(attrs["preprocessing"]))
+        precision = attrs.get("precision", "float32")
+        return cls(spec, str(attrs["weights"]), attrs["weights_id"], tuple(class_names), precision)
+
+
+@dataclass(frozen=True)
+class LiveBackbone:
+    """The backbone to run now, the weights it was given, and whether they are the recorded ones."""
+
+    backbone: object
+    weights: str
+    weights_id: str
+    matches: bool
+
+
+def live_backbone(recipe: Recipe, weights: str | None = None, backbone=None) -> LiveBackbone:
+    """Choose the backbone that replays ``recipe``.
+
+    ``backbone`` (any object with ``identity()`` and ``build()``) is used as given. Otherwise
+    ``weights`` is used as given when set; when not, the first of ``$FEATCACHE_WEIGHTS`` and the
+    recorded weights whose identity matches the recording, else the first that can be read.
+    Callers decide what a mismatch means (predict refuses, verify reports).
+    """
+    if backbone is not None:
+        found = backbone.identity()["weights_id"]
+        return LiveBackbone(backbone, getattr(backbone, "weights", "given"), found, found == recipe.weights_id)
+    candidates = [weights] if weights else [w for w in (os.environ.get(WEIGHTS_ENV), recipe.weights) if w]
+    readable = []
+    for candidate in dict.fromkeys(candidates):
+        chosen = _backbone(candidate, recipe)
+        try:
+            found = chosen.identity()["weights_id"]
+        except WeightsError as exc:
+            log.info("weights %s not usable: %s", candidate, exc)
+            continue
+        if found == recipe.weights_id:
+            return LiveBackbone(chosen, candidate, found, True)
+        readable.append(LiveBackbone(chosen, candidate, found, False))
+    if readable:
+        return readable[0]
+    raise WeightsError(
+        f"weights {' or '.join(map(str, candidates))} not found; pass --weights PATH to the weights the cache was "
+        f"made with ({recipe.weights_id}), or set {WEIGHTS_ENV}"
+    )
+
+
+def _backbone(weights: str, recipe: Recipe):
+    """Xception as the recipe ran it: TensorFlow for float32, the extract's other runtime otherwise."""
+    if recipe.precision == "float32":
+        from featcache.backbone import XceptionBackbone
+
+        return XceptionBackbone(weights, recipe.spec.image_size)
+    from featcache.backbone import backbone_for
+
+    return backbone_for(weights, recipe.spec.image_size, recipe.precision)
+
+
+def require_match(live: LiveBackbone, recipe: Recipe, what: str) -> None:
+    """Refuse to serve a head with other weights than its vectors were made with."""
+    if not live.matches:
+        raise WeightsError(
+            f"weights {live.weights} ({live.weights_id}) are not the ones {what} was made with "
+            f"({recipe.weights} = {recipe.weights_id}); its classes would be wrong — pass --weights with that file"
+        )
+
+
+def load_head(directory: str | Path):
+    """A trained head, loaded in safe mode: (Keras model mapping (n, dim) vectors to (n, k) logits, head.json).
+
+    The head format belongs to :mod:`featcache.head`; this only checks what replaying needs.
+    """
+    from featcache.head import load_head as load
+
+    model, meta = load(directory)
+    missing = [key for key in HEAD_KEYS if meta.get(key) is None]
+    if missing:
+        raise HeadError(f"{Path(directory) / 'head.json'} lacks {', '.join(missing)}; train the head again")
+    return model, meta
+
+
+def head_logits(model, vectors: np.ndarray) -> np.ndarray:
+    """The head's logits of float32 vectors (n, dim): float32 (n, k)."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(model(vectors, training=False)), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, k) logits, computed stably in float64, returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def collect_images(paths) -> list[tuple[Path, str | None]]:
+    """(path, None) for each image file named by ``paths``, in the order given (folders searched
+    recursively and sorted, hidden entries skipped, repeats dropped), and (path, reason) for each
+    path that does not exist.
+    """
+    entries: dict[Path, str | None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if is_image_name(p) and p.is_file() and not _hidden(p, path))
+            entries.update((p, None) for p in found if p not in entries)
+        elif path.exists():
+            entries.setdefault(path, None)
+        else:
+            entries.setdefault(path, "no such file or folder")
+    if not entries:
+        named = ", ".join(map(str, paths))
+        raise ConfigError(f"no images found in {named}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF files")
+    return list(entries.items())
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def decode(path: Path, spec: PreprocessSpec):
+    """Pixels uint8 (s, s, 3) of ``path`` as ``spec`` says, or the reason it cannot be read."""
+    try:
+        return load_image(path, spec)
+    except ImageDecodeError as exc:
+        return str(exc)
+    except OSError as exc:  # a file that vanished or cannot be opened between listing and reading
+        return f"cannot read file: {exc.strerror or exc}"

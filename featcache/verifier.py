@@ -1,0 +1,190 @@
+"""Checking that a cache still matches the live model: recompute sampled rows and compare the vectors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from featcache import replay, store
+from featcache.config import VerifyConfig
+from featcache.dataset import file_sha256
+from featcache.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifyResult:
+    """How the live model's vectors compare with the stored ones on ``compared`` sampled rows.
+
+    ``max_rel_diff`` is the largest difference divided by the largest stored value of its row, so
+    vectors of any scale are judged (random-weight vectors are ~1e-4, ImageNet ones ~1).
+
+    ``skipped`` holds (path, reason) for sampled rows that could not be recomputed (file missing,
+    changed since extraction, unreadable); they are not counted as disagreement. ``causes`` names
+    what most likely made the vectors differ, most likely first (empty when they agree).
+    """
+
+    cache: Path
+    sampled: int
+    compared: int
+    max_abs_diff: float
+    max_rel_diff: float
+    min_cosine: float
+    tolerance: float
+    rel_tolerance: float
+    worst_path: str | None
+    weights: str
+    weights_id: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.compared > 0 and self.max_abs_diff <= self.tolerance and self.max_rel_diff <= self.rel_tolerance
+
+    def to_dict(self) -> dict:
+        return {
+            "cache": str(self.cache),
+            "passed": self.passed,
+            "sampled": self.sampled,
+            "compared": self.compared,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "min_cosine": self.min_cosine,
+            "tolerance": self.tolerance,
+            "rel_tolerance": self.rel_tolerance,
+            "worst_path": self.worst_path,
+            "weights": self.weights,
+            "weights_id": self.weights_id,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "causes": self.causes,
+        }
+
+
+def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
+    """Recompute ``config.sample`` random rows of ``config.cache`` and compare them with the stored vectors.
+
+    ``backbone`` needs ``identity()`` and ``build() -> embed``; the default is Xception with the
+    recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
+    refused: finding that they disagree is the point.
+    """
+    cache = store.read_cache(config.cache, features=False)
+    if not len(cache.rows):
+        raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
+    recipe = replay.Recipe.from_cache(cache.attrs, cache.class_names)
+    rows = _sample_rows(len(cache.rows), config.sample, config.seed)
+    root = config.data_dir or Path(cache.attrs["data_dir"])
+    kept, pixels, skipped = _load_rows(cache.rows, rows, root, recipe)
+    live = replay.live_backbone(recipe, config.weights, backbone)
+    result = VerifyResult(
+        cache=config.cache,
+        sampled=len(rows),
+        compared=len(kept),
+        max_abs_diff=0.0,
+        max_rel_diff=0.0,
+        min_cosine=1.0,
+        tolerance=config.tolerance,
+        rel_tolerance=config.rel_tolerance,
+        worst_path=None,
+        weights=str(live.weights),
+        weights_id=live.weights_id,
+        skipped=skipped,
+    )
+    if kept:
+        stored = store.read_features(config.cache, kept)
+        recomputed = _embed(live.backbone.build(), pixels, config.batch_size)
+        _compare(result, stored, recomputed, [cache.rows.path[i] for i in kept])
+    if not result.passed:
+        result.causes = likely_causes(result, recipe, live, cache.attrs, root)
+    return result
+
+
+def _sample_rows(n: int, sample: int, seed: int) -> list[int]:
+    """``sample`` distinct row indices (all rows when fewer), drawn with a seeded generator, sorted."""
+    chosen = np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def _load_rows(rows: store.Rows, indices, root: Path, recipe: replay.Recipe):
+    """Pixels of the sampled rows whose file is still the one that was extracted."""
+    kept, pixels, skipped = [], [], []
+    for i in indices:
+        rel = rows.path[i]
+        path = root / rel
+        if not path.is_file():
+            skipped.append((rel, "file not found"))
+            continue
+        if file_sha256(path) != rows.sha256[i]:
+            skipped.append((rel, "file changed since extraction"))
+            continue
+        decoded = replay.decode(path, recipe.spec)
+        if isinstance(decoded, str):
+            skipped.append((rel, decoded))
+            continue
+        kept.append(i)
+        pixels.append(decoded)
+    return kept, pixels, skipped
+
+
+def _embed(embed, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+    parts = [embed(np.stack(pixels[s : s + batch_size])) for s in range(0, len(pixels), batch_size)]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _compare(result: VerifyResult, stored: np.ndarray, recomputed: np.ndarray, paths: list[str]) -> None:
+    if stored.shape != recomputed.shape:
+        result.max_abs_diff, result.max_rel_diff, result.min_cosine = float("inf"), float("inf"), float("nan")
+        return
+    row_diff = np.abs(stored.astype(np.float64) - recomputed).max(axis=1)
+    scale = np.abs(stored).max(axis=1).astype(np.float64)
+    rel = np.where(scale > 0, row_diff / np.where(scale > 0, scale, 1.0), np.where(row_diff > 0, np.inf, 0.0))
+    norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(recomputed, axis=1)
+    dots = np.sum(stored.astype(np.float64) * recomputed, axis=1)
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(row_diff == 0, 1.0, 0.0))
+    worst = int(np.argmax(row_diff))
+    result.max_abs_diff, result.max_rel_diff, result.min_cosine = (
+        float(row_diff[worst]),
+        float(rel.max()),
+        float(cosine.min()),
+    )
+    result.worst_path = paths[worst]
+
+
+def likely_causes(result: VerifyResult, recipe: replay.Recipe, live, attrs: dict, root: Path) -> list[str]:
+    """What most likely made the live vectors differ from the stored ones, most likely first."""
+    if result.compared == 0:
+        return [
+            f"none of the {result.sampled} sampled images could be recomputed from {root}: "
+            f"the data folder moved or changed; pass --data-dir, or re-extract"
+        ]
+    causes = []
+    if not live.matches:
+        causes.append(
+            f"weights file: the cache was made with {recipe.weights} ({recipe.weights_id}) but the live model "
+            f"uses {live.weights} ({live.weights_id}); pass --weights with the file the cache was made with"
+        )
+    if result.max_abs_diff == float("inf"):
+        causes.append("feature size: the live backbone gives vectors of another length than the cache holds")
+    for package in ("tensorflow", "keras"):
+        then, now = attrs.get(f"{package}_version"), _version(package)
+        if then and then != now:
+            causes.append(f"versions: the cache was made with {package} {then}, this is {package} {now}")
+    spec = recipe.spec
+    causes.append(
+        f"resize or decoding: the vectors were not made from {spec.image_size}x{spec.image_size} {spec.interpolation} "
+        f"{spec.color} pixels as recorded (another image size, interpolation or Pillow version {_version('pillow')})"
+    )
+    causes.append("to rebuild the cache with the live model: featcache extract DATA_DIR -o CACHE --overwrite")
+    return causes
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
