@@ -316,8 +316,11 @@ def _decode_one(path: Path, spec: PreprocessSpec):
         return str(exc)
 
 
-def _commit(writer, embed, shas, pixels, bad) -> None:
-    vectors = embed(np.stack(pixels)) if pixels else np.zeros((0, 0), dtype=np.float32)
+def _embed(embed, pixels: list[np.ndarray]) -> np.ndarray:
+    return embed(np.stack(pixels)) if pixels else np.zeros((0, 0), dtype=np.float32)
+
+
+def _commit(writer, shas, vectors, bad) -> None:
     writer.write(shas, vectors, bad)
 
 
