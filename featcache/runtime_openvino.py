@@ -1,0 +1,149 @@
+"""The bfloat16 runtime: the frozen Xception converted once to OpenVINO IR and run with a bf16 inference hint.
+
+The conversion (which needs TensorFlow) is cached under ``$FEATCACHE_HOME/openvino/<key>/`` (default
+``~/.cache/featcache``), keyed by the weights, the image size and the OpenVINO version, so later
+runs load the IR without importing TensorFlow. The IR takes uint8 pixels and applies Xception's
+``preprocess_input`` itself; its weights stay float32 on disk, and only the CPU's arithmetic
+drops to bfloat16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from featcache.backbone import Embedder, XceptionBackbone
+from featcache.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "FEATCACHE_HOME"
+MODEL_XML = "xception_gap.xml"
+CONVERSION_VERSION = 1  # bump when the conversion below changes what the IR computes
+INFERENCE_PRECISIONS = {"bfloat16": "bf16"}
+INSTALL_HINT = "pip install 'featcache[openvino]'"
+
+
+def require_openvino(precision: str) -> None:
+    """ConfigError naming the install command when OpenVINO is not importable; imports nothing."""
+    if importlib.util.find_spec("openvino") is None:
+        raise ConfigError(f"precision {precision} runs on OpenVINO, which is not installed; run {INSTALL_HINT}")
+
+
+def featcache_home() -> Path:
+    """``$FEATCACHE_HOME``, else ``$XDG_CACHE_HOME/featcache``, else ``~/.cache/featcache``."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "featcache"
+
+
+class OpenVinoBackbone:
+    """``base`` (a :class:`XceptionBackbone`) run by OpenVINO's CPU plugin at ``precision``.
+
+    ``cache_dir`` holds converted models (default ``featcache_home() / "openvino"``).
+    """
+
+    def __init__(self, base: XceptionBackbone, precision: str = "bfloat16", cache_dir: Path | None = None):
+        self.base = base
+        self.precision = precision
+        self.cache_dir = cache_dir
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def identity(self) -> dict:
+        """The base model's identity plus the runtime and its arithmetic; no import of OpenVINO."""
+        return {
+            **self.base.identity(),
+            "runtime": "openvino",
+            "inference_precision": INFERENCE_PRECISIONS[self.precision],
+        }
+
+    def build(self) -> Embedder:
+        """A function from uint8 pixels (n, s, s, 3) to float32 vectors (n, dim)."""
+        import openvino as ov
+
+        core = ov.Core()
+        _warn_without_native_bf16(core)
+        hint = INFERENCE_PRECISIONS[self.precision]
+        compiled = core.compile_model(str(self.converted()), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        request = compiled.create_infer_request()
+
+        def embed(batch: np.ndarray) -> np.ndarray:
+            pixels = np.ascontiguousarray(batch, dtype=np.uint8)
+            # The output tensor is reused by the next call: copy it out.
+            return np.array(request.infer({0: pixels})[0], dtype=np.float32, copy=True)
+
+        return embed
+
+    def converted(self) -> Path:
+        """The IR of the model, converting and caching it on first use."""
+        folder = Path(self.cache_dir or featcache_home() / "openvino") / self._key()
+        xml = folder / MODEL_XML
+        if xml.is_file() and xml.with_suffix(".bin").is_file():
+            return xml
+        log.info("converting Xception to OpenVINO IR in %s (once)", folder)
+        _convert(self.base, folder)
+        return xml
+
+    def _key(self) -> str:
+        import openvino as ov
+
+        fields = {
+            "identity": self.base.identity(),
+            "image_size": self.base.image_size,
+            "openvino": ov.get_version(),
+            "conversion": CONVERSION_VERSION,
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _convert(base: XceptionBackbone, folder: Path) -> None:
+    """Write ``folder/MODEL_XML`` (+ .bin) atomically: uint8 pixels in, pooled float32 vectors out."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    size = base.image_size
+    with warnings.catch_warnings():  # the converter calls the model with a list of one tensor
+        warnings.filterwarnings("ignore", message="The structure of `inputs`", category=UserWarning)
+        model = ov.convert_model(base.build_model(), input=[(-1, size, size, 3)])
+    ppp = PrePostProcessor(model)
+    # keras.applications.xception.preprocess_input: x / 127.5 - 1 == (x - 127.5) / 127.5
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
+    model = ppp.build()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        ov.save_model(model, str(tmp / MODEL_XML), compress_to_fp16=False)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished the same conversion first
+            if not (folder / MODEL_XML).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _warn_without_native_bf16(core) -> None:
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in capabilities:
+        log.warning(
+            "this CPU has no native bfloat16 arithmetic (AVX-512 BF16 or AMX); OpenVINO emulates it, "
+            "which is slower than float32 — use --precision float32 on this machine"
+        )

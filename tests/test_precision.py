@@ -1,0 +1,121 @@
+"""--precision: float32 stays the exact default, bfloat16 runs on OpenVINO, and precisions never mix in a cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featcache import runtime_openvino, store
+from featcache.api import extract
+from featcache.backbone import XceptionBackbone, backbone_for
+from featcache.cli import main
+from featcache.config import ExtractConfig
+from featcache.errors import ConfigError, FingerprintMismatch
+from featcache.runtime_openvino import OpenVinoBackbone
+from tests.conftest import REAL_DATA, REAL_WEIGHTS, make_split_dataset, require_real
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_unknown_precision_names_the_allowed_ones(tmp_path):
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16; got 'float16'"):
+        ExtractConfig(data_dir=tmp_path, precision="float16")
+
+
+def test_bfloat16_without_openvino_is_one_line_naming_the_install(split_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_openvino.importlib.util, "find_spec", lambda name: None)
+    out = tmp_path / "c.h5"
+    args = ["extract", str(split_data), "-o", str(out), "--weights", "none", "--precision", "bfloat16", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "pip install 'featcache[openvino]'" in message
+    assert not out.exists()
+
+
+def test_float32_keeps_the_tensorflow_backbone_and_its_identity():
+    backbone = backbone_for("none", 150, "float32")
+    assert type(backbone) is XceptionBackbone
+    assert backbone.identity() == {
+        "backbone": "keras.applications.Xception(include_top=False)",
+        "pooling": "GlobalAveragePooling2D",
+        "weights_id": "random-init:seed=0",
+        "feature_dim": 2048,
+    }
+
+
+def test_bfloat16_identity_names_the_runtime_without_importing_it():
+    identity = OpenVinoBackbone(XceptionBackbone("none", 150)).identity()
+    assert identity["runtime"] == "openvino" and identity["inference_precision"] == "bf16"
+    assert identity["weights_id"] == "random-init:seed=0"
+
+
+def test_precisions_never_mix_in_one_cache(split_data, tmp_path, fake_backbone):
+    out = tmp_path / "c.h5"
+    extract(split_data, out, weights="none", backbone=fake_backbone)
+    with pytest.raises(FingerprintMismatch, match="precision: 'float32' -> 'bfloat16'"):
+        extract(split_data, out, weights="none", precision="bfloat16", backbone=fake_backbone)
+    result = extract(split_data, out, weights="none", precision="bfloat16", overwrite=True, backbone=fake_backbone)
+    assert result.computed == result.rows
+    assert store.read_cache(out, features=False).attrs["precision"] == "bfloat16"
+
+
+@pytest.fixture(scope="session")
+def openvino_home(tmp_path_factory):
+    """One conversion cache for the session, so each model is converted once."""
+    pytest.importorskip("openvino")
+    return tmp_path_factory.mktemp("featcache_home")
+
+
+def test_bfloat16_extract_runs_openvino_and_records_it(tmp_path, openvino_home, monkeypatch):
+    monkeypatch.setenv("FEATCACHE_HOME", str(openvino_home))
+    data = make_split_dataset(tmp_path / "data", counts={"train": 3, "validation": 1, "test": 1})
+    out = tmp_path / "bf16.h5"
+    result = extract(data, out, weights="none", image_size=71, batch_size=4, precision="bfloat16")
+    cache = store.read_cache(out)
+    fields = json.loads(cache.attrs["fingerprint_fields"])
+    assert result.computed == 10 and cache.features.shape == (10, 2048)
+    assert (fields["precision"], fields["runtime"], fields["inference_precision"]) == ("bfloat16", "openvino", "bf16")
+    reference = XceptionBackbone("none", 71).build()
+    from featcache.images import PreprocessSpec, load_image
+
+    pixels = np.stack([load_image(data / p, PreprocessSpec(image_size=71)) for p in cache.rows.path])
+    assert _cosines(cache.features, reference(pixels)).min() > 0.99
+
+
+def test_converted_model_is_cached_and_loads_without_tensorflow(openvino_home):
+    OpenVinoBackbone(XceptionBackbone("none", 71), cache_dir=openvino_home / "openvino").converted()
+    script = (
+        "import sys, numpy as np\n"
+        "from featcache.backbone import XceptionBackbone\n"
+        "from featcache.runtime_openvino import OpenVinoBackbone\n"
+        f"b = OpenVinoBackbone(XceptionBackbone('none', 71), cache_dir=r'{openvino_home / 'openvino'}')\n"
+        "v = b.build()(np.zeros((2, 71, 71, 3), np.uint8))\n"
+        "print(v.shape, 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "(2, 2048) False"
+
+
+@pytest.mark.real
+def test_bfloat16_vectors_of_real_images_are_close_to_float32(openvino_home, monkeypatch):
+    require_real()
+    monkeypatch.setenv("FEATCACHE_HOME", str(openvino_home))
+    from featcache.images import PreprocessSpec, load_image
+
+    files = sorted((REAL_DATA / "validation").rglob("*.jpg"))[::5][:64]
+    pixels = np.stack([load_image(f, PreprocessSpec()) for f in files])
+    fp32 = backbone_for(str(REAL_WEIGHTS), 150, "float32").build()(pixels)
+    bf16 = backbone_for(str(REAL_WEIGHTS), 150, "bfloat16").build()(pixels)
+    cos = _cosines(bf16, fp32)
+    assert len(cos) == 64
+    assert cos.mean() >= 0.9995 and np.percentile(cos, 1) >= 0.999 and cos.min() >= 0.995, cos
