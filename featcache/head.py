@@ -118,6 +118,8 @@ def train_head(
     """Train a head on the train split of ``cache``, keep its best validation epoch, save it into ``out``."""
     config = config or HeadConfig()
     _check_out(Path(out))
+    if tensorboard is not None:
+        _check_tensorboard()
     splits = load_splits(cache, config.val_fraction)
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
@@ -255,6 +257,13 @@ def save_head(out: str | Path, model, metadata: dict, history: dict[str, list[fl
     tmp.write_text(json.dumps(metadata, indent=2) + "\n")
     os.replace(tmp, out / META_FILE)
     return out
+
+
+def _check_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package; pip install tensorboard, or leave it out")
 
 
 def _check_out(out: Path) -> None:

@@ -72,9 +72,9 @@ def metric_comparison(scores: dict[str, dict[str, float]], path: Path, title: st
         bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=model)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(x, metrics, rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.15)  # room for the legend above the bars
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncol=len(models))
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(path)
     return Path(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -129,6 +130,25 @@ def test_nonsense_options_are_one_line_errors(cache, tmp_path, options, message)
     assert out.exit_code == 1 and message in out.output
     assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
     assert not (tmp_path / "h").exists()
+
+
+def test_tensorboard_logs_or_says_what_to_install(cache, tmp_path):
+    args = [
+        "train-head",
+        str(cache),
+        "--out",
+        str(tmp_path / "h"),
+        "--epochs",
+        "1",
+        "--tensorboard",
+        str(tmp_path / "tb"),
+    ]
+    out = CliRunner().invoke(main, args)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert out.exit_code == 1 and "pip install tensorboard" in out.output and "Traceback" not in out.output
+    else:
+        assert out.exit_code == 0, out.output
+        assert any(p.is_file() for p in (tmp_path / "tb").rglob("*"))
 
 
 def test_config_rejects_non_numbers():
