@@ -31,6 +31,11 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
+# The benchmark suite (a few minutes to half an hour): table on stdout, JSON + PNG in bench-results/.
+bench: install
+	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
+	$(BIN)/python -m benchmarks.bench --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)" $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/ruff check featcache tests benchmarks
 	$(BIN)/ruff format --check featcache tests benchmarks

@@ -1,0 +1,280 @@
+"""Run the benchmark suite: featcache against the reference recipe and the bare model, in one run.
+
+    python -m benchmarks.bench            # or: make bench
+    python -m benchmarks.bench --sections stage-one,precision
+
+Prints a table, and writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out``
+(``bench-results/``). Data and weights default to ``$FEATCACHE_DATA`` / ``$FEATCACHE_WEIGHTS``,
+else ``../shared`` beside the repository. Every ratio compares two measurements of this run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from benchmarks import report
+from benchmarks import workloads as w
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SECTIONS = ("stage-one", "process", "time-saved", "precision", "memory")
+log = logging.getLogger("benchmarks")
+
+
+class Bench:
+    """The measurements of one run; shared inputs (decoded pixels, warm models, caches) are made once."""
+
+    def __init__(self, data: Path, weights: str, work: Path, options: dict):
+        self.data, self.weights, self.work, self.o = data, weights, work, options
+        self.results: dict = {}
+
+    @functools.cached_property
+    def pixels(self) -> np.ndarray:
+        """A sample of real train images, decoded once as featcache decodes them."""
+        files = w.image_files(self.data, ("train",))
+        return w.decoded_sample(files, self.o["bare_images"], self.o["image_size"])
+
+    @functools.cache  # noqa: B019 - one Bench per run
+    def backbone(self, precision: str):
+        """(backbone, warm embed) of ``precision``; building bfloat16 the first time converts the model."""
+        from featcache.backbone import backbone_for
+
+        backbone = backbone_for(self.weights, self.o["image_size"], precision)
+        if precision != "float32":
+            backbone.cache_dir = self.work / "openvino"
+        start = time.perf_counter()
+        embed = backbone.build()
+        self.results.setdefault("build_seconds", {})[precision] = round(time.perf_counter() - start, 2)
+        embed(self.pixels[: self.o["batch_size"]])
+        return backbone, embed
+
+    def bare(self, precision: str) -> w.Timed:
+        _, embed = self.backbone(precision)
+        return w.bare_forward(embed, self.pixels, self.o["batch_size"])
+
+    @functools.cache  # noqa: B019
+    def extract(self, precision: str):
+        """featcache extract of the whole dataset in this process with the warm backbone of ``precision``."""
+        backbone, embed = self.backbone(precision)
+        out = self.work / f"{precision}.h5"
+        return w.featcache_extract(
+            self.data, out, w.Prebuilt(backbone, embed), self.weights, precision, self.o["batch_size"]
+        )
+
+    @functools.cache  # noqa: B019
+    def head(self, cache_name: str):
+        """A head trained on ``work/<cache_name>.h5`` for the head epochs, and its wall seconds."""
+        from featcache.api import train_head
+
+        start = time.perf_counter()
+        result = train_head(
+            self.work / f"{cache_name}.h5", self.work / f"head-{cache_name}", epochs=self.o["head_epochs"]
+        )
+        return result, time.perf_counter() - start
+
+    def cli(self, *args: str, env: dict | None = None) -> w.Process:
+        done = w.run_process(w.featcache_command(*args), self.work, env=env)
+        if done.returncode != 0:
+            raise click.ClickException(f"featcache {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}")
+        return done
+
+
+def stage_one(b: Bench) -> dict:
+    """Pipeline efficiency in fp32: featcache extract vs bare forward passes vs the Keras pipeline."""
+    before = b.bare("float32")
+    timed, result = b.extract("float32")
+    model = b.backbone("float32")[0].build_model()
+    keras_run = w.keras_predict_pipeline(model, b.data, b.o["image_size"], b.o["batch_size"])
+    after = b.bare("float32")
+    bare_rate = (before.rate + after.rate) / 2
+    return {
+        "bare_fp32_rate": [round(before.rate, 2), round(after.rate, 2)],
+        "keras_pipeline_fp32_rate": round(keras_run.rate, 2),
+        "keras_pipeline_images": keras_run.images,
+        "featcache_fp32_rate": round(timed.rate, 2),
+        "featcache_fp32_seconds": round(timed.seconds, 2),
+        "featcache_images": timed.images,
+        "featcache_vs_bare": round(timed.rate / bare_rate, 4),
+        "featcache_vs_keras_pipeline": round(timed.rate / keras_run.rate, 4),
+        "keras_pipeline_vs_bare": round(keras_run.rate / bare_rate, 4),
+    }
+
+
+def process(b: Bench) -> dict:
+    """Whole ``featcache extract`` processes: a full extract, then a rerun on the unchanged data."""
+    out = b.work / "cli.h5"
+    args = ("extract", str(b.data), "-o", str(out), "--weights", b.weights, "-q")
+    full = b.cli(*args)
+    again = b.cli(*args)
+    return {
+        "full_extract_seconds": round(full.seconds, 2),
+        "full_extract_max_rss_mb": round(full.max_rss_mb, 1),
+        "full_extract_summary": full.stdout.strip().splitlines()[-1],
+        "reextract_seconds": round(again.seconds, 3),
+        "reextract_summary": again.stdout.strip().splitlines()[-1],
+        "reextract_vs_full": round(again.seconds / full.seconds, 4),
+    }
+
+
+def time_saved(b: Bench) -> dict:
+    """The recipe trained end to end vs featcache extract once + train-head, timed and scored."""
+    if "process" not in b.results:
+        b.results["process"] = process(b)
+    extract_seconds = b.results["process"]["full_extract_seconds"]
+    head_cli = b.cli(
+        "train-head", str(b.work / "cli.h5"), "--out", str(b.work / "head-cli"), "--epochs", str(b.o["head_epochs"])
+    )
+    head_meta = json.loads((b.work / "head-cli" / "head.json").read_text())
+    recipe = w.reference_recipe(b.backbone("float32")[0], b.data, b.o["image_size"], b.o["recipe_epochs"])
+    epoch = float(np.mean(recipe["epoch_seconds"]))
+    head_fit = head_meta["metrics"]["fit_seconds"]
+    n = b.o["head_epochs"]
+    history = _history(b.work / "head-cli" / "history.csv")
+    k = min(len(recipe["val_accuracy"]), len(history))
+    return {
+        "recipe_epoch_seconds": [round(s, 2) for s in recipe["epoch_seconds"]],
+        "recipe_val_accuracy": [round(a, 4) for a in recipe["val_accuracy"]],
+        "recipe_10_epochs_seconds": round(10 * epoch, 1),
+        "head_fit_seconds": head_fit,
+        "head_epoch_seconds": round(head_fit / n, 4),
+        "head_process_seconds": round(head_cli.seconds, 2),
+        "extract_process_seconds": extract_seconds,
+        "head_val_accuracy_best": round(head_meta["metrics"]["val_accuracy"], 4),
+        "head_best_epoch": head_meta["best_epoch"],
+        "head_val_accuracy_by_epoch": [round(a, 4) for a in history],
+        "speedup_head_epochs": round(10 * epoch / (10 * head_fit / n), 1),
+        "speedup_extract_plus_head": round(10 * epoch / (extract_seconds + head_cli.seconds), 2),
+        "accuracy_gap_same_epochs": round(history[k - 1] - recipe["val_accuracy"][k - 1], 4),
+        "accuracy_gap_best": round(head_meta["metrics"]["val_accuracy"] - max(recipe["val_accuracy"]), 4),
+    }
+
+
+def _history(path: Path) -> list[float]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return [float(row["val_accuracy"]) for row in csv.DictReader(fh)]
+
+
+def precision(b: Bench) -> dict:
+    """bfloat16 on OpenVINO vs float32 on TensorFlow: speed, closeness of vectors, head accuracy."""
+    from featcache import store
+
+    try:
+        import openvino as ov
+    except ImportError:
+        return {"skipped": "openvino is not installed (pip install 'featcache[openvino]')"}
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    fp32_timed, _ = b.extract("float32")
+    fp32_bare = b.bare("float32")
+    bf16_bare = b.bare("bfloat16")
+    bf16_timed, _ = b.extract("bfloat16")
+    a, c = store.read_cache(b.work / "float32.h5"), store.read_cache(b.work / "bfloat16.h5")
+    index = {sha: i for i, sha in enumerate(a.rows.sha256)}
+    cos = w.cosines(c.features, a.features[[index[s] for s in c.rows.sha256]])
+    keras_rate = b.results.get("stage-one", {}).get("keras_pipeline_fp32_rate")
+    acc32 = b.head("float32")[0].metrics["val_accuracy"]
+    acc16 = b.head("bfloat16")[0].metrics["val_accuracy"]
+    return {
+        "cpu_native_bf16": "BF16" in capabilities,
+        "openvino_version": ov.get_version(),
+        "conversion_seconds": b.results["build_seconds"].get("bfloat16"),
+        "bare_bf16_rate": round(bf16_bare.rate, 2),
+        "bare_fp32_rate": round(fp32_bare.rate, 2),
+        "bare_speedup": round(bf16_bare.rate / fp32_bare.rate, 3),
+        "featcache_bf16_rate": round(bf16_timed.rate, 2),
+        "featcache_fp32_rate": round(fp32_timed.rate, 2),
+        "extract_speedup": round(bf16_timed.rate / fp32_timed.rate, 3),
+        "extract_vs_keras_pipeline": round(bf16_timed.rate / keras_rate, 3) if keras_rate else None,
+        "cosine_mean": float(np.round(cos.mean(), 6)),
+        "cosine_p1": float(np.round(np.percentile(cos, 1), 6)),
+        "cosine_min": float(np.round(cos.min(), 6)),
+        "head_val_accuracy_fp32": round(acc32, 4),
+        "head_val_accuracy_bf16": round(acc16, 4),
+        "accuracy_gap": round(acc16 - acc32, 4),
+    }
+
+
+def memory(b: Bench) -> dict:
+    """Peak RSS of whole extract processes on N and 5N synthetic images."""
+    n = b.o["rss_images"]
+    runs = {}
+    for count in (n, 5 * n):
+        data = w.synthetic_images(b.work / f"synthetic-{count}", count)
+        out = b.work / f"synthetic-{count}.h5"
+        runs[count] = b.cli("extract", str(data), "-o", str(out), "--weights", b.weights, "-q", "--overwrite")
+    small, large = runs[n], runs[5 * n]
+    return {
+        "n": n,
+        "max_rss_mb_n": round(small.max_rss_mb, 1),
+        "max_rss_mb_5n": round(large.max_rss_mb, 1),
+        "growth": round(large.max_rss_mb / small.max_rss_mb - 1, 4),
+        "seconds_n": round(small.seconds, 1),
+        "seconds_5n": round(large.seconds, 1),
+    }
+
+
+RUNNERS = {
+    "stage-one": stage_one,
+    "process": process,
+    "time-saved": time_saved,
+    "precision": precision,
+    "memory": memory,
+}
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("FEATCACHE_DATA") or SHARED / "data" / "clothing-dataset-small")
+
+
+def _default_weights() -> str:
+    local = SHARED / "weights" / "xception_imagenet_notop.weights.h5"
+    return os.environ.get("FEATCACHE_WEIGHTS") or (str(local) if local.is_file() else "imagenet")
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path), default=_default_data, help="train/validation/test folders.")
+@click.option("--weights", default=_default_weights, help="Xception no-top weights file, or imagenet.")
+@click.option("--out", type=click.Path(path_type=Path), default=ROOT / "bench-results", help="Where results go.")
+@click.option("--sections", default=",".join(SECTIONS), show_default=True, help="Comma-separated sections to run.")
+@click.option("--recipe-epochs", type=int, default=2, show_default=True, help="Epochs of the timed recipe.")
+@click.option("--head-epochs", type=int, default=10, show_default=True, help="Epochs of train-head.")
+@click.option("--bare-images", type=int, default=640, show_default=True, help="Images of each bare forward run.")
+@click.option("--rss-images", type=int, default=256, show_default=True, help="N of the peak-RSS check (N and 5N).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch of every forward pass.")
+def main(data, weights, out, sections, **options):
+    """Benchmark featcache against the reference recipe and the bare model on this machine."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+    chosen = [s.strip() for s in sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        raise click.BadParameter(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    if not (data / "train").is_dir():
+        raise click.BadParameter(f"{data} has no train/ folder; pass --data or set FEATCACHE_DATA", param_hint="--data")
+    work = Path(out) / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    bench = Bench(data, weights, work, {**options, "image_size": 150})
+    bench.results["environment"] = report.environment(data, weights)
+    for name in chosen:
+        log.info("section %s (load average %.2f)", name, os.getloadavg()[0])
+        start = time.perf_counter()
+        bench.results[name] = RUNNERS[name](bench)
+        bench.results[name]["section_seconds"] = round(time.perf_counter() - start, 1)
+        log.info("section %s done in %.0f s", name, bench.results[name]["section_seconds"])
+    bench.results["environment"]["load_average_end"] = os.getloadavg()
+    click.echo(report.write(Path(out), bench.results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The benchmark's outputs: the table of targets, bench.json, bench.md and the bench.png chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+# (section, key, label, target text, test on the value)
+TARGETS = [
+    (
+        "time-saved",
+        "speedup_head_epochs",
+        "10 head epochs vs 10 recipe epochs (x faster)",
+        ">= 100",
+        lambda v: v >= 100,
+    ),
+    (
+        "time-saved",
+        "speedup_extract_plus_head",
+        "extract once + 10 head epochs vs 10 recipe epochs",
+        ">= 5",
+        lambda v: v >= 5,
+    ),
+    (
+        "time-saved",
+        "accuracy_gap_same_epochs",
+        "val accuracy, head - recipe, same epochs",
+        ">= -0.02",
+        lambda v: v >= -0.02,
+    ),
+    (
+        "time-saved",
+        "accuracy_gap_best",
+        "val accuracy, best head - best recipe epoch",
+        ">= -0.02",
+        lambda v: v >= -0.02,
+    ),
+    ("stage-one", "featcache_vs_bare", "fp32 extract / bare forward (images/s)", ">= 0.95", lambda v: v >= 0.95),
+    (
+        "stage-one",
+        "featcache_vs_keras_pipeline",
+        "fp32 extract / Keras dataset+predict",
+        ">= 0.97",
+        lambda v: v >= 0.97,
+    ),
+    ("process", "reextract_vs_full", "re-extract unchanged / full extract (wall)", "<= 0.03", lambda v: v <= 0.03),
+    ("memory", "growth", "peak RSS growth from N to 5N images", "<= 0.10", lambda v: v <= 0.10),
+    ("precision", "extract_speedup", "bf16 extract / fp32 extract (images/s)", ">= 2.0", lambda v: v >= 2.0),
+    ("precision", "extract_vs_keras_pipeline", "bf16 extract / Keras pipeline fp32", ">= 2.0", lambda v: v >= 2.0),
+    ("precision", "cosine_mean", "cosine bf16 vs fp32: mean", ">= 0.9995", lambda v: v >= 0.9995),
+    ("precision", "cosine_p1", "cosine bf16 vs fp32: 1st percentile", ">= 0.999", lambda v: v >= 0.999),
+    ("precision", "cosine_min", "cosine bf16 vs fp32: min", ">= 0.995", lambda v: v >= 0.995),
+    ("precision", "accuracy_gap", "head val accuracy, bf16 - fp32", ">= -0.01", lambda v: v >= -0.01),
+]
+
+# (section, key, label): measurements shown beside the targets
+DETAILS = [
+    ("time-saved", "recipe_epoch_seconds", "recipe seconds per epoch"),
+    ("time-saved", "head_epoch_seconds", "head seconds per epoch (fit)"),
+    ("time-saved", "recipe_10_epochs_seconds", "recipe 10 epochs, s (from the mean epoch)"),
+    ("time-saved", "extract_process_seconds", "featcache extract process, s"),
+    ("time-saved", "head_process_seconds", "featcache train-head process, s"),
+    ("time-saved", "recipe_val_accuracy", "recipe val accuracy by epoch"),
+    ("time-saved", "head_val_accuracy_by_epoch", "head val accuracy by epoch"),
+    ("stage-one", "bare_fp32_rate", "bare fp32 forward, images/s (before, after)"),
+    ("stage-one", "keras_pipeline_fp32_rate", "Keras dataset+predict fp32, images/s"),
+    ("stage-one", "featcache_fp32_rate", "featcache extract fp32 (in process), images/s"),
+    ("process", "full_extract_seconds", "full extract process, s"),
+    ("process", "reextract_seconds", "re-extract process, s"),
+    ("memory", "max_rss_mb_n", "peak RSS at N images, MB"),
+    ("memory", "max_rss_mb_5n", "peak RSS at 5N images, MB"),
+    ("precision", "cpu_native_bf16", "CPU has native bf16 (OpenVINO BF16 capability)"),
+    ("precision", "bare_bf16_rate", "bare bf16 forward (OpenVINO), images/s"),
+    ("precision", "bare_speedup", "bare bf16 / bare fp32"),
+    ("precision", "featcache_bf16_rate", "featcache extract bf16, images/s"),
+    ("precision", "conversion_seconds", "first bf16 build incl. conversion, s"),
+]
+
+
+def environment(data: Path, weights: str) -> dict:
+    """What the numbers depend on: CPU, cores, load, versions, inputs."""
+    flags = _cpu_flags()
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "load_average_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in ("featcache", "tensorflow", "keras", "openvino", "pillow", "h5py")},
+        "data": str(data),
+        "weights": weights,
+    }
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    line = next((x for x in text.splitlines() if x.startswith("model name")), "")
+    return line.split(":", 1)[-1].strip()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def checks(results: dict) -> list[dict]:
+    """Each target with its measured value and whether it is met (None when not measured)."""
+    rows = []
+    for section, key, label, target, test in TARGETS:
+        value = results.get(section, {}).get(key)
+        rows.append(
+            {
+                "section": section,
+                "key": key,
+                "label": label,
+                "target": target,
+                "value": value,
+                "met": None if value is None else bool(test(value)),
+            }
+        )
+    return rows
+
+
+def table(results: dict) -> str:
+    """The targets and the measurements behind them, as a Markdown table."""
+    lines = ["| measure | value | target | met |", "| --- | --- | --- | --- |"]
+    for row in checks(results):
+        met = {True: "yes", False: "**no**", None: "not run"}[row["met"]]
+        lines.append(f"| {row['label']} | {_fmt(row['value'])} | {row['target']} | {met} |")
+    lines += ["", "| measurement | value |", "| --- | --- |"]
+    for section, key, label in DETAILS:
+        value = results.get(section, {}).get(key)
+        if value is not None:
+            lines.append(f"| {label} | {_fmt(value)} |")
+    env = results.get("environment", {})
+    lines += [
+        "",
+        f"CPU: {env.get('cpu')}, {env.get('cores')} cores, avx512_bf16 {env.get('avx512_bf16')}, "
+        f"load average {_fmt(env.get('load_average_start'))} -> {_fmt(env.get('load_average_end'))}",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def write(out: Path, results: dict) -> str:
+    """Write bench.json, bench.md and bench.png into ``out``; return the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = {**results, "checks": checks(results)}
+    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    text = table(results)
+    (out / "bench.md").write_text(text + "\n")
+    chart(results, out / "bench.png")
+    return text + f"\n\nwritten: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}"
+
+
+def chart(results: dict, path: Path) -> None:
+    """Two panels: seconds for 10 epochs (log scale) and stage-one images/s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    saved = results.get("time-saved", {})
+    if saved:
+        names = ["recipe\n10 epochs", "featcache\n10 head epochs", "featcache\nextract + train-head"]
+        values = [
+            saved["recipe_10_epochs_seconds"],
+            saved["head_fit_seconds"],
+            saved["extract_process_seconds"] + saved["head_process_seconds"],
+        ]
+        _bars(left, names, values, "seconds (log scale)", "Time to a trained head", log=True)
+    rates = _rates(results)
+    if rates:
+        _bars(right, list(rates), list(rates.values()), "images / s", "Stage one throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _rates(results: dict) -> dict:
+    one, prec = results.get("stage-one", {}), results.get("precision", {})
+    rates = {}
+    if one:
+        rates["bare fp32"] = sum(one["bare_fp32_rate"]) / len(one["bare_fp32_rate"])
+        rates["Keras pipeline\nfp32"] = one["keras_pipeline_fp32_rate"]
+        rates["featcache\nfp32"] = one["featcache_fp32_rate"]
+    if prec and "bare_bf16_rate" in prec:
+        rates["bare bf16\n(OpenVINO)"] = prec["bare_bf16_rate"]
+        rates["featcache\nbf16"] = prec["featcache_bf16_rate"]
+    return rates
+
+
+def _bars(ax, names, values, ylabel, title, log=False) -> None:
+    bars = ax.bar(names, values, color=["#888888", "#2a7ab9", "#1b9e77", "#d95f02", "#7570b3"][: len(values)])
+    ax.bar_label(bars, labels=[f"{v:.3g}" for v in values])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if log:
+        ax.set_yscale("log")

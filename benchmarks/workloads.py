@@ -1,0 +1,200 @@
+"""The timed workloads of the benchmark: bare forward passes, the Keras pipeline and recipe, featcache runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featcache.images import PreprocessSpec, load_image
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Timed:
+    """Wall seconds of one workload and the images it went through."""
+
+    seconds: float
+    images: int
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+class Prebuilt:
+    """A backbone whose embedding function is already built and warm, so a run times the pipeline only."""
+
+    def __init__(self, backbone, embed):
+        self.backbone, self.embed = backbone, embed
+
+    def identity(self) -> dict:
+        return self.backbone.identity()
+
+    def build(self):
+        return self.embed
+
+
+def image_files(data: Path, splits=SPLITS) -> list[Path]:
+    """Image files of ``splits`` under ``data``, in a stable order."""
+    return sorted(p for s in splits for p in (data / s).rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def decoded_sample(files: list[Path], n: int, image_size: int) -> np.ndarray:
+    """uint8 (n, s, s, 3) pixels of ``n`` files spread over ``files``, decoded as featcache does."""
+    step = max(1, len(files) // n)
+    spec = PreprocessSpec(image_size=image_size)
+    return np.stack([load_image(f, spec) for f in files[::step][:n]])
+
+
+def bare_forward(embed, pixels: np.ndarray, batch_size: int, repeats: int = 1) -> Timed:
+    """Batched forward passes over pre-decoded pixels (after one warm-up batch)."""
+    embed(pixels[:batch_size])
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for i in range(0, len(pixels), batch_size):
+            embed(pixels[i : i + batch_size])
+    return Timed(time.perf_counter() - start, repeats * len(pixels))
+
+
+def keras_predict_pipeline(model, data: Path, image_size: int, batch_size: int) -> Timed:
+    """``image_dataset_from_directory`` + ``preprocess_input`` + ``model.predict`` over every split."""
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.xception.preprocess_input
+    start, images = time.perf_counter(), 0
+    for split in SPLITS:
+        ds = keras.utils.image_dataset_from_directory(
+            data / split, image_size=(image_size, image_size), batch_size=batch_size, shuffle=False, verbose=False
+        )
+        ds = ds.map(lambda x, y: preprocess(x), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        images += len(model.predict(ds, verbose=0))
+    return Timed(time.perf_counter() - start, images)
+
+
+def reference_recipe(backbone, data: Path, image_size: int, epochs: int, seed: int = 0) -> dict:
+    """The recipe trained end to end: dataset from directory -> frozen Xception + GAP -> Dense, Adam 0.01.
+
+    Returns the seconds of each epoch (its validation pass included, as ``fit`` runs it) and the
+    validation accuracy after each epoch.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    train, classes = _recipe_dataset(data / "train", image_size, shuffle=True, seed=seed)
+    val, _ = _recipe_dataset(data / "validation", image_size, shuffle=False, seed=seed)
+    inputs = keras.Input((image_size, image_size, 3))
+    outputs = keras.layers.Dense(len(classes))(backbone.build_model()(inputs, training=False))
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.01),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    clock = _EpochClock(keras)
+    history = model.fit(train, epochs=epochs, validation_data=val, callbacks=[clock.callback], verbose=0)
+    return {"epoch_seconds": clock.seconds, "val_accuracy": [float(v) for v in history.history["val_accuracy"]]}
+
+
+def _recipe_dataset(folder: Path, image_size: int, shuffle: bool, seed: int):
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.xception.preprocess_input
+    ds = keras.utils.image_dataset_from_directory(
+        folder,
+        image_size=(image_size, image_size),
+        batch_size=32,
+        label_mode="categorical",
+        shuffle=shuffle,
+        seed=seed,
+        verbose=False,
+    )
+    classes = ds.class_names
+    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds, classes
+
+
+class _EpochClock:
+    def __init__(self, keras):
+        self.seconds: list[float] = []
+        self._start = 0.0
+        self.callback = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: self._begin(), on_epoch_end=lambda epoch, logs: self._end()
+        )
+
+    def _begin(self) -> None:
+        self._start = time.perf_counter()
+
+    def _end(self) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def featcache_extract(data: Path, output: Path, backbone, weights: str, precision: str, batch_size: int):
+    """``featcache.extract`` in this process with a warm backbone: scan, hash, decode, embed, write, assemble.
+
+    Returns (Timed, ExtractResult).
+    """
+    from featcache.api import extract
+
+    start = time.perf_counter()
+    result = extract(
+        data, output, weights=weights, precision=precision, batch_size=batch_size, backbone=backbone, overwrite=True
+    )
+    return Timed(time.perf_counter() - start, result.computed), result
+
+
+@dataclass
+class Process:
+    """A finished command: wall seconds, its own peak resident memory, exit code and output."""
+
+    seconds: float
+    max_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_process(args: list[str], workdir: Path, env: dict | None = None) -> Process:
+    """Run ``args`` to the end; the peak RSS is the child's own, read by ``wait4`` when reaping it."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+", dir=workdir) as out, tempfile.TemporaryFile("w+", dir=workdir) as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0), err.seek(0)
+        return Process(seconds, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read())
+
+
+def featcache_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "featcache", *args]
+
+
+def synthetic_images(folder: Path, n: int, seed: int = 0, size=(533, 400)) -> Path:
+    """``n`` smooth random JPEGs of ``size`` in two class folders (the clothing images' shape)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        path = folder / f"class_{i % 2}" / f"img_{i:05d}.jpg"
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path, quality=90)
+    return folder
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two float (n, d) arrays."""
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
