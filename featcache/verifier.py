@@ -137,21 +137,19 @@ def _embed(embed, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
 
 
 def _compare(result: VerifyResult, stored: np.ndarray, recomputed: np.ndarray, paths: list[str]) -> None:
+    """Fill in the largest absolute and relative differences, the smallest cosine and the worst row."""
     if stored.shape != recomputed.shape:
         result.max_abs_diff, result.max_rel_diff, result.min_cosine = float("inf"), float("inf"), float("nan")
         return
-    row_diff = np.abs(stored.astype(np.float64) - recomputed).max(axis=1)
-    scale = np.abs(stored).max(axis=1).astype(np.float64)
-    rel = np.where(scale > 0, row_diff / np.where(scale > 0, scale, 1.0), np.where(row_diff > 0, np.inf, 0.0))
-    norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(recomputed, axis=1)
-    dots = np.sum(stored.astype(np.float64) * recomputed, axis=1)
-    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(row_diff == 0, 1.0, 0.0))
+    a, b = stored.astype(np.float64), recomputed.astype(np.float64)  # float64 so equal rows give cosine 1
+    row_diff = np.abs(a - b).max(axis=1)
+    scale = np.abs(a).max(axis=1)
+    rel = np.divide(row_diff, scale, out=np.where(row_diff > 0, np.inf, 0.0), where=scale > 0)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.divide((a * b).sum(axis=1), norms, out=np.where(row_diff == 0, 1.0, 0.0), where=norms > 0)
     worst = int(np.argmax(row_diff))
-    result.max_abs_diff, result.max_rel_diff, result.min_cosine = (
-        float(row_diff[worst]),
-        float(rel.max()),
-        float(cosine.min()),
-    )
+    result.max_abs_diff, result.max_rel_diff = float(row_diff[worst]), float(rel.max())
+    result.min_cosine = float(np.clip(cosine, -1.0, 1.0).min())
     result.worst_path = paths[worst]
 
 

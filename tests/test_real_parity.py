@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from featcache import replay, store
-from featcache.api import export, extract, predict, verify
-from tests.conftest import REAL_DATA, REAL_WEIGHTS, require_real, with_vectors_of, write_head
+from featcache.api import export, extract, predict, train_head, verify
+from tests.conftest import REAL_DATA, REAL_WEIGHTS, require_real, with_vectors_of
 
 pytestmark = pytest.mark.real
 
@@ -44,8 +44,9 @@ json.dump([names[i] for i in probs.argmax(axis=1)], open(out_path, "w"))
 
 @pytest.fixture(scope="module")
 def trained(real_cache, tmp_path_factory):
-    """A head fitted on the cached train vectors, and what it says about the cached validation vectors."""
-    head = write_head(tmp_path_factory.mktemp("real_head") / "head", real_cache, epochs=20)
+    """A head made by train-head on the cached vectors, and what it says about the cached validation vectors."""
+    head = tmp_path_factory.mktemp("real_head") / "head"
+    train_head(real_cache, head, epochs=10)
     cache = store.read_cache(real_cache)
     val = cache.split_indices("validation")
     model, _ = replay.load_head(head)
