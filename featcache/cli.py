@@ -36,19 +36,58 @@ def _errors_as_messages(func):
 @click.version_option(package_name="featcache")
 def main(verbose: bool) -> None:
     """featcache: run a frozen backbone once, cache its vectors, train heads in seconds."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True, help="The HDF5 cache to write or update.")
-@click.option("--manifest", type=click.Path(path_type=Path), default=None, help="CSV with columns path,label[,split]; paths relative to DATA_DIR.")
-@click.option("--image-size", type=int, default=150, show_default=True, help="Square input size in pixels (at least 71).")
-@click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default="bilinear", show_default=True, help="Pillow resize filter.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="The HDF5 cache to write or update.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV with columns path,label[,split]; paths relative to DATA_DIR.",
+)
+@click.option(
+    "--image-size", type=int, default=150, show_default=True, help="Square input size in pixels (at least 71)."
+)
+@click.option(
+    "--interpolation",
+    type=click.Choice(INTERPOLATIONS),
+    default="nearest",
+    show_default=True,
+    help="Pillow resize filter; nearest is what Keras' load_img and ImageDataGenerator use.",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward pass.")
-@click.option("--weights", default=None, help=f"'imagenet' (Keras cache or download), a weights file, or 'none' (random, for tests). Default: ${WEIGHTS_ENV} or imagenet.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of validation images when DATA_DIR has class folders only.")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True, help="Share of test images when DATA_DIR has class folders only.")
+@click.option(
+    "--weights",
+    default=None,
+    help=f"'imagenet' (Keras cache or download), a weights file, or 'none' (random, for tests). "
+    f"Default: ${WEIGHTS_ENV} or imagenet.",
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of validation images when DATA_DIR has class folders only.",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of test images when DATA_DIR has class folders only.",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Image decoding threads.")
 @click.option(
     "--precision",
@@ -60,6 +99,7 @@ def main(verbose: bool) -> None:
 )
 @click.option("--strict", is_flag=True, help="Fail instead of quarantining files that cannot be used.")
 @click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings.")
+@click.option("--allow-outside", is_flag=True, help="Follow symlinks and manifest paths that lead out of DATA_DIR.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_errors_as_messages
 def extract(data_dir, output, quiet, weights, **options):
@@ -85,7 +125,7 @@ def _extract_summary(result) -> str:
             lines.append(f"  {split:<10} {count:>7}   {detail}")
     lines.append(
         f"computed {result.computed}, reused {result.reused}, quarantined {len(result.quarantine)}; "
-        f"{result.seconds:.1f} s, {result.images_per_s:.1f} images/s computed"
+        f"{result.seconds:.1f} s in all, {result.images_per_s:.1f} images/s while computing"
     )
     for entry in result.quarantine[:10]:
         lines.append(f"  quarantined {entry.path}: {entry.reason}")

@@ -31,7 +31,7 @@ class ExtractConfig:
     output: Path = DEFAULT_CACHE
     manifest: Path | None = None
     image_size: int = 150
-    interpolation: str = "bilinear"
+    interpolation: str = "nearest"
     batch_size: int = 32
     weights: str = field(default_factory=default_weights)
     backbone: str = "xception"

@@ -11,8 +11,10 @@ import numpy as np
 #: File suffixes treated as images; anything else in a data folder is ignored.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-#: Interpolations offered by ``--interpolation``, mapped to Pillow's filters by name.
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
+#: Interpolations offered by ``--interpolation``, mapped to Pillow's filters by name. The default,
+#: nearest, is what Keras' ``load_img`` and ``ImageDataGenerator`` use, so the reference recipe's
+#: pixels are reproduced exactly.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box")
 
 #: Images above this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000
@@ -36,7 +38,7 @@ class PreprocessSpec:
     """
 
     image_size: int = 150
-    interpolation: str = "bilinear"
+    interpolation: str = "nearest"
     decoder: str = "pillow"
     color: str = "RGB"
     exif_transpose: bool = True

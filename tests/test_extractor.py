@@ -57,7 +57,7 @@ def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
         "created_at",
     ):
         assert key in attrs, key
-    assert attrs["image_size"] == 71 and attrs["interpolation"] == "bilinear"
+    assert attrs["image_size"] == 71 and attrs["interpolation"] == "nearest"
 
 
 def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path):
@@ -99,7 +99,7 @@ def test_other_settings_are_refused_unless_overwrite(split_data, tmp_path):
     with pytest.raises(FingerprintMismatch, match=r"image_size: 71 -> 96.*--overwrite"):
         _run(split_data, out, image_size=96)
     with pytest.raises(FingerprintMismatch, match="interpolation"):
-        _run(split_data, out, interpolation="nearest")
+        _run(split_data, out, interpolation="bilinear")
     with pytest.raises(FingerprintMismatch, match="backbone"):
         _run(split_data, out, FakeBackbone("other"))
     result = _run(split_data, out, image_size=96, overwrite=True)
