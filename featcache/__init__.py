@@ -21,7 +21,7 @@ __all__ = [
 
 _LAZY = {
     "extract": ("featcache.api", "extract"),
-    "info": ("featcache.info", "info"),
+    "info": ("featcache.inspector", "info"),
     "predict": ("featcache.api", "predict"),
     "export": ("featcache.api", "export"),
     "verify": ("featcache.api", "verify"),

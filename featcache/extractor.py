@@ -368,7 +368,7 @@ def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, fingerprint: s
         "fingerprint_fields": json.dumps(fields, sort_keys=True),
         "backbone": config.backbone,
         "pooling": fields["pooling"],
-        "weights": str(config.weights),
+        "weights": _weights_location(config.weights),
         "weights_id": fields["weights_id"],
         "image_size": config.image_size,
         "interpolation": config.interpolation,
@@ -386,6 +386,13 @@ def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, fingerprint: s
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
     }
+
+
+def _weights_location(weights: str) -> str:
+    """A weights file as an absolute path, so later stages find it from any folder."""
+    if weights in ("imagenet", "none"):
+        return weights
+    return str(Path(weights).expanduser().resolve())
 
 
 def _version(package: str) -> str:

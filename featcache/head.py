@@ -221,6 +221,7 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
         "weights": attrs.get("weights"),
         "weights_id": attrs.get("weights_id"),
         "image_size": attrs.get("image_size"),
+        "precision": attrs.get("precision", "float32"),
         "backbone": attrs.get("backbone"),
         "pooling": attrs.get("pooling"),
         "options": config.to_dict(),
@@ -313,7 +314,7 @@ def load_head(directory: str | Path):
         raise HeadError(f"{directory} has {META_FILE} but no {MODEL_FILE}; retrain it with featcache train-head")
     keras = _keras()
     try:
-        model = keras.saving.load_model(model_path, safe_mode=True)
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise HeadError(f"{model_path} cannot be loaded ({reason}); retrain it with featcache train-head") from None

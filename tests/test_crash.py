@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featcache import store
-from featcache.info import info
+from featcache.inspector import info
 from tests.conftest import make_split_dataset
 
 BATCH = 4

@@ -17,7 +17,7 @@ from PIL import Image
 from featcache import store
 from featcache.api import extract
 from featcache.errors import CacheError
-from featcache.info import info
+from featcache.inspector import info
 from tests.conftest import FakeBackbone, make_split_dataset, write_image
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
