@@ -79,6 +79,8 @@ def compare(
     if head is not None:  # carve the same validation rows the head was judged on
         val_fraction = heads.read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
     splits = load_splits(cache, val_fraction)
+    if head is not None:  # refuse a foreign head before anything is written
+        heads.check_head_matches(heads.read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
     runs = [_keras_run(splits, config, head, out), _logistic_run(splits, out)]
     for run in runs:

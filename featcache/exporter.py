@@ -48,6 +48,7 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     ``backbone`` needs ``identity()`` and ``build_model()`` (a Keras model from pixels in
     [-1, 1] to vectors); the default is Xception with the weights the head's cache was made with.
     """
+    _check_out(config.out)
     head, meta = replay.load_head(config.head)
     recipe = replay.Recipe.from_head(meta)
     if recipe.spec.preprocess != XCEPTION_PREPROCESS:
@@ -68,6 +69,15 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     diff = _check(features, head, config, recipe.spec.image_size)
     log.info("export %s: probabilities within %.2e of the predict path", config.out, diff)
     return ExportResult(config.out, config.format, classes_path, recipe.spec.image_size, list(recipe.class_names), diff)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before the costly model build."""
+    for folder in Path(out).parents:
+        if folder.exists():
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise ConfigError(f"cannot write {out}: {folder} is not a writable folder; choose another --out")
+            return
 
 
 def end_to_end(features, head, image_size: int):
