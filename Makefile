@@ -23,6 +23,8 @@ demo: install
 	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
 	$(BIN)/featcache extract "$(FEATCACHE_DATA)" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
 	$(BIN)/featcache info cache/features.h5
+	$(BIN)/featcache train-head cache/features.h5 --out cache/head
+	$(BIN)/featcache compare cache/features.h5 --head cache/head --out cache/compare
 
 test: install
 	$(BIN)/ruff check featcache tests benchmarks
