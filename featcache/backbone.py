@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.config import WEIGHTS_ENV
+from featcache.dataset import file_sha256
 from featcache.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -24,14 +24,6 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's start-up chatter unless the user asked for it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class XceptionBackbone:
@@ -56,7 +48,7 @@ class XceptionBackbone:
         elif self.weights == "none":
             weights_id = f"random-init:seed={RANDOM_SEED}"
         else:
-            weights_id = "sha256:" + sha256_file(self._weights_path())
+            weights_id = "sha256:" + file_sha256(self._weights_path())
         return {
             "backbone": "keras.applications.Xception(include_top=False)",
             "pooling": "GlobalAveragePooling2D",

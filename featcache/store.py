@@ -193,9 +193,9 @@ def write_cache(path, attrs, class_names, rows: Rows, pool: VectorPool, quaranti
             _write_strings(q, PATH, [e.path for e in quarantine])
             _write_strings(q, "reason", [e.reason for e in quarantine])
             _write_strings(q, SHA256, [e.sha256 for e in quarantine])
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
         tmp.unlink(missing_ok=True)
         raise _write_error(path, exc) from None
@@ -241,15 +241,8 @@ def _write_error(path: Path, exc: Exception) -> CacheError:
     return CacheError(f"could not write {path} ({_short(exc)}); check the folder and rerun the same command")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
