@@ -27,6 +27,8 @@ from benchmarks import workloads as w
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SECTIONS = ("stage-one", "process", "time-saved", "precision", "memory")
+#: name -> (runtime, precision) of each way to run the backbone; "fp32" is the exact default
+OPTIONS = {"fp32": ("tensorflow", "float32"), "ov-fp32": ("openvino", "float32"), "bf16": ("openvino", "bfloat16")}
 log = logging.getLogger("benchmarks")
 
 
@@ -44,30 +46,32 @@ class Bench:
         return w.decoded_sample(files, self.o["bare_images"], self.o["image_size"])
 
     @functools.cache  # noqa: B019 - one Bench per run
-    def backbone(self, precision: str):
-        """(backbone, warm embed) of ``precision``; building bfloat16 the first time converts the model."""
+    def backbone(self, option: str):
+        """(backbone, warm embed) of ``option`` (an OPTIONS key); OpenVINO's first build converts the model."""
         from featcache.backbone import backbone_for
 
-        backbone = backbone_for(self.weights, self.o["image_size"], precision)
-        if precision != "float32":
-            backbone.cache_dir = self.work / "openvino"
+        runtime, precision = OPTIONS[option]
+        backbone = backbone_for(self.weights, self.o["image_size"], precision, runtime)
+        if runtime == "openvino":
+            backbone.cache_dir = self.work / "openvino"  # a fresh conversion, timed
         start = time.perf_counter()
         embed = backbone.build()
-        self.results.setdefault("build_seconds", {})[precision] = round(time.perf_counter() - start, 2)
+        self.results.setdefault("build_seconds", {})[option] = round(time.perf_counter() - start, 2)
         embed(self.pixels[: self.o["batch_size"]])
         return backbone, embed
 
-    def bare(self, precision: str) -> w.Timed:
-        _, embed = self.backbone(precision)
+    def bare(self, option: str) -> w.Timed:
+        _, embed = self.backbone(option)
         return w.bare_forward(embed, self.pixels, self.o["batch_size"])
 
     @functools.cache  # noqa: B019
-    def extract(self, precision: str):
-        """featcache extract of the whole dataset in this process with the warm backbone of ``precision``."""
-        backbone, embed = self.backbone(precision)
-        out = self.work / f"{precision}.h5"
+    def extract(self, option: str):
+        """featcache extract of the whole dataset in this process, with the warm backbone of ``option``."""
+        backbone, embed = self.backbone(option)
+        runtime, precision = OPTIONS[option]
+        out = self.work / f"{option}.h5"
         return w.featcache_extract(
-            self.data, out, w.Prebuilt(backbone, embed), self.weights, precision, self.o["batch_size"]
+            self.data, out, w.Prebuilt(backbone, embed), self.weights, precision, runtime, self.o["batch_size"]
         )
 
     @functools.cache  # noqa: B019
@@ -90,11 +94,11 @@ class Bench:
 
 def stage_one(b: Bench) -> dict:
     """Pipeline efficiency in fp32: featcache extract vs bare forward passes vs the Keras pipeline."""
-    before = b.bare("float32")
-    timed, result = b.extract("float32")
-    model = b.backbone("float32")[0].build_model()
+    before = b.bare("fp32")
+    timed, result = b.extract("fp32")
+    model = b.backbone("fp32")[0].build_model()
     keras_run = w.keras_predict_pipeline(model, b.data, b.o["image_size"], b.o["batch_size"])
-    after = b.bare("float32")
+    after = b.bare("fp32")
     bare_rate = (before.rate + after.rate) / 2
     return {
         "bare_fp32_rate": [round(before.rate, 2), round(after.rate, 2)],
@@ -134,7 +138,7 @@ def time_saved(b: Bench) -> dict:
         "train-head", str(b.work / "cli.h5"), "--out", str(b.work / "head-cli"), "--epochs", str(b.o["head_epochs"])
     )
     head_meta = json.loads((b.work / "head-cli" / "head.json").read_text())
-    recipe = w.reference_recipe(b.backbone("float32")[0], b.data, b.o["image_size"], b.o["recipe_epochs"])
+    recipe = w.reference_recipe(b.backbone("fp32")[0], b.data, b.o["image_size"], b.o["recipe_epochs"])
     epoch = float(np.mean(recipe["epoch_seconds"]))
     head_fit = head_meta["metrics"]["fit_seconds"]
     n = b.o["head_epochs"]
@@ -166,41 +170,50 @@ def _history(path: Path) -> list[float]:
 
 
 def precision(b: Bench) -> dict:
-    """bfloat16 on OpenVINO vs float32 on TensorFlow: speed, closeness of vectors, head accuracy."""
-    from featcache import store
-
+    """OpenVINO float32 and bfloat16 against TensorFlow float32: speed, closeness of vectors, head accuracy."""
     try:
         import openvino as ov
     except ImportError:
         return {"skipped": "openvino is not installed (pip install 'featcache[openvino]')"}
-    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    fp32_timed, _ = b.extract("float32")
-    fp32_bare = b.bare("float32")
-    bf16_bare = b.bare("bfloat16")
-    bf16_timed, _ = b.extract("bfloat16")
-    a, c = store.read_cache(b.work / "float32.h5"), store.read_cache(b.work / "bfloat16.h5")
-    index = {sha: i for i, sha in enumerate(a.rows.sha256)}
-    cos = w.cosines(c.features, a.features[[index[s] for s in c.rows.sha256]])
-    keras_rate = b.results.get("stage-one", {}).get("keras_pipeline_fp32_rate")
-    acc32 = b.head("float32")[0].metrics["val_accuracy"]
-    acc16 = b.head("bfloat16")[0].metrics["val_accuracy"]
-    return {
-        "cpu_native_bf16": "BF16" in capabilities,
+    out = {
+        "cpu_native_bf16": "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
         "openvino_version": ov.get_version(),
-        "conversion_seconds": b.results["build_seconds"].get("bfloat16"),
-        "bare_bf16_rate": round(bf16_bare.rate, 2),
-        "bare_fp32_rate": round(fp32_bare.rate, 2),
-        "bare_speedup": round(bf16_bare.rate / fp32_bare.rate, 3),
-        "featcache_bf16_rate": round(bf16_timed.rate, 2),
-        "featcache_fp32_rate": round(fp32_timed.rate, 2),
-        "extract_speedup": round(bf16_timed.rate / fp32_timed.rate, 3),
-        "extract_vs_keras_pipeline": round(bf16_timed.rate / keras_rate, 3) if keras_rate else None,
-        "cosine_mean": float(np.round(cos.mean(), 6)),
-        "cosine_p1": float(np.round(np.percentile(cos, 1), 6)),
-        "cosine_min": float(np.round(cos.min(), 6)),
-        "head_val_accuracy_fp32": round(acc32, 4),
-        "head_val_accuracy_bf16": round(acc16, 4),
-        "accuracy_gap": round(acc16 - acc32, 4),
+    }
+    fp32_timed, _ = b.extract("fp32")
+    fp32_bare = b.bare("fp32")
+    keras_rate = b.results.get("stage-one", {}).get("keras_pipeline_fp32_rate")
+    for option in ("ov-fp32", "bf16"):
+        out.update(_option(b, option, fp32_timed, fp32_bare, keras_rate))
+    return out
+
+
+def _option(b: Bench, option: str, fp32_timed, fp32_bare, keras_rate) -> dict:
+    from featcache import store
+
+    bare = b.bare(option)
+    timed, _ = b.extract(option)
+    ref, got = store.read_cache(b.work / "fp32.h5"), store.read_cache(b.work / f"{option}.h5")
+    index = {sha: i for i, sha in enumerate(ref.rows.sha256)}
+    expected = ref.features[[index[s] for s in got.rows.sha256]]
+    cos = w.cosines(got.features, expected)
+    acc32 = b.head("fp32")[0].metrics["val_accuracy"]
+    acc = b.head(option)[0].metrics["val_accuracy"]
+    p = option.replace("-", "_") + "_"
+    return {
+        p + "build_seconds": b.results["build_seconds"][option],
+        p + "bare_rate": round(bare.rate, 2),
+        p + "bare_speedup": round(bare.rate / fp32_bare.rate, 3),
+        p + "extract_rate": round(timed.rate, 2),
+        p + "extract_speedup": round(timed.rate / fp32_timed.rate, 3),
+        p + "extract_vs_keras_pipeline": round(timed.rate / keras_rate, 3) if keras_rate else None,
+        p + "max_abs_diff": float(np.abs(got.features - expected).max()),
+        p + "cosine_mean": float(np.round(cos.mean(), 6)),
+        p + "cosine_p1": float(np.round(np.percentile(cos, 1), 6)),
+        p + "cosine_min": float(np.round(cos.min(), 6)),
+        p + "head_val_accuracy": round(acc, 4),
+        p + "accuracy_gap": round(acc - acc32, 4),
+        "fp32_head_val_accuracy": round(acc32, 4),
+        "fp32_extract_rate": round(fp32_timed.rate, 2),
     }
 
 

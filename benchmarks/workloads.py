@@ -14,6 +14,8 @@ import numpy as np
 from featcache.images import PreprocessSpec, load_image
 
 SPLITS = ("train", "validation", "test")
+#: featcache's default resize filter, given to Keras too so that both pipelines do the same work
+INTERPOLATION = PreprocessSpec().interpolation
 
 
 @dataclass
@@ -72,7 +74,12 @@ def keras_predict_pipeline(model, data: Path, image_size: int, batch_size: int) 
     start, images = time.perf_counter(), 0
     for split in SPLITS:
         ds = keras.utils.image_dataset_from_directory(
-            data / split, image_size=(image_size, image_size), batch_size=batch_size, shuffle=False, verbose=False
+            data / split,
+            image_size=(image_size, image_size),
+            batch_size=batch_size,
+            interpolation=INTERPOLATION,
+            shuffle=False,
+            verbose=False,
         )
         ds = ds.map(lambda x, y: preprocess(x), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
         images += len(model.predict(ds, verbose=0))
@@ -113,6 +120,7 @@ def _recipe_dataset(folder: Path, image_size: int, shuffle: bool, seed: int):
         image_size=(image_size, image_size),
         batch_size=32,
         label_mode="categorical",
+        interpolation=INTERPOLATION,
         shuffle=shuffle,
         seed=seed,
         verbose=False,
@@ -137,7 +145,7 @@ class _EpochClock:
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def featcache_extract(data: Path, output: Path, backbone, weights: str, precision: str, batch_size: int):
+def featcache_extract(data: Path, output: Path, backbone, weights: str, precision: str, runtime: str, batch_size: int):
     """``featcache.extract`` in this process with a warm backbone: scan, hash, decode, embed, write, assemble.
 
     Returns (Timed, ExtractResult).
@@ -146,7 +154,14 @@ def featcache_extract(data: Path, output: Path, backbone, weights: str, precisio
 
     start = time.perf_counter()
     result = extract(
-        data, output, weights=weights, precision=precision, batch_size=batch_size, backbone=backbone, overwrite=True
+        data,
+        output,
+        weights=weights,
+        precision=precision,
+        runtime=runtime,
+        batch_size=batch_size,
+        backbone=backbone,
+        overwrite=True,
     )
     return Timed(time.perf_counter() - start, result.computed), result
 

@@ -124,13 +124,14 @@ def _download_imagenet(keras, size):
         ) from None
 
 
-def backbone_for(weights: str, image_size: int, precision: str = "float32"):
-    """The frozen Xception computing at ``precision``: TensorFlow for float32, OpenVINO for bfloat16.
+def backbone_for(weights: str, image_size: int, precision: str = "float32", runtime: str = "tensorflow"):
+    """The frozen Xception computing at ``precision`` on ``runtime`` (tensorflow, or openvino).
 
-    Raises ConfigError naming the install command when bfloat16 is asked for without OpenVINO.
+    TensorFlow float32 is the exact default; OpenVINO runs float32 (within 1e-5 of it) or bfloat16.
+    Raises ConfigError naming the install command when OpenVINO is asked for but missing.
     """
     base = XceptionBackbone(weights, image_size)
-    if precision == "float32":
+    if runtime == "tensorflow" and precision == "float32":
         return base
     from featcache.runtime_openvino import OpenVinoBackbone, require_openvino
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from featcache.config import DEFAULT_CACHE, DEFAULT_COMPARE_DIR, DEFAULT_HEAD_DIR, PRECISIONS, WEIGHTS_ENV
+from featcache.config import DEFAULT_CACHE, DEFAULT_COMPARE_DIR, DEFAULT_HEAD_DIR, PRECISIONS, RUNTIMES, WEIGHTS_ENV
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
 
@@ -94,8 +94,15 @@ def main(verbose: bool) -> None:
     type=click.Choice(PRECISIONS),
     default="float32",
     show_default=True,
-    help="float32: TensorFlow, exact. bfloat16: OpenVINO with a bf16 hint, about 2x faster on CPUs with "
-    "native bf16 (pip install 'featcache[openvino]'); part of the cache fingerprint.",
+    help="float32: exact. bfloat16: OpenVINO with a bf16 hint, about 2x faster on CPUs with native bf16 "
+    "(AVX-512 BF16, AMX), slower on others. Part of the cache fingerprint.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=None,
+    help="Who runs the model. Default: tensorflow for float32, openvino for bfloat16 "
+    "(pip install 'featcache[openvino]'). Part of the cache fingerprint.",
 )
 @click.option("--strict", is_flag=True, help="Fail instead of quarantining files that cannot be used.")
 @click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings.")

@@ -15,6 +15,8 @@ DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 BACKBONES = ("xception",)
 #: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
 PRECISIONS = ("float32", "bfloat16")
+#: Who runs the backbone; the default is tensorflow for float32 and openvino for bfloat16.
+RUNTIMES = ("tensorflow", "openvino")
 WEIGHTS_ENV = "FEATCACHE_WEIGHTS"
 
 
@@ -36,6 +38,7 @@ class ExtractConfig:
     weights: str = field(default_factory=default_weights)
     backbone: str = "xception"
     precision: str = "float32"
+    runtime: str | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     strict: bool = False
@@ -54,6 +57,7 @@ class ExtractConfig:
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_runtime(self)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -72,6 +76,15 @@ class ExtractConfig:
 def _check_int(name: str, value: int, minimum: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r} ({hint})")
+
+
+def _check_runtime(config: ExtractConfig) -> None:
+    """Fill in the runtime of the precision when none was given; refuse bfloat16 on TensorFlow."""
+    if config.runtime is None:
+        object.__setattr__(config, "runtime", "openvino" if config.precision == "bfloat16" else "tensorflow")
+    _check_choice("runtime", config.runtime, RUNTIMES)
+    if config.precision == "bfloat16" and config.runtime != "openvino":
+        raise ConfigError("precision bfloat16 runs on the openvino runtime; pass --runtime openvino or leave it out")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

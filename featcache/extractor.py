@@ -81,7 +81,7 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     if backbone is None:
         from featcache.backbone import backbone_for
 
-        backbone = backbone_for(config.weights, config.image_size, config.precision)
+        backbone = backbone_for(config.weights, config.image_size, config.precision, config.runtime)
     dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     fields = fingerprint_fields(config, backbone)
     fingerprint = fingerprint_of(fields)

@@ -1,10 +1,11 @@
-"""The bfloat16 runtime: the frozen Xception converted once to OpenVINO IR and run with a bf16 inference hint.
+"""The OpenVINO runtime: the frozen Xception converted once to OpenVINO IR, run in float32 or bfloat16.
 
 The conversion (which needs TensorFlow) is cached under ``$FEATCACHE_HOME/openvino/<key>/`` (default
 ``~/.cache/featcache``), keyed by the weights, the image size and the OpenVINO version, so later
 runs load the IR without importing TensorFlow. The IR takes uint8 pixels and applies Xception's
-``preprocess_input`` itself; its weights stay float32 on disk, and only the CPU's arithmetic
-drops to bfloat16.
+``preprocess_input`` itself; its weights stay float32 on disk. With the bf16 hint only the CPU's
+arithmetic drops to bfloat16 (fast where the CPU has AVX-512 BF16 or AMX, emulated and slow
+elsewhere); with f32 the vectors match TensorFlow's to about 1e-6.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ log = logging.getLogger(__name__)
 HOME_ENV = "FEATCACHE_HOME"
 MODEL_XML = "xception_gap.xml"
 CONVERSION_VERSION = 1  # bump when the conversion below changes what the IR computes
-INFERENCE_PRECISIONS = {"bfloat16": "bf16"}
+INFERENCE_PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 INSTALL_HINT = "pip install 'featcache[openvino]'"
 
 
 def require_openvino(precision: str) -> None:
     """ConfigError naming the install command when OpenVINO is not importable; imports nothing."""
     if importlib.util.find_spec("openvino") is None:
-        raise ConfigError(f"precision {precision} runs on OpenVINO, which is not installed; run {INSTALL_HINT}")
+        raise ConfigError(
+            f"runtime openvino (precision {precision}) needs OpenVINO, which is not installed; run {INSTALL_HINT}"
+        )
 
 
 def featcache_home() -> Path:
@@ -48,7 +51,7 @@ def featcache_home() -> Path:
 
 
 class OpenVinoBackbone:
-    """``base`` (a :class:`XceptionBackbone`) run by OpenVINO's CPU plugin at ``precision``.
+    """``base`` (a :class:`XceptionBackbone`) run by OpenVINO's CPU plugin at ``precision`` (float32, bfloat16).
 
     ``cache_dir`` holds converted models (default ``featcache_home() / "openvino"``).
     """
@@ -79,8 +82,9 @@ class OpenVinoBackbone:
         import openvino as ov
 
         core = ov.Core()
-        _warn_without_native_bf16(core)
         hint = INFERENCE_PRECISIONS[self.precision]
+        if hint == "bf16":
+            _warn_without_native_bf16(core)
         compiled = core.compile_model(str(self.converted()), "CPU", {"INFERENCE_PRECISION_HINT": hint})
         request = compiled.create_infer_request()
 

@@ -29,6 +29,16 @@ def test_unknown_precision_names_the_allowed_ones(tmp_path):
         ExtractConfig(data_dir=tmp_path, precision="float16")
 
 
+def test_runtime_defaults_to_the_precision_and_refuses_bfloat16_on_tensorflow(tmp_path):
+    assert ExtractConfig(data_dir=tmp_path).runtime == "tensorflow"
+    assert ExtractConfig(data_dir=tmp_path, precision="bfloat16").runtime == "openvino"
+    assert ExtractConfig(data_dir=tmp_path, runtime="openvino").precision == "float32"
+    with pytest.raises(ConfigError, match="precision bfloat16 runs on the openvino runtime"):
+        ExtractConfig(data_dir=tmp_path, precision="bfloat16", runtime="tensorflow")
+    with pytest.raises(ConfigError, match="runtime must be one of tensorflow, openvino; got 'onnx'"):
+        ExtractConfig(data_dir=tmp_path, runtime="onnx")
+
+
 def test_bfloat16_without_openvino_is_one_line_naming_the_install(split_data, tmp_path, monkeypatch):
     monkeypatch.setattr(runtime_openvino.importlib.util, "find_spec", lambda name: None)
     out = tmp_path / "c.h5"
@@ -52,10 +62,11 @@ def test_float32_keeps_the_tensorflow_backbone_and_its_identity():
     }
 
 
-def test_bfloat16_identity_names_the_runtime_without_importing_it():
+def test_openvino_identity_names_runtime_and_arithmetic_without_importing_it():
     identity = OpenVinoBackbone(XceptionBackbone("none", 150)).identity()
     assert identity["runtime"] == "openvino" and identity["inference_precision"] == "bf16"
     assert identity["weights_id"] == "random-init:seed=0"
+    assert OpenVinoBackbone(XceptionBackbone("none", 150), "float32").identity()["inference_precision"] == "f32"
 
 
 def test_precisions_never_mix_in_one_cache(split_data, tmp_path, fake_backbone):
@@ -88,7 +99,10 @@ def test_bfloat16_extract_runs_openvino_and_records_it(tmp_path, openvino_home, 
     from featcache.images import PreprocessSpec, load_image
 
     pixels = np.stack([load_image(data / p, PreprocessSpec(image_size=71)) for p in cache.rows.path])
-    assert _cosines(cache.features, reference(pixels)).min() > 0.99
+    expected = reference(pixels)
+    assert _cosines(cache.features, expected).min() > 0.99
+    fp32 = backbone_for("none", 71, "float32", "openvino").build()(pixels)
+    assert np.abs(fp32 - expected).max() < 1e-4
 
 
 def test_converted_model_is_cached_and_loads_without_tensorflow(openvino_home):
