@@ -25,13 +25,14 @@ from PIL import Image, ImageOps
 
 model_path, list_path, out_path = sys.argv[1:]
 model = keras.saving.load_model(model_path, safe_mode=True)
-names = json.loads(zipfile.ZipFile(model_path).read("featcache.json"))["class_names"]
-size = model.input_shape[1]
+about = json.loads(zipfile.ZipFile(model_path).read("featcache.json"))
+names, size = about["class_names"], model.input_shape[1]
+resample = Image.Resampling[about["preprocessing"]["interpolation"].upper()]
 
 def pixels(path):
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
-        return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(im.resize((size, size), resample), dtype=np.uint8)
 
 files = json.load(open(list_path))
 probs = np.concatenate([
