@@ -130,9 +130,10 @@ def _extract_summary(result) -> str:
             per = result.per_class.get(split, {})
             detail = ", ".join(f"{name} {per.get(name, 0)}" for name in result.class_names)
             lines.append(f"  {split:<10} {count:>7}   {detail}")
+    rate = f", {result.images_per_s:.1f} images/s while computing" if result.computed else ""
     lines.append(
         f"computed {result.computed}, reused {result.reused}, quarantined {len(result.quarantine)}; "
-        f"{result.seconds:.1f} s in all, {result.images_per_s:.1f} images/s while computing"
+        f"{result.seconds:.1f} s in all{rate}"
     )
     for entry in result.quarantine[:10]:
         lines.append(f"  quarantined {entry.path}: {entry.reason}")
