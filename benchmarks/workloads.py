@@ -30,17 +30,64 @@ class Timed:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+class OthersMeter:
+    """The share of all cores that other processes used while the block ran (Linux; None elsewhere).
+
+    A busy machine slows any workload; this says how much each measurement was disturbed.
+    """
+
+    share: float | None = None
+
+    def __enter__(self) -> OthersMeter:
+        self._busy, self._own, self._start = _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self._start
+        busy = _busy_seconds()
+        if busy is not None and self._busy is not None and wall > 0:
+            others = busy - self._busy - (_own_cpu_seconds() - self._own)
+            self.share = round(max(0.0, others / ((os.cpu_count() or 1) * wall)), 3)
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Prebuilt:
-    """A backbone whose embedding function is already built and warm, so a run times the pipeline only."""
+    """A backbone whose embedding function is already built and warm, so a run times the pipeline only.
+
+    ``embed_seconds`` adds up the time spent inside forward passes: the rest of a run is what
+    the pipeline (scan, hashing, waiting for decodes, writes, the final cache) costs on top.
+    """
 
     def __init__(self, backbone, embed):
-        self.backbone, self.embed = backbone, embed
+        self.backbone, self._embed = backbone, embed
+        self.embed_seconds = 0.0
 
     def identity(self) -> dict:
         return self.backbone.identity()
 
     def build(self):
-        return self.embed
+        def timed(batch):
+            start = time.perf_counter()
+            try:
+                return self._embed(batch)
+            finally:
+                self.embed_seconds += time.perf_counter() - start
+
+        return timed
 
 
 def image_files(data: Path, splits=SPLITS) -> list[Path]:
@@ -81,7 +128,9 @@ def keras_predict_pipeline(model, data: Path, image_size: int, batch_size: int) 
             shuffle=False,
             verbose=False,
         )
-        ds = ds.map(lambda x, y: preprocess(x), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: preprocess(tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
+        )
         images += len(model.predict(ds, verbose=0))
     return Timed(time.perf_counter() - start, images)
 
@@ -126,7 +175,9 @@ def _recipe_dataset(folder: Path, image_size: int, shuffle: bool, seed: int):
         verbose=False,
     )
     classes = ds.class_names
-    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (preprocess(tf.cast(x, tf.float32)), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
     return ds, classes
 
 
