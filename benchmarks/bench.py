@@ -72,57 +72,81 @@ class Bench:
         _, embed = self.backbone(option)
         return self.measure(f"bare {option}", w.bare_forward, embed, self.pixels, self.o["batch_size"])
 
-    @functools.cache  # noqa: B019
-    def extract(self, option: str):
-        """featcache extract of the whole dataset in this process, with the warm backbone of ``option``."""
+    def extract(self, option: str, data: Path, out: Path) -> w.Timed:
+        """featcache extract of ``data`` into a new cache ``out``, in this process, with the warm ``option``."""
+        out.unlink(missing_ok=True)
         backbone, embed = self.backbone(option)
         runtime, precision = OPTIONS[option]
-        out = self.work / f"{option}.h5"
         prebuilt = w.Prebuilt(backbone, embed)
-        args = (self.data, out, prebuilt, self.weights, precision, runtime, self.o["batch_size"])
-        timed, result = self.measure(f"extract {option}", w.featcache_extract, *args)
-        self.results.setdefault("embed_share", {})[option] = round(prebuilt.embed_seconds / timed.seconds, 4)
-        return timed, result
+        args = (data, out, prebuilt, self.weights, precision, runtime, self.o["batch_size"])
+        timed, _ = self.measure(f"extract {option}", w.featcache_extract, *args)
+        self.results.setdefault("time_in_forward", {}).setdefault(option, []).append(
+            round(prebuilt.embed_seconds / timed.seconds, 4)
+        )
+        return timed
+
+    @functools.cached_property
+    def subsets(self) -> list[Path]:
+        """The dataset split into ``rounds`` interleaved folders of class folders, one per round."""
+        return w.interleaved_subsets(self.data, self.work / "subsets", self.o["rounds"])
 
     @functools.cache  # noqa: B019
-    def head(self, cache_name: str):
-        """A head trained on ``work/<cache_name>.h5`` for the head epochs, and its wall seconds."""
+    def head(self, cache: Path):
+        """The head train-head makes of ``cache`` (default options, head epochs)."""
         from featcache.api import train_head
 
-        start = time.perf_counter()
-        result = train_head(
-            self.work / f"{cache_name}.h5", self.work / f"head-{cache_name}", epochs=self.o["head_epochs"]
-        )
-        return result, time.perf_counter() - start
+        return train_head(cache, cache.with_suffix(".head"), epochs=self.o["head_epochs"])
 
-    def cli(self, *args: str, env: dict | None = None) -> w.Process:
+    def cli(self, *args: str) -> w.Process:
+        """A whole featcache process; OpenVINO conversions go to a fresh FEATCACHE_HOME in the work folder."""
+        env = {**os.environ, "FEATCACHE_HOME": str(self.work / "home")}
         done = self.measure(f"featcache {args[0]}", w.run_process, w.featcache_command(*args), self.work, env)
         if done.returncode != 0:
             raise click.ClickException(f"featcache {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}")
         return done
 
 
+def rounds(b: Bench, workloads: dict, count: int) -> dict[str, list[float]]:
+    """Rates (images/s) of each workload in each round; workloads take the round's index.
+
+    A round runs every workload once, on that round's subset, in an order rotated from round to
+    round; ratios are taken within a round and their median reported, so a burst of load on the
+    machine spoils one round, not the result.
+    """
+    names, rates = list(workloads), {name: [] for name in workloads}
+    for i in range(count):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            rates[name].append(round(workloads[name](i).rate, 2))
+    return rates
+
+
+def median_ratio(rates: dict, top: str, bottom: str) -> float:
+    return round(float(np.median(np.asarray(rates[top]) / np.asarray(rates[bottom]))), 4)
+
+
 def stage_one(b: Bench) -> dict:
-    """Pipeline efficiency in fp32: featcache extract vs bare forward passes vs the Keras pipeline."""
-    before = b.bare("fp32")
-    timed, result = b.extract("fp32")
-    between = b.bare("fp32")
+    """fp32 pipeline efficiency: featcache extract vs bare forward passes vs the Keras pipeline, in rounds."""
     model = b.backbone("fp32")[0].build_model()
-    args = (model, b.data, b.o["image_size"], b.o["batch_size"])
-    keras_run = b.measure("keras pipeline", w.keras_predict_pipeline, *args)
-    after = b.bare("fp32")
-    bare_rate = (before.rate + between.rate + after.rate) / 3
+    size, batch = b.o["image_size"], b.o["batch_size"]
+    rates = rounds(
+        b,
+        {
+            "bare": lambda i: b.bare("fp32"),
+            "featcache": lambda i: b.extract("fp32", b.subsets[i], b.work / f"round-{i}-fp32.h5"),
+            "keras": lambda i: b.measure("keras pipeline", w.keras_predict_pipeline, model, b.subsets[i], size, batch),
+        },
+        b.o["rounds"],
+    )
     return {
-        "bare_fp32_rate": [round(before.rate, 2), round(between.rate, 2), round(after.rate, 2)],
-        "keras_pipeline_fp32_rate": round(keras_run.rate, 2),
-        "keras_pipeline_images": keras_run.images,
-        "featcache_fp32_rate": round(timed.rate, 2),
-        "featcache_fp32_seconds": round(timed.seconds, 2),
-        "featcache_images": timed.images,
-        "featcache_vs_bare": round(timed.rate / bare_rate, 4),
-        "featcache_fp32_time_in_forward": b.results["embed_share"]["fp32"],
-        "featcache_vs_keras_pipeline": round(timed.rate / keras_run.rate, 4),
-        "keras_pipeline_vs_bare": round(keras_run.rate / bare_rate, 4),
+        "rounds": b.o["rounds"],
+        "images_per_round": [len(w.image_files(s, (".",))) for s in b.subsets],
+        "bare_fp32_rate": rates["bare"],
+        "featcache_fp32_rate": rates["featcache"],
+        "keras_pipeline_fp32_rate": rates["keras"],
+        "featcache_vs_bare": median_ratio(rates, "featcache", "bare"),
+        "featcache_vs_keras_pipeline": median_ratio(rates, "featcache", "keras"),
+        "keras_pipeline_vs_bare": median_ratio(rates, "keras", "bare"),
+        "featcache_fp32_time_in_forward": b.results["time_in_forward"]["fp32"],
     }
 
 
@@ -185,7 +209,8 @@ def _history(path: Path) -> list[float]:
 
 
 def precision(b: Bench) -> dict:
-    """OpenVINO float32 and bfloat16 against TensorFlow float32: speed, closeness of vectors, head accuracy."""
+    """OpenVINO float32 and bfloat16 against TensorFlow float32: speed in rounds, then whole processes
+    on the full dataset for the closeness of the vectors and the heads' accuracy."""
     try:
         import openvino as ov
     except ImportError:
@@ -194,33 +219,51 @@ def precision(b: Bench) -> dict:
         "cpu_native_bf16": "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
         "openvino_version": ov.get_version(),
     }
-    fp32_timed, _ = b.extract("fp32")
-    fp32_bare = b.bare("fp32")
+    workloads = {}
+    for option in OPTIONS:
+        workloads[f"bare {option}"] = functools.partial(lambda option, i: b.bare(option), option)
+        workloads[option] = functools.partial(
+            lambda option, i: b.extract(option, b.subsets[i], b.work / f"precision-round-{i}-{option}.h5"), option
+        )
+    rates = rounds(b, workloads, min(b.o["precision_rounds"], b.o["rounds"]))
+    out["rates"] = rates
+    fp32 = _full_extract(b, "fp32", ())
     keras_rate = b.results.get("stage-one", {}).get("keras_pipeline_fp32_rate")
-    for option in ("ov-fp32", "bf16"):
-        out.update(_option(b, option, fp32_timed, fp32_bare, keras_rate))
+    for option, flags in (("ov-fp32", ("--runtime", "openvino")), ("bf16", ("--precision", "bfloat16"))):
+        full = _full_extract(b, option, flags)
+        out.update(_compare(b, option, rates, full, fp32, keras_rate))
     return out
 
 
-def _option(b: Bench, option: str, fp32_timed, fp32_bare, keras_rate) -> dict:
+def _full_extract(b: Bench, option: str, flags: tuple) -> dict:
+    """A whole extract process of the full dataset with ``flags`` (fp32 reuses the process section's)."""
+    out = b.work / ("cli.h5" if option == "fp32" else f"full-{option}.h5")
+    if option == "fp32" and out.is_file():
+        return {"cache": out, "seconds": b.results["process"]["full_extract_seconds"]}
+    done = b.cli("extract", str(b.data), "-o", str(out), "--weights", b.weights, "-q", *flags)
+    return {"cache": out, "seconds": done.seconds, "summary": done.stdout.strip().splitlines()[-1]}
+
+
+def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict, keras_rate) -> dict:
     from featcache import store
 
-    bare = b.bare(option)
-    timed, _ = b.extract(option)
-    ref, got = store.read_cache(b.work / "fp32.h5"), store.read_cache(b.work / f"{option}.h5")
+    ref, got = store.read_cache(fp32["cache"]), store.read_cache(full["cache"])
     index = {sha: i for i, sha in enumerate(ref.rows.sha256)}
     expected = ref.features[[index[s] for s in got.rows.sha256]]
     cos = w.cosines(got.features, expected)
-    acc32 = b.head("fp32")[0].metrics["val_accuracy"]
-    acc = b.head(option)[0].metrics["val_accuracy"]
+    acc32 = b.head(fp32["cache"]).metrics["val_accuracy"]
+    acc = b.head(full["cache"]).metrics["val_accuracy"]
     p = option.replace("-", "_") + "_"
     return {
-        p + "build_seconds": b.results["build_seconds"][option],
-        p + "bare_rate": round(bare.rate, 2),
-        p + "bare_speedup": round(bare.rate / fp32_bare.rate, 3),
-        p + "extract_rate": round(timed.rate, 2),
-        p + "extract_speedup": round(timed.rate / fp32_timed.rate, 3),
-        p + "extract_vs_keras_pipeline": round(timed.rate / keras_rate, 3) if keras_rate else None,
+        p + "bare_speedup": median_ratio(rates, f"bare {option}", "bare fp32"),
+        p + "extract_speedup": median_ratio(rates, option, "fp32"),
+        # rounds of two sections: a ratio of medians, not a median of ratios
+        p + "extract_vs_keras_pipeline": round(float(np.median(rates[option]) / np.median(keras_rate)), 4)
+        if keras_rate
+        else None,
+        p + "process_seconds": round(full["seconds"], 1),
+        p + "process_speedup": round(fp32["seconds"] / full["seconds"], 3),
+        p + "process_summary": full.get("summary"),
         p + "max_abs_diff": float(np.abs(got.features - expected).max()),
         p + "cosine_mean": float(np.round(cos.mean(), 6)),
         p + "cosine_p1": float(np.round(np.percentile(cos, 1), 6)),
@@ -228,7 +271,6 @@ def _option(b: Bench, option: str, fp32_timed, fp32_bare, keras_rate) -> dict:
         p + "head_val_accuracy": round(acc, 4),
         p + "accuracy_gap": round(acc - acc32, 4),
         "fp32_head_val_accuracy": round(acc32, 4),
-        "fp32_extract_rate": round(fp32_timed.rate, 2),
     }
 
 
@@ -276,9 +318,11 @@ def _default_weights() -> str:
 @click.option("--sections", default=",".join(SECTIONS), show_default=True, help="Comma-separated sections to run.")
 @click.option("--recipe-epochs", type=int, default=2, show_default=True, help="Epochs of the timed recipe.")
 @click.option("--head-epochs", type=int, default=10, show_default=True, help="Epochs of train-head.")
-@click.option("--bare-images", type=int, default=640, show_default=True, help="Images of each bare forward run.")
+@click.option("--bare-images", type=int, default=512, show_default=True, help="Images of each bare forward run.")
 @click.option("--rss-images", type=int, default=400, show_default=True, help="N of the peak-RSS check (N and 5N).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch of every forward pass.")
+@click.option("--rounds", type=int, default=4, show_default=True, help="Rounds of the fp32 side-by-side runs.")
+@click.option("--precision-rounds", type=int, default=3, show_default=True, help="Rounds of the precision runs.")
 def main(data, weights, out, sections, **options):
     """Benchmark featcache against the reference recipe and the bare model on this machine."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -112,27 +113,41 @@ def bare_forward(embed, pixels: np.ndarray, batch_size: int, repeats: int = 1) -
     return Timed(time.perf_counter() - start, repeats * len(pixels))
 
 
-def keras_predict_pipeline(model, data: Path, image_size: int, batch_size: int) -> Timed:
-    """``image_dataset_from_directory`` + ``preprocess_input`` + ``model.predict`` over every split."""
+def keras_predict_pipeline(model, folder: Path, image_size: int, batch_size: int) -> Timed:
+    """``image_dataset_from_directory`` + ``preprocess_input`` + ``model.predict`` over a folder of class folders."""
     import keras
     import tensorflow as tf
 
     preprocess = keras.applications.xception.preprocess_input
-    start, images = time.perf_counter(), 0
-    for split in SPLITS:
-        ds = keras.utils.image_dataset_from_directory(
-            data / split,
-            image_size=(image_size, image_size),
-            batch_size=batch_size,
-            interpolation=INTERPOLATION,
-            shuffle=False,
-            verbose=False,
-        )
-        ds = ds.map(lambda x, y: preprocess(tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
-        images += len(model.predict(ds, verbose=0))
+    start = time.perf_counter()
+    ds = keras.utils.image_dataset_from_directory(
+        folder,
+        image_size=(image_size, image_size),
+        batch_size=batch_size,
+        interpolation=INTERPOLATION,
+        shuffle=False,
+        verbose=False,
+    )
+    ds = ds.map(lambda x, y: preprocess(tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    images = len(model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0))
     return Timed(time.perf_counter() - start, images)
+
+
+def interleaved_subsets(data: Path, folder: Path, count: int) -> list[Path]:
+    """Split every image of ``data`` into ``count`` disjoint folders of class folders (hard links).
+
+    Image i goes to subset i % count in a stable order, so each subset has every class and split.
+    """
+    subsets = [folder / f"subset-{i}" for i in range(count)]
+    for i, path in enumerate(image_files(data)):
+        split, label = path.relative_to(data).parts[:2]
+        target = subsets[i % count] / label / f"{split}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # another filesystem: copy
+            shutil.copy2(path, target)
+    return subsets
 
 
 def reference_recipe(backbone, data: Path, image_size: int, epochs: int, seed: int = 0) -> dict:
@@ -155,7 +170,9 @@ def reference_recipe(backbone, data: Path, image_size: int, epochs: int, seed: i
         metrics=["accuracy"],
     )
     clock = _EpochClock(keras)
-    history = model.fit(train, epochs=epochs, validation_data=val, callbacks=[clock.callback], verbose=0)
+    history = model.fit(
+        train, epochs=epochs, validation_data=val, callbacks=[clock.callback], shuffle=False, verbose=0
+    )  # the dataset shuffles itself each epoch
     return {"epoch_seconds": clock.seconds, "val_accuracy": [float(v) for v in history.history["val_accuracy"]]}
 
 
