@@ -76,9 +76,10 @@ class Prebuilt:
     def __init__(self, backbone, embed):
         self.backbone, self._embed = backbone, embed
         self.embed_seconds = 0.0
+        self._identity = backbone.identity()  # hashes the weights file: start-up, like building the model
 
     def identity(self) -> dict:
-        return self.backbone.identity()
+        return self._identity
 
     def build(self):
         def timed(batch):
