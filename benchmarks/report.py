@@ -9,6 +9,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks.workloads import DISTURBED
+
 # (section, key, label, target text, test on the value)
 TARGETS = [
     (
@@ -73,6 +75,9 @@ DETAILS = [
     ("time-saved", "head_val_accuracy_by_epoch", "head val accuracy by epoch"),
     ("time-saved", "accuracy_gap_same_epochs", "val accuracy, best of the recipe's first epochs: head - recipe"),
     ("stage-one", "images_per_round", "images per round (interleaved subsets of the dataset)"),
+    ("stage-one", "rounds_disturbed_share", "CPU share other processes took, worst run of each round"),
+    ("stage-one", "rounds_in_medians", f"rounds in the medians (others took <= {DISTURBED:.0%} of the CPU)"),
+    ("stage-one", "featcache_vs_bare_all_rounds", "fp32 extract / bare forward, median of all rounds"),
     ("stage-one", "bare_fp32_rate", "bare fp32 forward, images/s, per round"),
     ("stage-one", "featcache_fp32_rate", "featcache extract fp32 (in process), images/s, per round"),
     ("stage-one", "keras_pipeline_fp32_rate", "Keras dataset+predict fp32, images/s, per round"),
@@ -85,6 +90,7 @@ DETAILS = [
     ("memory", "max_rss_mb_5n", "peak RSS at 5N images, MB"),
     ("precision", "cpu_native_bf16", "CPU has native bf16 (OpenVINO BF16 capability)"),
     ("precision", "rates", "images/s per round"),
+    ("precision", "rounds_in_medians", "precision rounds in the medians"),
     ("precision", "bf16_bare_speedup", "bare bf16 / bare fp32 (median of rounds)"),
     ("precision", "bf16_process_speedup", "bf16 / fp32 whole extract process, full dataset"),
     ("precision", "bf16_process_summary", "bf16 extract process summary"),

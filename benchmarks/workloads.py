@@ -31,6 +31,10 @@ class Timed:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+#: a round of side-by-side runs in which other processes took more of the CPU is left out of the medians
+DISTURBED = 0.05
+
+
 class OthersMeter:
     """The share of all cores that other processes used while the block ran (Linux; None elsewhere).
 
@@ -132,6 +136,16 @@ def keras_predict_pipeline(model, folder: Path, image_size: int, batch_size: int
     ds = ds.map(lambda x, y: preprocess(tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
     images = len(model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0))
     return Timed(time.perf_counter() - start, images)
+
+
+def warm_up_folder(subset: Path, folder: Path, n: int = 64) -> Path:
+    """A folder of class folders with hard links to ``n`` images of ``subset``, to warm a pipeline up on."""
+    for path in image_files(subset, (".",))[:n]:
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.link(path, target)
+    return folder
 
 
 def interleaved_subsets(data: Path, folder: Path, count: int) -> list[Path]:
