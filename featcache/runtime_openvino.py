@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.backbone import Embedder, XceptionBackbone
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, FeatcacheError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,15 @@ class OpenVinoBackbone:
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             return xml
         log.info("converting Xception to OpenVINO IR in %s (once)", folder)
-        _convert(self.base, folder)
+        try:
+            _convert(self.base, folder)
+        except FeatcacheError:
+            raise
+        except Exception as exc:  # the converter raises many types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ConfigError(
+                f"OpenVINO could not convert the Keras model ({reason}); use --runtime tensorflow --precision float32"
+            ) from None
         return xml
 
     def _key(self) -> str:

@@ -133,3 +133,15 @@ def test_bfloat16_vectors_of_real_images_are_close_to_float32(openvino_home, mon
     cos = _cosines(bf16, fp32)
     assert len(cos) == 64
     assert cos.mean() >= 0.9995 and np.percentile(cos, 1) >= 0.999 and cos.min() >= 0.995, cos
+
+
+def test_a_failed_conversion_is_one_line_naming_the_way_back(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+
+    def broken(base, folder):
+        raise RuntimeError("Cannot convert op XYZ\nlong trace")
+
+    monkeypatch.setattr(runtime_openvino, "_convert", broken)
+    backbone = OpenVinoBackbone(XceptionBackbone("none", 71), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"could not convert the Keras model \(Cannot convert op XYZ\); use"):
+        backbone.converted()
