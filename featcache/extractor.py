@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from featcache import store
 from featcache.config import ExtractConfig
 from featcache.dataset import Dataset, Sample, file_sha256, scan, split_for_hash
 from featcache.errors import BadImagesError, CacheError, ConfigError, FingerprintMismatch
-from featcache.images import ImageDecodeError, PreprocessSpec, load_image
+from featcache.images import ImageDecodeError, PreprocessSpec, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,20 @@ class ExtractResult:
 
 
 @dataclass
-class _Hashed:
+class _File:
+    """An image file of the listing: its stat, and its content hash once known."""
+
     sample: Sample
-    sha256: str
     size: int
     mtime_ns: int
+    sha256: str | None = None  # None until a worker has read a file the cache does not know
+
+
+#: what a worker returns for a file whose content is already in the pool or taken by another file
+_KNOWN = "known"
+
+#: files larger than this are hashed and decoded from disk in two passes instead of read into memory
+READ_WHOLE_LIMIT = 64 << 20
 
 
 def fingerprint_fields(config: ExtractConfig, backbone) -> dict:
@@ -66,8 +77,6 @@ def fingerprint_fields(config: ExtractConfig, backbone) -> dict:
 
 
 def fingerprint_of(fields: dict) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -76,6 +85,7 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
 
     ``backbone`` needs ``identity() -> dict`` and ``build() -> embed``, where ``embed`` maps
     uint8 (n, s, s, 3) to float32 (n, dim); the default is the frozen Xception of ``config``.
+    The model is built only when some image needs computing.
     """
     start = time.perf_counter()
     if backbone is None:
@@ -89,15 +99,14 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     with store.CacheLock(config.output):
         pool, old = _open_pool(config, fingerprint, fields)
         try:
-            hashed, unreadable = _hash_all(dataset, _stat_memo(old))
-            _assign_splits(hashed, config)
-            todo = _todo(hashed, pool)
-            computed, compute_start = 0, time.perf_counter()
-            if todo:
-                computed = _compute(todo, backbone, config, fingerprint, progress)
-                pool.add_parts(store.parts_dir(config.output), fingerprint)
+            files, unreadable = _stat_all(dataset, _stat_memo(old))
+            compute_start = time.perf_counter()
+            computed, more_unreadable = _compute(files, pool, backbone, config, fingerprint, progress)
             compute_seconds = time.perf_counter() - compute_start
-            rows, quarantine = _assemble(dataset, hashed, unreadable, pool)
+            pool.add_parts(store.parts_dir(config.output), fingerprint)
+            hashed = [f for f in files if f.sha256 is not None]
+            _assign_splits(hashed, config)
+            rows, quarantine = _assemble(dataset, hashed, unreadable + more_unreadable, pool)
             if config.strict and quarantine:
                 raise BadImagesError(_strict_message(quarantine))
             attrs = _attrs(config, dataset, fields, fingerprint, old)
@@ -195,91 +204,149 @@ def _drop_stale_parts(parts: Path, fingerprint: str) -> None:
 
 
 def _stat_memo(old: store.Cache | None) -> dict[str, tuple[int, int, str]]:
-    """path -> (size, mtime_ns, sha256) of the existing cache, to skip re-hashing unchanged files."""
+    """path -> (size, mtime_ns, sha256) of the existing cache, to skip re-reading unchanged files."""
     if old is None:
         return {}
     r = old.rows
     return {p: (s, m, h) for p, s, m, h in zip(r.path, r.size, r.mtime_ns, r.sha256)}
 
 
-def _hash_all(dataset: Dataset, memo: dict) -> tuple[list[_Hashed], list[store.QuarantineEntry]]:
-    hashed, unreadable = [], []
+def _stat_all(dataset: Dataset, memo: dict) -> tuple[list[_File], list[store.QuarantineEntry]]:
+    """Every listed file with its stat; the hash is filled in from the cache when size and mtime match."""
+    files, unreadable = [], []
     for sample in dataset.samples:
-        path = dataset.root / sample.relpath
         try:
-            st = path.stat()
-            known = memo.get(sample.relpath)
-            if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
-                sha = known[2]
-            else:
-                sha = file_sha256(path)
+            st = (dataset.root / sample.relpath).stat()
         except OSError as exc:
             unreadable.append(store.QuarantineEntry(sample.relpath, f"cannot read file: {exc.strerror}"))
             continue
-        hashed.append(_Hashed(sample, sha, st.st_size, st.st_mtime_ns))
-    return hashed, unreadable
+        known = memo.get(sample.relpath)
+        same = known is not None and known[:2] == (st.st_size, st.st_mtime_ns)
+        files.append(_File(sample, st.st_size, st.st_mtime_ns, known[2] if same else None))
+    return files, unreadable
 
 
-def _assign_splits(hashed: list[_Hashed], config: ExtractConfig) -> None:
+def _assign_splits(hashed: list[_File], config: ExtractConfig) -> None:
     for item in hashed:
         if item.sample.split is None:
             split = split_for_hash(item.sha256, config.val_fraction, config.test_fraction)
             item.sample = Sample(item.sample.relpath, item.sample.label, split)
 
 
-def _todo(hashed: list[_Hashed], pool: store.VectorPool) -> list[tuple[str, str]]:
-    """(sha256, relpath) of each distinct content not yet computed nor known to be bad."""
-    seen, todo = set(), []
-    for item in hashed:
-        if item.sha256 in pool or item.sha256 in pool.quarantine or item.sha256 in seen:
-            continue
-        seen.add(item.sha256)
-        todo.append((item.sha256, item.sample.relpath))
-    return todo
+class _Claims:
+    """Content hashes some worker has taken on in this run (thread-safe); the pool's count as taken."""
+
+    def __init__(self, pool: store.VectorPool):
+        self._pool, self._taken, self._lock = pool, set(), threading.Lock()
+
+    def take(self, sha256: str) -> bool:
+        """True for the first caller with a content neither computed nor known to be bad."""
+        if sha256 in self._pool or sha256 in self._pool.quarantine:
+            return False
+        with self._lock:
+            if sha256 in self._taken:
+                return False
+            self._taken.add(sha256)
+            return True
 
 
-def _compute(todo, backbone, config: ExtractConfig, fingerprint: str, progress: bool) -> int:
-    """Embed batches here while worker threads decode ahead and a writer thread commits parts.
+@dataclass
+class _Batch:
+    """Up to a batch of decoded images (and bad ones) to embed and commit, and the files it covered."""
 
-    Decoding, hashing and HDF5 writes overlap the forward pass, so the backbone does not wait
-    for them; memory stays bounded (a window of decoded images, one batch being written).
-    Returns the number of vectors computed.
+    shas: list[str] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    files: int = 0
+
+
+def _compute(files: list[_File], pool, backbone, config: ExtractConfig, fingerprint: str, progress: bool):
+    """Read, hash, decode and embed the files the cache does not know yet, in listing order.
+
+    Worker threads read each new file once: they hash its bytes, skip contents the pool holds or
+    another file took, and decode the rest. The main thread embeds full batches while the workers
+    go ahead (a bounded window) and a writer thread commits each batch as a part, so reading,
+    hashing, decoding and HDF5 writes overlap the forward passes; memory stays bounded. The model
+    is built only when a first image needs it. Returns (vectors computed, unreadable files).
     """
-    embed = backbone.build()
-    writer = store.PartWriter(store.parts_dir(config.output), fingerprint)
-    spec, root, size = config.preprocess, config.data_dir, config.batch_size
+    new = [f for f in files if f.sha256 is None]
+    unreadable: list[store.QuarantineEntry] = []
+    if not new:
+        return 0, unreadable
+    embed, writer, written = None, store.PartWriter(store.parts_dir(config.output), fingerprint), None
     with (
-        _progress_bar(len(todo), progress) as bar,
+        _progress_bar(len(new), progress) as bar,
         ThreadPoolExecutor(config.workers, initializer=_yield_to_compute) as workers,
         ThreadPoolExecutor(1) as committer,
     ):
-        written = None
-        for shas, pixels, bad in _batches(_decoded(workers, todo, root, spec, window=4 * size), size):
-            vectors = _embed(embed, pixels)
-            if written is not None:
-                written.result()  # at most one part in flight; a failed write stops the run
-            written = committer.submit(_commit, writer, shas, vectors, bad)
-            bar.update(len(shas) + len(bad))
+        prepared = _prepared(workers, new, config, _Claims(pool), window=4 * config.batch_size)
+        for batch in _batches(prepared, config.batch_size, unreadable):
+            if batch.shas or batch.bad:
+                if embed is None and batch.pixels:
+                    embed = backbone.build()
+                vectors = _embed(embed, batch.pixels)
+                if written is not None:
+                    written.result()  # at most one part in flight; a failed write stops the run
+                written = committer.submit(writer.write, batch.shas, vectors, batch.bad)
+            bar.update(batch.files)
         if written is not None:
             written.result()
     writer.close()
-    return writer.rows_written
+    return writer.rows_written, unreadable
 
 
-def _batches(decoded, size: int):
-    """Group (sha256, pixels or reason) into (shas, pixels, bad) with ``size`` images or reasons."""
-    shas, pixels, bad = [], [], []
-    for sha, result in decoded:
-        if isinstance(result, str):
-            bad.append((sha, result))
+def _prepared(workers, new: list[_File], config: ExtractConfig, claims: _Claims, window: int):
+    """Yield (file, sha256, outcome) in listing order, keeping ``window`` files in flight."""
+    pending: deque = deque()
+    root, spec = config.data_dir, config.preprocess
+    for item in new:
+        pending.append((item, workers.submit(_prepare_one, root / item.sample.relpath, item.size, spec, claims)))
+        if len(pending) >= window:
+            first, future = pending.popleft()
+            yield first, *future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, *future.result()
+
+
+def _prepare_one(path: Path, size: int, spec: PreprocessSpec, claims: _Claims):
+    """(sha256, pixels | reason | _KNOWN) of one file, or (None, reason) when it cannot be read."""
+    try:
+        if size > READ_WHOLE_LIMIT:
+            sha, source = file_sha256(path), path
         else:
-            shas.append(sha)
-            pixels.append(result)
-        if len(shas) == size or len(bad) >= size:
-            yield shas, pixels, bad
-            shas, pixels, bad = [], [], []
-    if shas or bad:
-        yield shas, pixels, bad
+            source = path.read_bytes()
+            sha = hashlib.sha256(source).hexdigest()
+    except OSError as exc:
+        return None, f"cannot read file: {exc.strerror}"
+    if not claims.take(sha):
+        return sha, _KNOWN
+    try:
+        return sha, decode_image(source, spec)
+    except ImageDecodeError as exc:
+        return sha, str(exc)
+
+
+def _batches(prepared, size: int, unreadable: list):
+    """Group prepared files into batches of ``size`` images (or bad images); files that cannot be
+    read go to ``unreadable``; every file gets its hash."""
+    batch = _Batch()
+    for item, sha, outcome in prepared:
+        batch.files += 1
+        if sha is None:
+            unreadable.append(store.QuarantineEntry(item.sample.relpath, outcome))
+            continue
+        item.sha256 = sha
+        if isinstance(outcome, np.ndarray):
+            batch.shas.append(sha)
+            batch.pixels.append(outcome)
+        elif outcome is not _KNOWN:
+            batch.bad.append((sha, outcome))
+        if len(batch.shas) == size or len(batch.bad) >= size:
+            yield batch
+            batch = _Batch()
+    if batch.files:
+        yield batch
 
 
 def _yield_to_compute() -> None:
@@ -288,40 +355,14 @@ def _yield_to_compute() -> None:
     Decoding then fills the gaps the forward pass leaves instead of stalling its threads; the
     window of decodes in flight keeps the next batch ready.
     """
-    import threading
-
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
         pass
 
 
-def _decoded(workers, todo, root: Path, spec: PreprocessSpec, window: int):
-    """Yield (sha256, pixels or reason) in ``todo`` order, keeping ``window`` decodes in flight."""
-    pending: deque = deque()
-    for sha, rel in todo:
-        pending.append((sha, workers.submit(_decode_one, root / rel, spec)))
-        if len(pending) >= window:
-            sha0, future = pending.popleft()
-            yield sha0, future.result()
-    while pending:
-        sha0, future = pending.popleft()
-        yield sha0, future.result()
-
-
-def _decode_one(path: Path, spec: PreprocessSpec):
-    try:
-        return load_image(path, spec)
-    except ImageDecodeError as exc:
-        return str(exc)
-
-
 def _embed(embed, pixels: list[np.ndarray]) -> np.ndarray:
     return embed(np.stack(pixels)) if pixels else np.zeros((0, 0), dtype=np.float32)
-
-
-def _commit(writer, shas, vectors, bad) -> None:
-    writer.write(shas, vectors, bad)
 
 
 def _progress_bar(total: int, progress: bool):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,29 +60,25 @@ def is_image_name(path: Path) -> bool:
 
 
 def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
-    """Return the pixels of ``path`` as uint8 of shape (image_size, image_size, 3).
+    """Return the pixels of the file ``path`` as uint8 of shape (image_size, image_size, 3).
 
     Raises ImageDecodeError with a short reason for empty, truncated, oversized or
     undecodable files.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    return decode_image(Path(path), spec)
 
-    path = Path(path)
+
+def decode_image(source: bytes | Path, spec: PreprocessSpec) -> np.ndarray:
+    """The pixels of an image given as its file's bytes (or its path), as :func:`load_image`."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        if path.stat().st_size == 0:
+        if _is_empty(source):
             raise ImageDecodeError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_pixels(im.size)
-                im.seek(0)
-                im.load()
-                if spec.exif_transpose:
-                    im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
-                resample = getattr(Image.Resampling, spec.interpolation.upper())
-                rgb = rgb.resize((spec.image_size, spec.image_size), resample=resample)
-                return np.asarray(rgb, dtype=np.uint8)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+                return _pixels(im, spec)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -92,6 +89,24 @@ def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
         raise ImageDecodeError(_os_reason(exc)) from None
     except (ValueError, SyntaxError, EOFError, MemoryError, IndexError) as exc:
         raise ImageDecodeError(f"undecodable image: {exc}") from None
+
+
+def _is_empty(source: bytes | Path) -> bool:
+    return len(source) == 0 if isinstance(source, bytes) else source.stat().st_size == 0
+
+
+def _pixels(im, spec: PreprocessSpec) -> np.ndarray:
+    """Decode the first frame, apply EXIF orientation, convert to RGB and resize, as ``spec`` says."""
+    from PIL import Image, ImageOps
+
+    _check_pixels(im.size)
+    im.seek(0)
+    im.load()
+    if spec.exif_transpose:
+        im = ImageOps.exif_transpose(im)
+    rgb = _to_rgb(im)
+    resample = getattr(Image.Resampling, spec.interpolation.upper())
+    return np.asarray(rgb.resize((spec.image_size, spec.image_size), resample=resample), dtype=np.uint8)
 
 
 def _check_pixels(size: tuple[int, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import h5py
@@ -70,6 +71,20 @@ def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path)
     after = store.read_cache(out)
     assert after.rows == before.rows and np.array_equal(after.features, before.features)
     assert after.attrs["created_at"] == before.attrs["created_at"]
+
+
+def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    before = store.read_cache(out)
+    for path in split_data.rglob("*.jpg"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    backbone = FakeBackbone()
+    result = _run(split_data, out, backbone)
+    assert (result.computed, result.reused, backbone.built) == (0, 20, 0)
+    after = store.read_cache(out)
+    assert after.rows.sha256 == before.rows.sha256 and np.array_equal(after.features, before.features)
+    assert after.rows.mtime_ns != before.rows.mtime_ns  # recorded again, so the next run reads nothing
 
 
 def test_new_removed_and_renamed_files(split_data, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featcache.images import ImageDecodeError, PreprocessSpec, is_image_name, load_image
+from featcache.images import ImageDecodeError, PreprocessSpec, decode_image, is_image_name, load_image
 
 SPEC = PreprocessSpec(image_size=80)
 
@@ -25,6 +25,7 @@ def test_formats_decode_to_uint8_rgb_of_the_requested_size(tmp_path, fmt, suffix
     _rgb().save(path, format=fmt)
     pixels = load_image(path, SPEC)
     assert pixels.shape == (80, 80, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(decode_image(path.read_bytes(), SPEC), pixels)  # the bytes in memory, as extract reads them
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "LA", "1"])
@@ -88,6 +89,8 @@ def test_bad_bytes_raise_with_a_reason(tmp_path, content, reason):
     path.write_bytes(content)
     with pytest.raises(ImageDecodeError, match=reason):
         load_image(path, SPEC)
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_image(content, SPEC)
 
 
 def test_truncated_jpeg_is_reported_as_truncated(tmp_path):
