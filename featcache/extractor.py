@@ -274,12 +274,13 @@ def _compute(files: list[_File], pool, backbone, config: ExtractConfig, fingerpr
     if not new:
         return 0, unreadable
     embed, writer, written = None, store.PartWriter(store.parts_dir(config.output), fingerprint), None
+    priority = DecodePriority()
     with (
         _progress_bar(len(new), progress) as bar,
-        ThreadPoolExecutor(config.workers, initializer=_yield_to_compute) as workers,
+        ThreadPoolExecutor(config.workers, initializer=priority.lower) as workers,
         ThreadPoolExecutor(1) as committer,
     ):
-        prepared = _prepared(workers, new, config, _Claims(pool), window=4 * config.batch_size)
+        prepared = _prepared(workers, new, config, _Claims(pool), priority, window=4 * config.batch_size)
         for batch in _batches(prepared, config.batch_size, unreadable):
             if batch.shas or batch.bad:
                 if embed is None and batch.pixels:
@@ -295,7 +296,7 @@ def _compute(files: list[_File], pool, backbone, config: ExtractConfig, fingerpr
     return writer.rows_written, unreadable
 
 
-def _prepared(workers, new: list[_File], config: ExtractConfig, claims: _Claims, window: int):
+def _prepared(workers, new: list[_File], config: ExtractConfig, claims: _Claims, priority, window: int):
     """Yield (file, sha256, outcome) in listing order, keeping ``window`` files in flight."""
     pending: deque = deque()
     root, spec = config.data_dir, config.preprocess
@@ -303,10 +304,10 @@ def _prepared(workers, new: list[_File], config: ExtractConfig, claims: _Claims,
         pending.append((item, workers.submit(_prepare_one, root / item.sample.relpath, item.size, spec, claims)))
         if len(pending) >= window:
             first, future = pending.popleft()
-            yield first, *future.result()
+            yield first, *priority.wait(future)
     while pending:
         first, future = pending.popleft()
-        yield first, *future.result()
+        yield first, *priority.wait(future)
 
 
 def _prepare_one(path: Path, size: int, spec: PreprocessSpec, claims: _Claims):
@@ -349,15 +350,55 @@ def _batches(prepared, size: int, unreadable: list):
         yield batch
 
 
-def _yield_to_compute() -> None:
-    """Lower a decoding thread's CPU priority (Linux): on few cores, the backbone's threads go first.
+class DecodePriority:
+    """Decoding threads yield the CPU to the backbone's threads, without ever starving.
 
-    Decoding then fills the gaps the forward pass leaves instead of stalling its threads; the
-    window of decodes in flight keeps the next batch ready.
+    On Linux the threads run under SCHED_IDLE: they use only the cycles the forward pass leaves
+    idle and never preempt its threads (a preempted thread stalls the other at the next sync
+    point). When the main thread has waited ``patience`` seconds for a decode, other processes
+    are taking the CPU, and the threads are raised to an ordinary low priority (nice 10) for the
+    rest of the run. Elsewhere, or where not allowed, they run at ordinary priority.
     """
+
+    def __init__(self, patience: float = 0.25):
+        self.patience = patience
+        self.raised = False
+        self._threads: list[int] = []
+        self._lock = threading.Lock()
+
+    def lower(self) -> None:
+        """Thread initializer of the decoding pool."""
+        tid = threading.get_native_id()
+        with self._lock:
+            self._threads.append(tid)
+            _set_priority(tid, idle=not self.raised)
+
+    def wait(self, future):
+        """``future.result()``, raising the decoding threads if it keeps the main thread waiting."""
+        try:
+            return future.result(timeout=self.patience)
+        except TimeoutError:
+            self.raise_()
+            return future.result()
+
+    def raise_(self) -> None:
+        with self._lock:
+            if not self.raised:
+                self.raised = True
+                log.debug("decoding threads were starved; raising them to nice 10")
+                for tid in self._threads:
+                    _set_priority(tid, idle=False)
+
+
+def _set_priority(tid: int, idle: bool) -> None:
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        os.sched_setscheduler(tid, policy, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, 10)
+    except (AttributeError, OSError):
         pass
 
 

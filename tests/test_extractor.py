@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -220,3 +221,22 @@ def test_manifest_gives_labels_and_splits(tmp_path):
     manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
     result = _run(data, tmp_path / "m.h5", manifest=manifest)
     assert result.per_split == {"train": 4, "validation": 0, "test": 2}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_decoding_threads_yield_to_the_model_until_they_are_starved():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from featcache.extractor import DecodePriority
+
+    def policy_and_nice():
+        return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+    priority = DecodePriority(patience=0.05)
+    with ThreadPoolExecutor(1, initializer=priority.lower) as pool:
+        assert priority.wait(pool.submit(policy_and_nice)) == (os.SCHED_IDLE, 10)
+        assert not priority.raised
+        slow = pool.submit(time.sleep, 0.5)  # the main thread waits longer than its patience
+        priority.wait(slow)
+        assert priority.raised
+        assert priority.wait(pool.submit(policy_and_nice)) == (os.SCHED_OTHER, 10)
