@@ -7,7 +7,7 @@ FEATCACHE_DATA ?= $(if $(wildcard $(SHARED)/data/clothing-dataset-small),$(SHARE
 FEATCACHE_WEIGHTS ?= $(if $(wildcard $(SHARED)/weights/xception_imagenet_notop.weights.h5),$(SHARED)/weights/xception_imagenet_notop.weights.h5,imagenet)
 export FEATCACHE_DATA FEATCACHE_WEIGHTS
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench bench-profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-slow: install
 bench: install
 	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
 	$(BIN)/python -m benchmarks.bench --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)" $(BENCH_ARGS)
+
+# Where stage one's CPU time goes, per image: read, hash, decode, forward pass (about a minute).
+bench-profile: install
+	$(BIN)/python -m benchmarks.profile_stage_one --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)"
 
 lint: install
 	$(BIN)/ruff check featcache tests benchmarks
