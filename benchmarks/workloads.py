@@ -142,9 +142,8 @@ def warm_up_folder(subset: Path, folder: Path, n: int = 64) -> Path:
     """A folder of class folders with hard links to ``n`` images of ``subset``, to warm a pipeline up on."""
     for path in image_files(subset, (".",))[:n]:
         target = folder / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            os.link(path, target)
+            _link(path, target)
     return folder
 
 
@@ -156,13 +155,17 @@ def interleaved_subsets(data: Path, folder: Path, count: int) -> list[Path]:
     subsets = [folder / f"subset-{i}" for i in range(count)]
     for i, path in enumerate(image_files(data)):
         split, label = path.relative_to(data).parts[:2]
-        target = subsets[i % count] / label / f"{split}-{path.name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:  # another filesystem: copy
-            shutil.copy2(path, target)
+        _link(path, subsets[i % count] / label / f"{split}-{path.name}")
     return subsets
+
+
+def _link(path: Path, target: Path) -> None:
+    """Hard-link ``path`` as ``target`` (copy it across filesystems), creating the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:  # another filesystem: copy
+        shutil.copy2(path, target)
 
 
 def reference_recipe(backbone, data: Path, image_size: int, epochs: int, seed: int = 0) -> dict:

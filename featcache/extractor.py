@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as WaitedTooLong  # not the builtin before Python 3.11
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -377,7 +378,7 @@ class DecodePriority:
         """``future.result()``, raising the decoding threads if it keeps the main thread waiting."""
         try:
             return future.result(timeout=self.patience)
-        except TimeoutError:
+        except WaitedTooLong:
             self.raise_()
             return future.result()
 
