@@ -98,6 +98,7 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     fingerprint = fingerprint_of(fields)
     _prepare_output(config.output)
     with store.CacheLock(config.output):
+        store.sweep_temporaries(config.output)
         pool, old = _open_pool(config, fingerprint, fields)
         try:
             files, unreadable = _stat_all(dataset, _stat_memo(old))

@@ -183,7 +183,7 @@ def write_cache(path, attrs, class_names, rows: Rows, pool: VectorPool, quaranti
 
     path = Path(path)
     _check_space(path, len(rows) * ((pool.dim or 0) * 4 + 256) + len(quarantine) * 512 + (64 << 10))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(_cache_tmp(path, os.getpid()))
     try:
         with h5py.File(tmp, "w") as h5:
             h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, **attrs})
@@ -202,6 +202,30 @@ def write_cache(path, attrs, class_names, rows: Rows, pool: VectorPool, quaranti
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _cache_tmp(path: Path, pid: int | str = "") -> str:
+    """The name of the file a cache is written to before its rename (without a pid: its prefix)."""
+    return f".{path.name}.tmp-{pid}"
+
+
+def sweep_temporaries(cache_path: Path) -> list[Path]:
+    """Delete what killed runs left half-written beside ``cache_path``; returns what was deleted.
+
+    Call it only while holding the cache's lock: the lock holder is the only writer, so any
+    temporary it did not create itself belongs to a run that died.
+    """
+    cache_path = Path(cache_path)
+    prefix = _cache_tmp(cache_path)
+    found = [p for p in cache_path.parent.iterdir() if p.name.startswith(prefix)]
+    parts = parts_dir(cache_path)
+    if parts.is_dir():
+        found += [p for p in parts.iterdir() if p.name.startswith(".part-") and p.name.endswith(".tmp")]
+    for leftover in found:
+        leftover.unlink(missing_ok=True)
+    if found:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(found))
+    return found
 
 
 def _check_space(path: Path, needed: int) -> None:
@@ -241,6 +265,14 @@ def _write_error(path: Path, exc: Exception) -> CacheError:
     return CacheError(f"could not write {path} ({_short(exc)}); check the folder and rerun the same command")
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file and flush it to the disk."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _fsync(path: Path) -> None:
     """Flush a file, or a folder's entries, to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -269,10 +301,7 @@ class PartWriter:
         try:
             # HDF5 is built in memory and written with plain file I/O, so a full disk is an
             # ordinary OSError and never leaves the HDF5 library with a half-flushed file.
-            with open(tmp, "wb") as fh:
-                fh.write(image)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_file(tmp, image)
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

@@ -1,14 +1,17 @@
-"""A real `featcache extract` process killed with SIGKILL at several moments resumes exactly."""
+"""A real `featcache extract` process killed with SIGKILL at several moments resumes exactly, leaving no litter."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -40,53 +43,170 @@ def _command(data: Path, out: Path) -> list[str]:
     ]
 
 
-def _run_to_end(data: Path, out: Path) -> str:
+def _run_to_end(data: Path, out: Path) -> int:
+    """Run an extract to its end; returns how many vectors it computed (from its summary)."""
     done = subprocess.run(_command(data, out), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return int(re.search(r"computed (\d+), reused", done.stdout).group(1))
 
 
-def _kill_when(data: Path, out: Path, parts_at_least: int) -> bool:
-    """Start an extract and SIGKILL it once ``parts_at_least`` parts are committed; False if it ended first."""
-    proc = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def temporaries(out: Path) -> list[Path]:
+    """Every temporary file beside the cache and in its parts folder, whoever made it."""
+    beside = [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
     parts = store.parts_dir(out)
-    deadline = time.monotonic() + 300
+    inside = [p for p in parts.iterdir() if p.name.endswith(".tmp")] if parts.is_dir() else []
+    return beside + inside
+
+
+class Watched:
+    """What the extract process ``pid`` has written so far; files of other processes never count."""
+
+    def __init__(self, out: Path, pid: int):
+        self.out, self.pid = out, pid
+        self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def parts(self) -> int:
+        return sum(f"-{self.pid}-" in p.name for p in store.list_parts(store.parts_dir(self.out)))
+
+    def part_in_flight(self) -> bool:
+        parts = store.parts_dir(self.out)
+        return parts.is_dir() and any(f"-{self.pid}-" in p.name and p.name.endswith(".tmp") for p in parts.iterdir())
+
+    def final_file(self) -> Path:
+        return self.out.with_name(f".{self.out.name}.tmp-{self.pid}")
+
+    def moment(self) -> str:
+        """The moment the process was in, read from the files it left."""
+        if self.final_file().exists():
+            return "writing the final file"
+        if self.part_in_flight():
+            return "committing a part"
+        if self.parts() == 0:
+            return "before the first part"
+        return "computing"
+
+
+def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
+    """Run an extract, SIGKILL it the moment ``predicate(watched)`` holds; (moment hit, rows committed)."""
+    proc = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched = Watched(out, proc.pid)
     try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if len(store.list_parts(parts)) >= parts_at_least:
+        while proc.poll() is None and watched.seconds() < 300:
+            if predicate(watched):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return True
-            time.sleep(0.002)
-        return False
+                return watched.moment(), _committed_rows(out)
+            time.sleep(0.0005)
+        return None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def _assert_readable_or_absent(out: Path) -> None:
+def _committed_rows(out: Path) -> int:
+    """Images whose vectors the cache file or the committed parts hold: what a rerun must not compute."""
+    known = set()
+    for part in store.list_parts(store.parts_dir(out)):
+        with h5py.File(part, "r") as h5:
+            known.update(h5["sha256"].asstr()[:])
     if out.exists():
-        assert info(out).rows > 0
+        known.update(store.read_cache(out, features=False).rows.sha256)
+    return len(known)
+
+
+def _assert_same_cache(got_path: Path, ref_path: Path) -> None:
+    ref, got = store.read_cache(ref_path), store.read_cache(got_path)
+    assert got.rows.path == ref.rows.path and got.rows.sha256 == ref.rows.sha256
+    assert got.rows.label == ref.rows.label and got.rows.split == ref.rows.split
+    np.testing.assert_allclose(got.features, ref.features, atol=1e-5)
+
+
+def _parts(n):
+    return lambda w: w.parts() >= n
+
+
+def _committing_after(n):
+    return lambda w: w.parts() >= n and w.part_in_flight()
+
+
+@dataclass(frozen=True)
+class Moment:
+    aimed: str
+    predicate: object
+    expect: tuple[str, ...]  # what the files must show at the kill for the moment to count as hit
+
+
+KILL_POINTS = [
+    Moment("while starting up", lambda w: w.seconds() > 0.5, ("before the first part",)),
+    Moment("after the first part", _parts(1), ("computing", "committing a part")),
+    Moment("while committing the first part", _committing_after(0), ("committing a part",)),
+    Moment("during decoding and forward passes", _parts(3), ("computing", "committing a part")),
+    Moment("while committing a part early", _committing_after(5), ("committing a part",)),
+    Moment("mid-run", _parts(15), ("computing", "committing a part")),
+    Moment("while committing a part mid-run", _committing_after(25), ("committing a part",)),
+    Moment("during decoding and forward passes late", _parts(35), ("computing", "committing a part")),
+    Moment("late in the run", _parts(50), ("computing", "committing a part")),
+    Moment("while committing one of the last parts", _committing_after(55), ("committing a part",)),
+    Moment("as the final file is created", lambda w: w.final_file().exists(), ("writing the final file",)),
+    Moment(
+        "while the final file is being filled",
+        lambda w: w.final_file().exists() and w.final_file().stat().st_size > 1 << 20,
+        ("writing the final file",),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", KILL_POINTS, ids=[m.aimed for m in KILL_POINTS])
+def test_sigkill_at_a_moment_then_rerun_reuses_committed_work_and_matches(tmp_path, crash_data, moment):
+    data, reference, total = crash_data
+    out = tmp_path / "resumed.h5"
+    killed = _kill_on(data, out, moment.predicate)
+    assert killed is not None, f"the extract finished before it could be killed {moment.aimed}"
+    hit, committed = killed
+    assert hit in moment.expect, f"aimed {moment.aimed}, hit {hit}"
+    if hit == "writing the final file":
+        assert temporaries(out), "the kill should leave the half-written cache behind"
+    assert not out.exists() or info(out).rows == total  # readable whenever it exists
+    computed = _run_to_end(data, out)
+    assert temporaries(out) == [], "the rerun must sweep what the killed run left"
+    assert computed == total - committed, f"committed {committed} before the kill, recomputed {computed}"
+    if committed:
+        assert computed < total
+    _assert_same_cache(out, reference)
+    assert not store.parts_dir(out).exists()
+
+
+@pytest.fixture(scope="module")
+def crash_data(tmp_path_factory) -> tuple[Path, Path, int]:
+    """240 images and their cache from an uninterrupted run."""
+    root = tmp_path_factory.mktemp("crash")
+    data = make_split_dataset(root / "data", counts={"train": 80, "validation": 20, "test": 20})
+    reference = root / "reference.h5"
+    assert _run_to_end(data, reference) == 240
+    return data, reference, 240
 
 
 def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 10, "validation": 3, "test": 3})
-    total_parts = (2 * 16 + BATCH - 1) // BATCH
     reference = tmp_path / "reference.h5"
     _run_to_end(data, reference)
     out = tmp_path / "resumed.h5"
-    kills = 0
-    for parts in (1, total_parts // 2, total_parts):  # early, mid-run, during finalisation
-        kills += _kill_when(data, out, parts)
-        _assert_readable_or_absent(out)
-    assert kills >= 2, "the extract finished before it could be killed"
-    summary = _run_to_end(data, out)
-    assert "computed" in summary
-    ref, got = store.read_cache(reference), store.read_cache(out)
-    assert got.rows.path == ref.rows.path and got.rows.sha256 == ref.rows.sha256
-    assert got.rows.label == ref.rows.label and got.rows.split == ref.rows.split
-    np.testing.assert_allclose(got.features, ref.features, atol=1e-5)
+    hits = []
+    for parts in (1, 3, 6):
+        killed = _kill_on(data, out, _parts(parts))
+        if killed is not None:
+            hits.append(killed[0])
+        assert not out.exists() or info(out).rows == 32
+    assert len(hits) >= 2, f"the extract finished before it could be killed: {hits}"
+    committed = _committed_rows(out)
+    assert _run_to_end(data, out) == 32 - committed
+    assert temporaries(out) == []
+    _assert_same_cache(out, reference)
     assert not store.parts_dir(out).exists()
 
 
@@ -96,75 +216,10 @@ def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):
     _run_to_end(data, out)
     before = store.read_cache(out)
     make_split_dataset(data, counts={"test": 8}, start_seed=100)
-    if not _kill_when(data, out, 2):
-        pytest.skip("the extract finished before it could be killed")
+    killed = _kill_on(data, out, _parts(2))
+    assert killed is not None, "the extract finished before it could be killed"
     assert store.read_cache(out).rows == before.rows  # the committed cache is untouched
-    _run_to_end(data, out)
+    in_parts = killed[1] - len(before.rows)
+    assert in_parts >= 2 * BATCH
+    assert _run_to_end(data, out) == 16 - in_parts
     assert len(store.read_cache(out).rows) == 8 + 16
-
-
-def _tmp_part(out: Path) -> bool:
-    parts = store.parts_dir(out)
-    return parts.is_dir() and any(p.name.endswith(".tmp") for p in parts.iterdir())
-
-
-def _tmp_cache(out: Path) -> bool:
-    return any(p.name.startswith(f".{out.name}.tmp-") for p in out.parent.iterdir())
-
-
-def _kill_on(data: Path, out: Path, predicate) -> bool:
-    """Run an extract and SIGKILL it the moment ``predicate(out, parts_at_start, seconds)`` holds."""
-    at_start = len(store.list_parts(store.parts_dir(out)))
-    proc = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started = time.monotonic()
-    try:
-        while proc.poll() is None and time.monotonic() - started < 300:
-            if predicate(out, at_start, time.monotonic() - started):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.0005)
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _new_parts(n):
-    return lambda out, at_start, _: len(store.list_parts(store.parts_dir(out))) >= at_start + n
-
-
-KILL_POINTS = [
-    ("while starting up", lambda out, at_start, seconds: seconds > 0.5),
-    ("after the first batch", _new_parts(1)),
-    ("while committing a part", lambda out, *_: _tmp_part(out)),
-    ("during decoding and forward passes", _new_parts(3)),
-    ("while committing a part", lambda out, *_: _tmp_part(out)),
-    ("mid-run", _new_parts(5)),
-    ("while committing a part", lambda out, *_: _tmp_part(out)),
-    ("during decoding and forward passes", _new_parts(2)),
-    ("late in the run", _new_parts(6)),
-    ("while committing a part", lambda out, *_: _tmp_part(out)),
-    ("during finalisation", lambda out, *_: _tmp_cache(out)),
-    ("during finalisation", lambda out, *_: _tmp_cache(out)),
-]
-
-
-@pytest.mark.slow
-def test_sigkill_at_ten_moments_on_a_few_hundred_images(tmp_path):
-    data = make_split_dataset(tmp_path / "data", counts={"train": 80, "validation": 20, "test": 20})
-    reference = tmp_path / "reference.h5"
-    _run_to_end(data, reference)
-    out = tmp_path / "resumed.h5"
-    killed = []
-    for moment, predicate in KILL_POINTS:
-        if _kill_on(data, out, predicate):
-            killed.append(moment)
-        _assert_readable_or_absent(out)
-    assert len(killed) >= 10, killed
-    _run_to_end(data, out)
-    ref, got = store.read_cache(reference), store.read_cache(out)
-    assert len(got.rows) == 240
-    assert got.rows.path == ref.rows.path and got.rows.sha256 == ref.rows.sha256
-    np.testing.assert_allclose(got.features, ref.features, atol=1e-5)

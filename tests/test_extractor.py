@@ -188,6 +188,23 @@ def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path)
     assert a.rows.path == b.rows.path and np.array_equal(a.features, b.features)
 
 
+def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _run(split_data, out, _Crashing(after=2))
+    parts = store.parts_dir(out)
+    # what SIGKILL leaves: a half-written cache file beside the cache and a half-written part
+    orphans = [tmp_path / ".c.h5.tmp-999999", parts / ".part-1-999999-000003.h5.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"\x89HDF\r\n" + os.urandom(4096))
+    unrelated = tmp_path / ".other.h5.tmp-999999"
+    unrelated.write_bytes(b"not ours")
+    result = _run(split_data, out)
+    assert (result.computed, result.reused) == (12, 8)
+    assert not any(o.exists() for o in orphans) and not parts.exists()
+    assert unrelated.exists()  # another cache's temporaries are not ours to delete
+
+
 def test_second_writer_is_refused_at_once(split_data, tmp_path):
     out = tmp_path / "c.h5"
     with store.CacheLock(out):
