@@ -10,7 +10,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_DATA = Path(os.environ.get("FEATCACHE_DATA") or SHARED / "data" / "clothing-dataset-small")
-REAL_WEIGHTS = Path(SHARED / "weights" / "xception_imagenet_notop.weights.h5")
+REAL_WEIGHTS = Path(os.environ.get("FEATCACHE_WEIGHTS") or SHARED / "weights" / "xception_imagenet_notop.weights.h5")
+#: set by CI: without the real data and weights the real-data tests fail instead of skipping
+REQUIRE_REAL = os.environ.get("FEATCACHE_REQUIRE_REAL", "") not in ("", "0")
 
 CLASS_COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
 
@@ -73,9 +75,25 @@ def fake_backbone() -> FakeBackbone:
     return FakeBackbone()
 
 
+_running: list = [None]
+
+
+def pytest_runtest_setup(item) -> None:
+    _running[0] = item
+
+
 def require_real():
-    if not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()):
-        pytest.skip(f"real data or weights not found beside the repository ({SHARED})")
+    """Skip a real-data test when ../shared is absent, or fail it when FEATCACHE_REQUIRE_REAL is set."""
+    item = _running[0]
+    if item is not None and item.get_closest_marker("real") is None:
+        pytest.fail(f"{item.nodeid} uses the real data but lacks @pytest.mark.real")
+    if REAL_DATA.is_dir() and REAL_WEIGHTS.is_file():
+        return
+    missing = REAL_DATA if not REAL_DATA.is_dir() else REAL_WEIGHTS
+    message = f"real data or weights not found: {missing} (FEATCACHE_DATA / FEATCACHE_WEIGHTS)"
+    if REQUIRE_REAL:
+        pytest.fail(f"{message}, and FEATCACHE_REQUIRE_REAL is set")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

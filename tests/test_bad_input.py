@@ -80,15 +80,21 @@ def _cases():
     ]
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
 @pytest.mark.parametrize("args,fragment", _cases(), ids=lambda v: " ".join(v[:1]) if isinstance(v, list) else v)
-def test_bad_input_is_one_line_exit_1_and_leaves_nothing(world, args, fragment):
+def test_bad_input_is_one_line_exit_1_and_leaves_nothing(world, args, fragment, monkeypatch):
     root = world["root"]
-    before = {p for p in root.rglob("*")}
+    monkeypatch.chdir(root)  # commands that fall back to default outputs (cache/...) would write here
+    before = _snapshot(root)
     args = [a.format(root=root, data=world["data"]) for a in args]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # an uncaught error would be kept here
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert fragment.lower() in lines[0].lower(), lines[0]
-    assert {p for p in root.rglob("*")} == before  # nothing new: no partial output
+    assert _snapshot(root) == before  # nothing new, nothing changed: no partial output

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from featcache import store
 from featcache.api import extract
 from featcache.backbone import XceptionBackbone
 from featcache.images import PreprocessSpec, load_image
 from tests.conftest import REAL_DATA, REAL_WEIGHTS
+
+pytestmark = pytest.mark.real
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,11 +93,52 @@ def test_bad_image_zoo_is_decoded_or_quarantined_with_a_reason(tmp_path):
     assert np.isfinite(cache.features).all()
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+class _Disk:
+    """A small disk for the full-disk test: a tmpfs where mounting is allowed, else ENOSPC injected.
+
+    Injection sends featcache's own writes through a byte budget: committing a part fails with
+    ENOSPC once the folder holds ``size`` bytes, and the free space reported to featcache shrinks
+    alike, so the same recovery path runs as on a real full disk.
+    """
+
+    def __init__(self, path: Path, size: int, monkeypatch, inject: bool):
+        self.path, self.size = path, size
+        path.mkdir()
+        mounted = not inject and _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+        self.kind = "tmpfs" if mounted else "injected"
+        if not mounted:
+            self._inject(monkeypatch)
+
+    def _used(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def _inject(self, monkeypatch) -> None:
+        write = store._write_file
+
+        def write_within_budget(path: Path, data: bytes) -> None:
+            if self._used() + len(data) > self.size:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            write(path, data)
+
+        def usage(path):
+            used = self._used()
+            return shutil._ntuple_diskusage(self.size, used, max(self.size - used, 0))
+
+        monkeypatch.setattr(store, "_write_file", write_within_budget)
+        monkeypatch.setattr(store.shutil, "disk_usage", usage)
+
+    def grow(self, size: int) -> None:
+        self.size = size
+        if self.kind == "tmpfs":
+            assert _mount(["-o", f"remount,size={size}", str(self.path)])
+
+    def close(self) -> None:
+        if self.kind == "tmpfs":
+            subprocess.run(["umount", str(self.path)], check=False)
+
+
+def _mount(args: list[str]) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
 class _WideBackbone(FakeBackbone):
@@ -109,25 +152,26 @@ class _WideBackbone(FakeBackbone):
         return lambda batch: np.tile(fake_embed(batch), (1, 128))
 
 
-def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path):
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "1m")
+@pytest.mark.parametrize("inject", [False, True], ids=["tmpfs-or-injected", "injected"])
+def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, monkeypatch, inject):
+    disk = _Disk(tmp_path / "disk", 1 << 20, monkeypatch, inject)
     try:
         data = make_split_dataset(tmp_path / "data", counts={"train": 3})
-        out = disk / "c.h5"
+        out = disk.path / "c.h5"
         extract(data, out, backbone=_WideBackbone(), image_size=71)
+        before = out.read_bytes()
         make_split_dataset(data, counts={"test": 60}, start_seed=50)
         with pytest.raises(CacheError, match="no space left on the device .* rerun the same command"):
             extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
-        assert len(store.read_cache(out).rows) == 6
+        assert out.read_bytes() == before and len(store.read_cache(out).rows) == 6
         committed = len(store.list_parts(store.parts_dir(out)))
         assert committed > 0
-        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        disk.grow(8 << 20)
         result = extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
         assert result.rows == 126 and result.reused >= 6 + committed * 8
         assert not store.parts_dir(out).exists()
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        disk.close()
 
 
 def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
