@@ -21,13 +21,13 @@ __all__ = [
 
 _LAZY = {
     "extract": ("featcache.api", "extract"),
-    "info": ("featcache.inspector", "info"),
+    "info": ("featcache.api", "info"),
     "predict": ("featcache.api", "predict"),
     "export": ("featcache.api", "export"),
     "verify": ("featcache.api", "verify"),
     "train_head": ("featcache.api", "train_head"),
     "compare": ("featcache.api", "compare"),
-    "HeadConfig": ("featcache.head", "HeadConfig"),
+    "HeadConfig": ("featcache.training.head", "HeadConfig"),
     "ExtractConfig": ("featcache.config", "ExtractConfig"),
     "FeatcacheError": ("featcache.errors", "FeatcacheError"),
 }

@@ -148,7 +148,7 @@ def _extract_summary(result) -> str:
 @_errors_as_messages
 def info(cache, as_json):
     """Show what CACHE holds: rows per split and class, provenance and quarantine."""
-    from featcache.inspector import info as run
+    from featcache.api import info as run
 
     summary = run(cache)
     if as_json:

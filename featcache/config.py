@@ -20,9 +20,14 @@ RUNTIMES = ("tensorflow", "openvino")
 WEIGHTS_ENV = "FEATCACHE_WEIGHTS"
 
 
+def env_weights() -> str | None:
+    """``$FEATCACHE_WEIGHTS``, or None when it is not set."""
+    return os.environ.get(WEIGHTS_ENV) or None
+
+
 def default_weights() -> str:
     """``$FEATCACHE_WEIGHTS`` when set, else ``imagenet`` (Keras cache or download)."""
-    return os.environ.get(WEIGHTS_ENV) or "imagenet"
+    return env_weights() or "imagenet"
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,9 @@ class ExtractConfig:
         object.__setattr__(self, "output", Path(self.output))
         if self.manifest is not None:
             object.__setattr__(self, "manifest", Path(self.manifest))
-        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, "Xception needs at least 71 px")
-        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
-        _check_int("workers", self.workers, 1, "use at least 1 decoding thread")
+        check_int("image_size", self.image_size, MIN_IMAGE_SIZE, "Xception needs at least 71 px")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("workers", self.workers, 1, "use at least 1 decoding thread")
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
@@ -73,7 +78,23 @@ class ExtractConfig:
         return PreprocessSpec(image_size=self.image_size, interpolation=self.interpolation)
 
 
-def _check_int(name: str, value: int, minimum: int, hint: str) -> None:
+def check_out_file(out: Path) -> None:
+    """Refuse an output path whose nearest existing folder is not a writable folder, before any work."""
+    for folder in Path(out).parents:
+        if folder.exists():
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise ConfigError(f"cannot write {out}: {folder} is not a writable folder; choose another --out")
+            return
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an output folder that exists as a file or cannot be created."""
+    check_out_file(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory; choose another --out")
+
+
+def check_int(name: str, value: int, minimum: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r} ({hint})")
 
@@ -111,9 +132,9 @@ class PredictConfig:
         object.__setattr__(self, "head", Path(self.head))
         if not self.images:
             raise ConfigError("no images given; pass image files or folders of images")
-        _check_int("top_k", self.top_k, 1, "ask for at least the best class")
-        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
-        _check_int("workers", self.workers, 1, "use at least 1 decoding thread")
+        check_int("top_k", self.top_k, 1, "ask for at least the best class")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("workers", self.workers, 1, "use at least 1 decoding thread")
 
 
 @dataclass(frozen=True)
@@ -150,9 +171,9 @@ class VerifyConfig:
         object.__setattr__(self, "cache", Path(self.cache))
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
-        _check_int("sample", self.sample, 1, "recompute at least one row, e.g. 32")
-        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
-        _check_int("seed", self.seed, 0, "use a non-negative seed")
+        check_int("sample", self.sample, 1, "recompute at least one row, e.g. 32")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("seed", self.seed, 0, "use a non-negative seed")
         for name in ("tolerance", "rel_tolerance"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

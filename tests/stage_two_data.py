@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache import store
 from featcache.api import extract
+from featcache.cache.layout import Rows, write_cache
 from tests.conftest import FakeBackbone, make_split_dataset
 
 
@@ -21,7 +21,7 @@ def tiny_cache(root: Path, counts=None, classes=("cat", "dog"), tag: str = "fake
 
 
 class _Pool:
-    """What ``store.write_cache`` needs of a vector pool: ``dim`` and ``gather``."""
+    """What ``write_cache`` needs of a vector pool: ``dim`` and ``gather``."""
 
     def __init__(self, vectors: dict[str, np.ndarray], dim: int):
         self.vectors, self.dim = vectors, dim
@@ -33,7 +33,7 @@ class _Pool:
 def handmade_cache(path: Path, labels, splits, class_names, dim: int = 4, seed: int = 0) -> Path:
     """A cache written through the store with any labels and splits (extract refuses some of these)."""
     rng = np.random.default_rng(seed)
-    rows = store.Rows()
+    rows = Rows()
     vectors = {}
     for i, (label, split) in enumerate(zip(labels, splits)):
         sha = hashlib.sha256(f"row-{i}".encode()).hexdigest()
@@ -45,5 +45,5 @@ def handmade_cache(path: Path, labels, splits, class_names, dim: int = 4, seed: 
         rows.size.append(100)
         rows.mtime_ns.append(0)
     attrs = {"fingerprint": "handmade", "preprocessing": "{}", "weights": "none", "weights_id": "none"}
-    store.write_cache(path, {**attrs, "image_size": 71, "feature_dim": dim}, class_names, rows, _Pool(vectors, dim), [])
+    write_cache(path, {**attrs, "image_size": 71, "feature_dim": dim}, class_names, rows, _Pool(vectors, dim), [])
     return path

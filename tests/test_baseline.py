@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from featcache.baseline import LogisticBaseline
 from featcache.errors import HeadError
+from featcache.training.baseline import LogisticBaseline
 
 
 def blobs(n_per_class: int, k: int, dim: int = 6, seed: int = 0):

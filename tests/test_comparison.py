@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from featcache.baseline import LogisticBaseline
 from featcache.cli import main
-from featcache.comparison import compare
-from featcache.head import HeadConfig, load_head, train_head
-from featcache.splits import load_splits
+from featcache.training.baseline import LogisticBaseline
+from featcache.training.comparison import compare
+from featcache.training.head import HeadConfig, train_head
+from featcache.training.head_files import load_head
+from featcache.training.splits import load_splits
 from tests.stage_two_data import tiny_cache
 
 FAST = ["--epochs", "3", "--batch-size", "8"]

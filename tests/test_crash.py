@@ -15,8 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-from featcache import store
-from featcache.inspector import info
+from featcache.cache.layout import read_cache
+from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.summary import info
 from tests.conftest import make_split_dataset
 
 BATCH = 4
@@ -53,7 +54,7 @@ def _run_to_end(data: Path, out: Path) -> int:
 def temporaries(out: Path) -> list[Path]:
     """Every temporary file beside the cache and in its parts folder, whoever made it."""
     beside = [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
-    parts = store.parts_dir(out)
+    parts = parts_dir(out)
     inside = [p for p in parts.iterdir() if p.name.endswith(".tmp")] if parts.is_dir() else []
     return beside + inside
 
@@ -69,10 +70,10 @@ class Watched:
         return time.monotonic() - self.started
 
     def parts(self) -> int:
-        return sum(f"-{self.pid}-" in p.name for p in store.list_parts(store.parts_dir(self.out)))
+        return sum(f"-{self.pid}-" in p.name for p in list_parts(parts_dir(self.out)))
 
     def part_in_flight(self) -> bool:
-        parts = store.parts_dir(self.out)
+        parts = parts_dir(self.out)
         return parts.is_dir() and any(f"-{self.pid}-" in p.name and p.name.endswith(".tmp") for p in parts.iterdir())
 
     def final_file(self) -> Path:
@@ -110,16 +111,16 @@ def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
 def _committed_rows(out: Path) -> int:
     """Images whose vectors the cache file or the committed parts hold: what a rerun must not compute."""
     known = set()
-    for part in store.list_parts(store.parts_dir(out)):
+    for part in list_parts(parts_dir(out)):
         with h5py.File(part, "r") as h5:
             known.update(h5["sha256"].asstr()[:])
     if out.exists():
-        known.update(store.read_cache(out, features=False).rows.sha256)
+        known.update(read_cache(out, features=False).rows.sha256)
     return len(known)
 
 
 def _assert_same_cache(got_path: Path, ref_path: Path) -> None:
-    ref, got = store.read_cache(ref_path), store.read_cache(got_path)
+    ref, got = read_cache(ref_path), read_cache(got_path)
     assert got.rows.path == ref.rows.path and got.rows.sha256 == ref.rows.sha256
     assert got.rows.label == ref.rows.label and got.rows.split == ref.rows.split
     np.testing.assert_allclose(got.features, ref.features, atol=1e-5)
@@ -178,7 +179,7 @@ def test_sigkill_at_a_moment_then_rerun_reuses_committed_work_and_matches(tmp_pa
     if committed:
         assert computed < total
     _assert_same_cache(out, reference)
-    assert not store.parts_dir(out).exists()
+    assert not parts_dir(out).exists()
 
 
 @pytest.fixture(scope="module")
@@ -207,19 +208,19 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert _run_to_end(data, out) == 32 - committed
     assert temporaries(out) == []
     _assert_same_cache(out, reference)
-    assert not store.parts_dir(out).exists()
+    assert not parts_dir(out).exists()
 
 
 def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 4})
     out = tmp_path / "c.h5"
     _run_to_end(data, out)
-    before = store.read_cache(out)
+    before = read_cache(out)
     make_split_dataset(data, counts={"test": 8}, start_seed=100)
     killed = _kill_on(data, out, _parts(2))
     assert killed is not None, "the extract finished before it could be killed"
-    assert store.read_cache(out).rows == before.rows  # the committed cache is untouched
+    assert read_cache(out).rows == before.rows  # the committed cache is untouched
     in_parts = killed[1] - len(before.rows)
     assert in_parts >= 2 * BATCH
     assert _run_to_end(data, out) == 16 - in_parts
-    assert len(store.read_cache(out).rows) == 8 + 16
+    assert len(read_cache(out).rows) == 8 + 16

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from featcache.dataset import scan, split_for_hash
 from featcache.errors import DatasetError
+from featcache.extraction.dataset import scan, split_for_hash
 from tests.conftest import CLASS_COLOURS, make_split_dataset, write_image
 
 

@@ -10,8 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from featcache import store
 from featcache.api import extract
+from featcache.cache.layout import read_cache
+from featcache.cache.lock import CacheLock
+from featcache.cache.parts import list_parts, parts_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
 from featcache.images import PreprocessSpec, load_image
 from tests.conftest import FakeBackbone, fake_embed, make_split_dataset, write_image
@@ -28,14 +30,14 @@ def test_cache_holds_vectors_labels_splits_paths_and_hashes(split_data, tmp_path
     result = _run(split_data, out)
     assert (result.rows, result.computed, result.reused, result.quarantine) == (20, 20, 0, [])
     assert result.per_split == {"train": 12, "validation": 4, "test": 4}
-    cache = store.read_cache(out)
+    cache = read_cache(out)
     assert cache.class_names == ["cat", "dog"]
     assert cache.features.shape == (20, 16) and cache.features.dtype == np.float32
     i = cache.rows.path.index("validation/dog/dog_001.jpg")
     assert (cache.rows.split[i], cache.class_names[cache.rows.label[i]]) == ("validation", "dog")
     expected = fake_embed(load_image(split_data / cache.rows.path[i], PreprocessSpec(image_size=71))[None])[0]
     np.testing.assert_allclose(cache.features[i], expected, rtol=1e-6)
-    assert not store.parts_dir(out).exists()
+    assert not parts_dir(out).exists()
 
 
 def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
@@ -65,11 +67,11 @@ def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
 def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
-    before = store.read_cache(out)
+    before = read_cache(out)
     backbone = FakeBackbone()
     result = _run(split_data, out, backbone)
     assert (result.computed, result.reused, backbone.built) == (0, 20, 0)
-    after = store.read_cache(out)
+    after = read_cache(out)
     assert after.rows == before.rows and np.array_equal(after.features, before.features)
     assert after.attrs["created_at"] == before.attrs["created_at"]
 
@@ -77,13 +79,13 @@ def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path)
 def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
-    before = store.read_cache(out)
+    before = read_cache(out)
     for path in split_data.rglob("*.jpg"):
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     backbone = FakeBackbone()
     result = _run(split_data, out, backbone)
     assert (result.computed, result.reused, backbone.built) == (0, 20, 0)
-    after = store.read_cache(out)
+    after = read_cache(out)
     assert after.rows.sha256 == before.rows.sha256 and np.array_equal(after.features, before.features)
     assert after.rows.mtime_ns != before.rows.mtime_ns  # recorded again, so the next run reads nothing
 
@@ -91,13 +93,13 @@ def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp
 def test_new_removed_and_renamed_files(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
-    old = store.read_cache(out)
+    old = read_cache(out)
     write_image(split_data / "train" / "cat" / "new.jpg", (250, 10, 10), 99)
     (split_data / "train" / "dog" / "dog_000.jpg").unlink()
     shutil.move(split_data / "test" / "cat" / "cat_000.jpg", split_data / "test" / "cat" / "renamed.jpg")
     result = _run(split_data, out)
     assert (result.rows, result.computed) == (20, 1)
-    new = store.read_cache(out)
+    new = read_cache(out)
     assert "train/dog/dog_000.jpg" not in new.rows.path
     moved = old.features[old.rows.path.index("test/cat/cat_000.jpg")]
     assert np.array_equal(new.features[new.rows.path.index("test/cat/renamed.jpg")], moved)
@@ -119,7 +121,7 @@ def test_other_settings_are_refused_unless_overwrite(split_data, tmp_path):
     with pytest.raises(FingerprintMismatch, match="backbone"):
         _run(split_data, out, FakeBackbone("other"))
     result = _run(split_data, out, image_size=96, overwrite=True)
-    assert result.computed == 20 and store.read_cache(out).attrs["image_size"] == 96
+    assert result.computed == 20 and read_cache(out).attrs["image_size"] == 96
 
 
 def _bad_files(folder):
@@ -142,7 +144,7 @@ def test_bad_files_are_quarantined_with_reasons_and_good_ones_kept(split_data, t
     assert reasons["truncated.jpg"].startswith("truncated image")
     assert reasons["random.jpg"].startswith("not an image") and reasons["text.png"].startswith("not an image")
     assert result.rows == 21  # 20 + big.jpg
-    cache = store.read_cache(out)
+    cache = read_cache(out)
     assert {q.path for q in cache.quarantine} == {f"train/dog/{n}" for n in reasons}
     rerun = _run(split_data, out)
     assert (rerun.computed, len(rerun.quarantine)) == (0, 4)
@@ -154,7 +156,7 @@ def test_strict_makes_bad_files_an_error_and_keeps_the_old_cache(split_data, tmp
     _bad_files(split_data / "test" / "cat")
     with pytest.raises(BadImagesError, match="could not be used"):
         _run(split_data, out, strict=True)
-    assert len(store.read_cache(out).rows) == 20
+    assert len(read_cache(out).rows) == 20
 
 
 class _Crashing(FakeBackbone):
@@ -181,10 +183,10 @@ def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path)
     _run(split_data, reference)
     with pytest.raises(KeyboardInterrupt):
         _run(split_data, out, _Crashing(after=2))
-    assert len(store.list_parts(store.parts_dir(out))) == 2 and not out.exists()
+    assert len(list_parts(parts_dir(out))) == 2 and not out.exists()
     result = _run(split_data, out)
     assert (result.computed, result.reused) == (12, 8)
-    a, b = store.read_cache(out), store.read_cache(reference)
+    a, b = read_cache(out), read_cache(reference)
     assert a.rows.path == b.rows.path and np.array_equal(a.features, b.features)
 
 
@@ -192,7 +194,7 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(split_data, tmp_p
     out = tmp_path / "c.h5"
     with pytest.raises(KeyboardInterrupt):
         _run(split_data, out, _Crashing(after=2))
-    parts = store.parts_dir(out)
+    parts = parts_dir(out)
     # what SIGKILL leaves: a half-written cache file beside the cache and a half-written part
     orphans = [tmp_path / ".c.h5.tmp-999999", parts / ".part-1-999999-000003.h5.tmp"]
     for orphan in orphans:
@@ -207,7 +209,7 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(split_data, tmp_p
 
 def test_second_writer_is_refused_at_once(split_data, tmp_path):
     out = tmp_path / "c.h5"
-    with store.CacheLock(out):
+    with CacheLock(out):
         with pytest.raises(LockedError, match="is being written by featcache process"):
             _run(split_data, out)
     _run(split_data, out)
@@ -218,10 +220,10 @@ def test_class_folder_splits_do_not_depend_on_file_names(tmp_path):
     for label in ("cat", "dog"):
         for i in range(15):
             write_image(data / label / f"{i}.jpg", (i * 10, 50, 100 if label == "cat" else 200), i)
-    first = store.read_cache(_run(data, tmp_path / "a.h5", val_fraction=0.2, test_fraction=0.2).output)
+    first = read_cache(_run(data, tmp_path / "a.h5", val_fraction=0.2, test_fraction=0.2).output)
     for path in sorted((data / "cat").iterdir()):
         path.rename(path.with_name("z" + path.name))
-    second = store.read_cache(_run(data, tmp_path / "b.h5", val_fraction=0.2, test_fraction=0.2).output)
+    second = read_cache(_run(data, tmp_path / "b.h5", val_fraction=0.2, test_fraction=0.2).output)
     by_hash = dict(zip(first.rows.sha256, first.rows.split))
     assert {s for s in first.rows.split} == {"train", "validation", "test"}
     assert all(by_hash[h] == s for h, s in zip(second.rows.sha256, second.rows.split))
@@ -244,7 +246,7 @@ def test_manifest_gives_labels_and_splits(tmp_path):
 def test_decoding_threads_yield_to_the_model_until_they_are_starved():
     from concurrent.futures import ThreadPoolExecutor
 
-    from featcache.extractor import DecodePriority
+    from featcache.extraction.priority import DecodePriority
 
     def policy_and_nice():
         return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)

@@ -12,20 +12,18 @@ from PIL import Image
 
 from featcache.cli import main
 from featcache.errors import ConfigError, HeadError
-from featcache.head import (
+from featcache.training.head import HeadConfig, fit_head, train_head
+from featcache.training.head_files import (
     CURVES_FILE,
     HISTORY_FILE,
     HISTORY_KEYS,
     META_FILE,
     MODEL_FILE,
-    HeadConfig,
     check_head_matches,
-    fit_head,
     load_head,
     read_history,
-    train_head,
 )
-from featcache.splits import load_splits
+from featcache.training.splits import load_splits
 from tests.stage_two_data import tiny_cache
 
 FAST = HeadConfig(epochs=4, batch_size=8)

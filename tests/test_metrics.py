@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featcache.metrics import evaluate, paired_difference
+from featcache.training.metrics import evaluate, paired_difference
 
 
 def test_evaluate_on_a_small_case():

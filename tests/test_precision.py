@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from featcache import runtime_openvino, store
+import featcache.backbones.openvino
 from featcache.api import extract
-from featcache.backbone import XceptionBackbone, backbone_for
+from featcache.backbones import backbone_for
+from featcache.backbones.openvino import OpenVinoBackbone, importlib
+from featcache.backbones.xception import XceptionBackbone
+from featcache.cache.layout import read_cache
 from featcache.cli import main
 from featcache.config import ExtractConfig
 from featcache.errors import ConfigError, FingerprintMismatch
-from featcache.runtime_openvino import OpenVinoBackbone
 from tests.conftest import REAL_DATA, REAL_WEIGHTS, make_split_dataset, require_real
 
 
@@ -40,7 +42,7 @@ def test_runtime_defaults_to_the_precision_and_refuses_bfloat16_on_tensorflow(tm
 
 
 def test_bfloat16_without_openvino_is_one_line_naming_the_install(split_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime_openvino.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     out = tmp_path / "c.h5"
     args = ["extract", str(split_data), "-o", str(out), "--weights", "none", "--precision", "bfloat16", "-q"]
     result = CliRunner().invoke(main, args)
@@ -76,7 +78,7 @@ def test_precisions_never_mix_in_one_cache(split_data, tmp_path, fake_backbone):
         extract(split_data, out, weights="none", precision="bfloat16", backbone=fake_backbone)
     result = extract(split_data, out, weights="none", precision="bfloat16", overwrite=True, backbone=fake_backbone)
     assert result.computed == result.rows
-    assert store.read_cache(out, features=False).attrs["precision"] == "bfloat16"
+    assert read_cache(out, features=False).attrs["precision"] == "bfloat16"
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +93,7 @@ def test_bfloat16_extract_runs_openvino_and_records_it(tmp_path, openvino_home, 
     data = make_split_dataset(tmp_path / "data", counts={"train": 3, "validation": 1, "test": 1})
     out = tmp_path / "bf16.h5"
     result = extract(data, out, weights="none", image_size=71, batch_size=4, precision="bfloat16")
-    cache = store.read_cache(out)
+    cache = read_cache(out)
     fields = json.loads(cache.attrs["fingerprint_fields"])
     assert result.computed == 10 and cache.features.shape == (10, 2048)
     assert (fields["precision"], fields["runtime"], fields["inference_precision"]) == ("bfloat16", "openvino", "bf16")
@@ -109,8 +111,8 @@ def test_converted_model_is_cached_and_loads_without_tensorflow(openvino_home):
     OpenVinoBackbone(XceptionBackbone("none", 71), cache_dir=openvino_home / "openvino").converted()
     script = (
         "import sys, numpy as np\n"
-        "from featcache.backbone import XceptionBackbone\n"
-        "from featcache.runtime_openvino import OpenVinoBackbone\n"
+        "from featcache.backbones.xception import XceptionBackbone\n"
+        "from featcache.backbones.openvino import OpenVinoBackbone\n"
         f"b = OpenVinoBackbone(XceptionBackbone('none', 71), cache_dir=r'{openvino_home / 'openvino'}')\n"
         "v = b.build()(np.zeros((2, 71, 71, 3), np.uint8))\n"
         "print(v.shape, 'tensorflow' in sys.modules)\n"
@@ -141,7 +143,7 @@ def test_a_failed_conversion_is_one_line_naming_the_way_back(tmp_path, monkeypat
     def broken(base, folder):
         raise RuntimeError("Cannot convert op XYZ\nlong trace")
 
-    monkeypatch.setattr(runtime_openvino, "_convert", broken)
+    monkeypatch.setattr(featcache.backbones.openvino, "_convert", broken)
     backbone = OpenVinoBackbone(XceptionBackbone("none", 71), cache_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"could not convert the Keras model \(Cannot convert op XYZ\); use"):
         backbone.converted()

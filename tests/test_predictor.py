@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from featcache import replay, store
 from featcache.api import extract, predict
+from featcache.cache.layout import read_cache
 from featcache.cli import main
 from featcache.errors import WeightsError
+from featcache.training.head_files import head_logits, load_head
 from tests.conftest import FakeBackbone, make_split_dataset, write_head
 
 
@@ -30,11 +31,11 @@ def fake_setup(tmp_path_factory):
 
 def cached_logits(cache_path, head_dir, files, data):
     """What the head says about each file's cached vector, keyed by path."""
-    cache = store.read_cache(cache_path)
-    model, _ = replay.load_head(head_dir)
+    cache = read_cache(cache_path)
+    model, _ = load_head(head_dir)
     index = {data / rel: i for i, rel in enumerate(cache.rows.path)}
     rows = [index[f] for f in files]
-    return dict(zip(files, replay.head_logits(model, cache.features[rows]), strict=True))
+    return dict(zip(files, head_logits(model, cache.features[rows]), strict=True))
 
 
 def test_predict_replays_the_cache_exactly(fake_setup):

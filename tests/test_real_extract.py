@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featcache import store
 from featcache.api import extract
-from featcache.backbone import XceptionBackbone
+from featcache.backbones.xception import XceptionBackbone
+from featcache.cache.layout import read_cache
 from featcache.images import PreprocessSpec, load_image
 from tests.conftest import REAL_DATA, REAL_WEIGHTS
 
@@ -17,7 +17,7 @@ CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "
 
 
 def test_every_image_lands_in_the_cache_with_keras_class_order(real_cache):
-    cache = store.read_cache(real_cache, features=False)
+    cache = read_cache(real_cache, features=False)
     assert len(cache.rows) == 3781
     assert [cache.rows.split.count(s) for s in ("train", "validation", "test")] == [3068, 341, 372]
     assert cache.class_names == CLASSES
@@ -31,7 +31,7 @@ def test_every_image_lands_in_the_cache_with_keras_class_order(real_cache):
 def test_stored_vectors_equal_xception_gap_run_directly_with_keras(real_cache):
     import keras
 
-    cache = store.read_cache(real_cache)
+    cache = read_cache(real_cache)
     rows = np.random.default_rng(7).choice(len(cache.rows), size=20, replace=False)
     spec = PreprocessSpec.from_dict(__import__("json").loads(cache.attrs["preprocessing"]))
     pixels = np.stack([load_image(REAL_DATA / cache.rows.path[i], spec) for i in rows]).astype("float32")

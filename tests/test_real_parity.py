@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from featcache import replay, store
 from featcache.api import export, extract, predict, train_head, verify
+from featcache.cache.layout import read_cache
+from featcache.training.head_files import head_logits, load_head
 from tests.conftest import REAL_DATA, REAL_WEIGHTS, require_real, with_vectors_of
 
 pytestmark = pytest.mark.real
@@ -48,10 +49,10 @@ def trained(real_cache, tmp_path_factory):
     """A head made by train-head on the cached vectors, and what it says about the cached validation vectors."""
     head = tmp_path_factory.mktemp("real_head") / "head"
     train_head(real_cache, head, epochs=10)
-    cache = store.read_cache(real_cache)
+    cache = read_cache(real_cache)
     val = cache.split_indices("validation")
-    model, _ = replay.load_head(head)
-    logits = replay.head_logits(model, cache.features[val])
+    model, _ = load_head(head)
+    logits = head_logits(model, cache.features[val])
     files = [REAL_DATA / cache.rows.path[i] for i in val]
     labels = [cache.class_names[cache.rows.label[i]] for i in val]
     return head, files, labels, logits, cache.class_names

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featcache import store
 from featcache.api import extract
+from featcache.cache import layout, parts
+from featcache.cache.layout import read_cache
+from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.summary import info
 from featcache.errors import CacheError
-from featcache.inspector import info
 from tests.conftest import FakeBackbone, make_split_dataset, write_image
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
@@ -80,7 +82,7 @@ def test_bad_image_zoo_is_decoded_or_quarantined_with_a_reason(tmp_path):
     result = extract(data, tmp_path / "c.h5", backbone=FakeBackbone(), image_size=71)
     assert time.monotonic() - started < 60  # nothing hangs
     reasons = {q.path.rsplit("/", 1)[-1]: q.reason for q in result.quarantine}
-    cache = store.read_cache(tmp_path / "c.h5")
+    cache = read_cache(tmp_path / "c.h5")
     kept = {p.rsplit("/", 1)[-1] for p in cache.rows.path}
     for name, reason in expect.items():
         if reason is None:
@@ -113,7 +115,7 @@ class _Disk:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     def _inject(self, monkeypatch) -> None:
-        write = store._write_file
+        write = parts.write_file
 
         def write_within_budget(path: Path, data: bytes) -> None:
             if self._used() + len(data) > self.size:
@@ -124,8 +126,8 @@ class _Disk:
             used = self._used()
             return shutil._ntuple_diskusage(self.size, used, max(self.size - used, 0))
 
-        monkeypatch.setattr(store, "_write_file", write_within_budget)
-        monkeypatch.setattr(store.shutil, "disk_usage", usage)
+        monkeypatch.setattr(parts, "write_file", write_within_budget)  # what PartWriter writes parts with
+        monkeypatch.setattr(layout.shutil, "disk_usage", usage)  # what the cache file write checks
 
     def grow(self, size: int) -> None:
         self.size = size
@@ -163,13 +165,13 @@ def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, mon
         make_split_dataset(data, counts={"test": 60}, start_seed=50)
         with pytest.raises(CacheError, match="no space left on the device .* rerun the same command"):
             extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
-        assert out.read_bytes() == before and len(store.read_cache(out).rows) == 6
-        committed = len(store.list_parts(store.parts_dir(out)))
+        assert out.read_bytes() == before and len(read_cache(out).rows) == 6
+        committed = len(list_parts(parts_dir(out)))
         assert committed > 0
         disk.grow(8 << 20)
         result = extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
         assert result.rows == 126 and result.reused >= 6 + committed * 8
-        assert not store.parts_dir(out).exists()
+        assert not parts_dir(out).exists()
     finally:
         disk.close()
 
@@ -198,7 +200,7 @@ def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
 
 def _wait_for_parts(proc, out: Path) -> None:
     deadline = time.monotonic() + 120
-    while not store.list_parts(store.parts_dir(out)):
+    while not list_parts(parts_dir(out)):
         assert proc.poll() is None and time.monotonic() < deadline, "extract ended before committing a part"
         time.sleep(0.01)
 

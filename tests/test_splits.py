@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from featcache.errors import CacheError
-from featcache.splits import carve_validation, load_splits, one_hot, softmax
+from featcache.training.metrics import softmax
+from featcache.training.splits import carve_validation, load_splits, one_hot
 from tests.stage_two_data import handmade_cache, tiny_cache
 
 

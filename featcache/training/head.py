@@ -1,15 +1,7 @@
-"""Stage two: train a small Keras head on cached vectors, keep its best epoch, save it and load it.
-
-A head directory holds ``head.keras`` (the best-epoch model: float32 (dim,) vectors -> (n_classes,)
-logits), ``head.json`` (format ``featcache-head`` version 1: cache fingerprint, class names,
-preprocessing, options, best epoch, metrics), ``history.csv`` (per-epoch loss and accuracy on
-train and validation) and ``learning_curves.png``. ``head.json`` is written last, so a directory
-without it is not a head.
-"""
+"""Stage two: train a small Keras head on cached vectors and keep its best epoch (saved by :mod:`head_files`)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -20,16 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.config import DEFAULT_HEAD_DIR, _check_int
-from featcache.errors import ConfigError, HeadError
-from featcache.splits import Splits, load_splits, one_hot
+from featcache.config import DEFAULT_HEAD_DIR, check_int, check_out_folder
+from featcache.errors import ConfigError
+from featcache.training.head_files import (
+    HEAD_FORMAT,
+    HEAD_FORMAT_VERSION,
+    HISTORY_FILE,
+    HISTORY_KEYS,
+    import_keras,
+    save_head,
+)
+from featcache.training.splits import Splits, load_splits, one_hot
 
 log = logging.getLogger(__name__)
 
-HEAD_FORMAT, HEAD_FORMAT_VERSION = "featcache-head", 1
-MODEL_FILE, META_FILE = "head.keras", "head.json"
-HISTORY_FILE, CURVES_FILE = "history.csv", "learning_curves.png"
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -54,13 +50,13 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
-        _check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
-        _check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
-        _check_int("seed", self.seed, 0, "use a non-negative integer seed")
+        check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("seed", self.seed, 0, "use a non-negative integer seed")
         for units in self.inner:
-            _check_int("inner", units, 1, "give the units of each inner Dense layer, e.g. --inner 100")
+            check_int("inner", units, 1, "give the units of each inner Dense layer, e.g. --inner 100")
         if self.early_stopping is not None:
-            _check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
+            check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
         _check_fraction("lr", self.lr, 0.0, 10.0, False, "the recipe uses 0.01")
         _check_fraction("dropout", self.dropout, 0.0, 1.0, True, "e.g. 0.2")
         _check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
@@ -117,7 +113,7 @@ def train_head(
 ) -> HeadResult:
     """Train a head on the train split of ``cache``, keep its best validation epoch, save it into ``out``."""
     config = config or HeadConfig()
-    _check_out(Path(out))
+    check_out_folder(Path(out))
     if tensorboard is not None:
         _check_tensorboard()
     splits = load_splits(cache, config.val_fraction)
@@ -127,18 +123,9 @@ def train_head(
     return HeadResult(Path(out), metadata, fit.history, splits.val_carved)
 
 
-def _keras():
-    from featcache.backbone import quiet_tensorflow
-
-    quiet_tensorflow()
-    import keras
-
-    return keras
-
-
 def build_head(feature_dim: int, n_classes: int, config: HeadConfig):
     """The functional head: Input((feature_dim,)) -> [Dense relu, Dropout]* -> Dense(n_classes) logits."""
-    keras = _keras()
+    keras = import_keras()
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
     if config.dropout and not config.inner:
@@ -158,7 +145,7 @@ def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
     ``ModelCheckpoint(save_best_only=True)`` keeps it. Same splits, options and seed give the
     same history.
     """
-    keras = _keras()
+    keras = import_keras()
     keras.utils.set_random_seed(config.seed)
     k = len(splits.class_names)
     model = build_head(splits.feature_dim, k, config)
@@ -242,24 +229,6 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
     }
 
 
-def save_head(out: str | Path, model, metadata: dict, history: dict[str, list[float]]) -> Path:
-    """Write a head directory; ``head.json`` goes last (atomically), so a half-written one is no head."""
-    from featcache.plots import learning_curves
-
-    out = Path(out)
-    _check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)
-    model.save(out / MODEL_FILE)
-    write_history(out / HISTORY_FILE, history)
-    title = f"{Path(metadata['cache_path']).name}: best epoch {metadata['best_epoch']}"
-    learning_curves(history, metadata["best_epoch"], out / CURVES_FILE, title)
-    tmp = out / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(tmp, out / META_FILE)
-    return out
-
-
 def _check_tensorboard() -> None:
     import importlib.util
 
@@ -267,70 +236,3 @@ def _check_tensorboard() -> None:
         raise ConfigError("--tensorboard needs the tensorboard package; pip install tensorboard, or leave it out")
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise HeadError(f"{out} exists and is not a directory; choose another --out")
-
-
-def write_history(path: Path, history: dict[str, list[float]]) -> None:
-    """``epoch,loss,accuracy,val_loss,val_accuracy`` with one row per epoch (1-based)."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["epoch", *HISTORY_KEYS])
-        for i in range(len(history["loss"])):
-            writer.writerow([i + 1, *(repr(history[key][i]) for key in HISTORY_KEYS)])
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """The history written by :func:`write_history`."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {key: [float(row[key]) for row in rows] for key in HISTORY_KEYS}
-
-
-def read_head_metadata(directory: str | Path) -> dict:
-    """The parsed ``head.json`` of ``directory``; HeadError when it is missing or not a featcache head."""
-    directory = Path(directory)
-    meta_path = directory / META_FILE
-    if not directory.is_dir() or not meta_path.is_file():
-        raise HeadError(f"no trained head at {directory}; run `featcache train-head CACHE --out {directory}` first")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeadError(f"{meta_path} is unreadable ({exc}); retrain the head with featcache train-head") from None
-    if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
-        raise HeadError(f"{directory} is not a featcache head ({META_FILE} lacks format {HEAD_FORMAT!r})")
-    if int(meta.get("format_version", 0)) > HEAD_FORMAT_VERSION:
-        raise HeadError(f"{directory} has head format {meta['format_version']}; upgrade featcache to read it")
-    return meta
-
-
-def load_head(directory: str | Path):
-    """``(keras_model, metadata)`` of a head directory, loaded with ``safe_mode=True``."""
-    directory = Path(directory)
-    meta = read_head_metadata(directory)
-    model_path = directory / MODEL_FILE
-    if not model_path.is_file():
-        raise HeadError(f"{directory} has {META_FILE} but no {MODEL_FILE}; retrain it with featcache train-head")
-    keras = _keras()
-    try:
-        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged or foreign file
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise HeadError(f"{model_path} cannot be loaded ({reason}); retrain it with featcache train-head") from None
-    return model, meta
-
-
-def check_head_matches(meta: dict, fingerprint: str, class_names: list[str], cache_path: str | Path) -> None:
-    """HeadError unless the head was trained on a cache with this fingerprint and these classes."""
-    if meta.get("cache_fingerprint") != fingerprint:
-        raise HeadError(
-            f"the head was trained on a cache with another fingerprint ({str(meta.get('cache_fingerprint'))[:12]}, "
-            f"{cache_path} has {fingerprint[:12]}); pass the cache it was trained on or retrain it with "
-            f"featcache train-head {cache_path}"
-        )
-    if list(meta.get("class_names", [])) != list(class_names):
-        raise HeadError(
-            f"the head knows classes {meta.get('class_names')} but {cache_path} has {class_names}; "
-            f"retrain it with featcache train-head {cache_path}"
-        )

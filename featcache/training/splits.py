@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache import store
+from featcache.cache.layout import Cache, read_cache
 from featcache.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def load_splits(cache_path: str | Path, val_fraction: float = 0.2) -> Splits:
     The carve ranks train rows by a salted hash of their content hash, so the same images are
     held out on every run and on every machine.
     """
-    cache = store.read_cache(Path(cache_path))
+    cache = read_cache(Path(cache_path))
     _check_trainable(cache)
     features, labels = cache.features, np.asarray(cache.rows.label, dtype=np.int64)
     train_rows = cache.split_indices("train")
@@ -81,7 +81,7 @@ def load_splits(cache_path: str | Path, val_fraction: float = 0.2) -> Splits:
     )
 
 
-def _check_trainable(cache: store.Cache) -> None:
+def _check_trainable(cache: Cache) -> None:
     if len(cache.class_names) < 2:
         raise CacheError(
             f"{cache.path} has {len(cache.class_names)} class(es); a classifier needs at least two — "
@@ -113,11 +113,3 @@ def carve_validation(train_rows: np.ndarray, sha256s: list[str], fraction: float
 def one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
     """float32 (m, n_classes) one-hot rows of the class indices ``y``."""
     return np.eye(n_classes, dtype=np.float32)[y]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of float (m, k) logits, computed stably in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,15 +62,6 @@ def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> st
     if u < test_fraction + val_fraction:
         return "validation"
     return "train"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _child_dir(root: Path, name: str) -> Path | None:

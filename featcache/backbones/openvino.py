@@ -10,9 +10,7 @@ elsewhere); with f32 the vectors match TensorFlow's to about 1e-6.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -22,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.backbone import Embedder, XceptionBackbone
+from featcache.backbones.protocol import Embedder
+from featcache.backbones.xception import XceptionBackbone
 from featcache.errors import ConfigError, FeatcacheError
+from featcache.hashing import json_sha256
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class OpenVinoBackbone:
             "openvino": ov.get_version(),
             "conversion": CONVERSION_VERSION,
         }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+        return json_sha256(fields)[:24]
 
 
 def _convert(base: XceptionBackbone, folder: Path) -> None:

@@ -1,23 +1,17 @@
-"""Replaying what a cache recorded on new images: the recipe, the matching live backbone, a head, image lists."""
+"""Replaying what a cache recorded on new images: the recipe, the matching live backbone, image lists."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from featcache.config import WEIGHTS_ENV
-from featcache.errors import ConfigError, HeadError, WeightsError
+from featcache.config import WEIGHTS_ENV, env_weights
+from featcache.errors import ConfigError, WeightsError
 from featcache.images import ImageDecodeError, PreprocessSpec, is_image_name, load_image
 
 log = logging.getLogger(__name__)
-
-HEAD_KEYS = ("class_names", "feature_dim", "preprocessing", "weights", "weights_id")
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -67,7 +61,7 @@ def live_backbone(recipe: Recipe, weights: str | None = None, backbone=None) -> 
     if backbone is not None:
         found = backbone.identity()["weights_id"]
         return LiveBackbone(backbone, getattr(backbone, "weights", "given"), found, found == recipe.weights_id)
-    candidates = [weights] if weights else [w for w in (os.environ.get(WEIGHTS_ENV), recipe.weights) if w]
+    candidates = [weights] if weights else [w for w in (env_weights(), recipe.weights) if w]
     readable = []
     for candidate in dict.fromkeys(candidates):
         chosen = _backbone(candidate, recipe)
@@ -89,13 +83,10 @@ def live_backbone(recipe: Recipe, weights: str | None = None, backbone=None) -> 
 
 def _backbone(weights: str, recipe: Recipe):
     """Xception as the recipe ran it: TensorFlow for float32, the extract's other runtime otherwise."""
-    if recipe.precision == "float32":
-        from featcache.backbone import XceptionBackbone
+    from featcache.backbones import backbone_for
 
-        return XceptionBackbone(weights, recipe.spec.image_size)
-    from featcache.backbone import backbone_for
-
-    return backbone_for(weights, recipe.spec.image_size, recipe.precision)
+    runtime = "tensorflow" if recipe.precision == "float32" else "openvino"
+    return backbone_for(weights, recipe.spec.image_size, recipe.precision, runtime)
 
 
 def require_match(live: LiveBackbone, recipe: Recipe, what: str) -> None:
@@ -105,34 +96,6 @@ def require_match(live: LiveBackbone, recipe: Recipe, what: str) -> None:
             f"weights {live.weights} ({live.weights_id}) are not the ones {what} was made with "
             f"({recipe.weights} = {recipe.weights_id}); its classes would be wrong — pass --weights with that file"
         )
-
-
-def load_head(directory: str | Path):
-    """A trained head, loaded in safe mode: (Keras model mapping (n, dim) vectors to (n, k) logits, head.json).
-
-    The head format belongs to :mod:`featcache.head`; this only checks what replaying needs.
-    """
-    from featcache.head import load_head as load
-
-    model, meta = load(directory)
-    missing = [key for key in HEAD_KEYS if meta.get(key) is None]
-    if missing:
-        raise HeadError(f"{Path(directory) / 'head.json'} lacks {', '.join(missing)}; train the head again")
-    return model, meta
-
-
-def head_logits(model, vectors: np.ndarray) -> np.ndarray:
-    """The head's logits of float32 vectors (n, dim): float32 (n, k)."""
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(model(vectors, training=False)), dtype=np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (n, k) logits, computed stably in float64, returned as float32."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def collect_images(paths) -> list[tuple[Path, str | None]]:

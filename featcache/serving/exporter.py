@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache import replay
-from featcache.config import ExportConfig
+from featcache.config import ExportConfig, check_out_file
 from featcache.errors import ConfigError, ExportError
+from featcache.serving.recipe import Recipe, live_backbone, require_match
+from featcache.training.head_files import head_logits, load_head
+from featcache.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,16 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     ``backbone`` needs ``identity()`` and ``build_model()`` (a Keras model from pixels in
     [-1, 1] to vectors); the default is Xception with the weights the head's cache was made with.
     """
-    _check_out(config.out)
-    head, meta = replay.load_head(config.head)
-    recipe = replay.Recipe.from_head(meta)
+    check_out_file(config.out)
+    head_model, meta = load_head(config.head)
+    recipe = Recipe.from_head(meta)
     if recipe.spec.preprocess != XCEPTION_PREPROCESS:
         raise ConfigError(f"export knows {XCEPTION_PREPROCESS} only; this head's cache used {recipe.spec.preprocess}")
     # The exported graph is Keras at float32, whatever runtime computed the cache.
-    live = replay.live_backbone(replace(recipe, precision="float32"), config.weights, backbone)
-    replay.require_match(live, recipe, f"the head in {config.head}")
-    features = live.backbone.build_model()
-    model = end_to_end(features, head, recipe.spec.image_size)
+    live = live_backbone(replace(recipe, precision="float32"), config.weights, backbone)
+    require_match(live, recipe, f"the head in {config.head}")
+    backbone_model = live.backbone.build_model()
+    model = end_to_end(backbone_model, head_model, recipe.spec.image_size)
     description = _description(meta, recipe)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     if config.format == "keras":
@@ -66,30 +68,21 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
         _write_saved_model(model, config.out, recipe.spec.image_size, description)
     classes_path = config.out.with_name(config.out.stem + ".classes.json")
     classes_path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-    diff = _check(features, head, config, recipe.spec.image_size)
+    diff = _check(backbone_model, head_model, config, recipe.spec.image_size)
     log.info("export %s: probabilities within %.2e of the predict path", config.out, diff)
     return ExportResult(config.out, config.format, classes_path, recipe.spec.image_size, list(recipe.class_names), diff)
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an --out that cannot be written before the costly model build."""
-    for folder in Path(out).parents:
-        if folder.exists():
-            if not folder.is_dir() or not os.access(folder, os.W_OK):
-                raise ConfigError(f"cannot write {out}: {folder} is not a writable folder; choose another --out")
-            return
-
-
-def end_to_end(features, head, image_size: int):
+def end_to_end(backbone_model, head_model, image_size: int):
     """Keras model: RGB pixels (n, s, s, 3), uint8 or float in [0, 255] -> class probabilities (n, k)."""
     import keras
 
-    features.trainable = False
-    head = _uncompiled_copy(keras, head)
+    backbone_model.trainable = False
+    head_model = _uncompiled_copy(keras, head_model)
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="xception_preprocess")(pixels)
-    x = features(x, training=False)
-    logits = head(x, training=False)
+    x = backbone_model(x, training=False)
+    logits = head_model(x, training=False)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(pixels, probabilities, name="featcache_classifier")
 
@@ -102,7 +95,7 @@ def _uncompiled_copy(keras, model):
     return copy
 
 
-def _description(meta: dict, recipe: replay.Recipe) -> dict:
+def _description(meta: dict, recipe: Recipe) -> dict:
     spec = recipe.spec
     return {
         "format": MODEL_FORMAT,
@@ -160,13 +153,13 @@ def _write_saved_model(model, out: Path, image_size: int, description: dict) -> 
         raise
 
 
-def _check(features, head, config: ExportConfig, image_size: int) -> float:
+def _check(backbone_model, head_model, config: ExportConfig, image_size: int) -> float:
     """Reload what was written and compare it with the predict path on seeded probe pixels."""
     from keras.applications.xception import preprocess_input
 
     probe = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3), dtype=np.uint8)
-    vectors = np.asarray(features(preprocess_input(probe.astype(np.float32)), training=False))
-    expected = replay.softmax(replay.head_logits(head, vectors))
+    vectors = np.asarray(backbone_model(preprocess_input(probe.astype(np.float32)), training=False))
+    expected = softmax(head_logits(head_model, vectors))
     got = _run_written(config, probe)
     diff = float(np.max(np.abs(got - expected)))
     if not diff <= CHECK_TOLERANCE:

@@ -1,4 +1,4 @@
-"""Scores of a classifier's probabilities, and whether two classifiers differ on the same rows."""
+"""Probabilities from logits, their scores, and whether two classifiers differ on the same rows."""
 
 from __future__ import annotations
 
@@ -57,3 +57,11 @@ def paired_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, see
         "significant": bool(p_value < ALPHA),
         "alpha": ALPHA,
     }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float (m, k) logits, computed stably in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

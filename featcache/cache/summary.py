@@ -1,12 +1,12 @@
-"""What a cache holds: counts per split and class, provenance, quarantine, unfinished work."""
+"""What a cache holds (``featcache info``): counts per split and class, provenance, quarantine, unfinished work."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from featcache import store
+from featcache.cache.layout import QuarantineEntry, read_cache
+from featcache.cache.parts import list_parts, parts_dir
 
 
 @dataclass
@@ -19,7 +19,7 @@ class CacheInfo:
     per_class: dict[str, dict[str, int]]  # split -> class -> rows
     class_names: list[str]
     attrs: dict
-    quarantine: list[store.QuarantineEntry]
+    quarantine: list[QuarantineEntry]
     pending_parts: int
 
     def to_dict(self) -> dict:
@@ -37,18 +37,15 @@ class CacheInfo:
 
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` without loading its vectors."""
-    data = store.read_cache(Path(cache), features=False)
-    per_split = Counter(data.rows.split)
-    per_class: dict[str, Counter] = {}
-    for split, label in zip(data.rows.split, data.rows.label):
-        per_class.setdefault(split, Counter())[data.class_names[label]] += 1
+    data = read_cache(Path(cache), features=False)
+    per_split, per_class = data.rows.counts(data.class_names)
     return CacheInfo(
         path=Path(cache),
         rows=len(data.rows),
-        per_split={s: per_split.get(s, 0) for s in ("train", "validation", "test")},
-        per_class={s: dict(sorted(c.items())) for s, c in per_class.items()},
+        per_split=per_split,
+        per_class=per_class,
         class_names=data.class_names,
         attrs=data.attrs,
         quarantine=data.quarantine,
-        pending_parts=len(store.list_parts(store.parts_dir(Path(cache)))),
+        pending_parts=len(list_parts(parts_dir(Path(cache)))),
     )

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from featcache.backbones.protocol import Embedder
 from featcache.config import WEIGHTS_ENV
-from featcache.dataset import file_sha256
 from featcache.errors import WeightsError
+from featcache.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 IMAGENET_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FEATURE_DIM = 2048
 RANDOM_SEED = 0
-Embedder = Callable[[np.ndarray], np.ndarray]
 
 
 def quiet_tensorflow() -> None:
@@ -122,18 +121,3 @@ def _download_imagenet(keras, size):
             f"network pass --weights PATH to {IMAGENET_FILE} or a .weights.h5 file, "
             f"or set {WEIGHTS_ENV}=PATH"
         ) from None
-
-
-def backbone_for(weights: str, image_size: int, precision: str = "float32", runtime: str = "tensorflow"):
-    """The frozen Xception computing at ``precision`` on ``runtime`` (tensorflow, or openvino).
-
-    TensorFlow float32 is the exact default; OpenVINO runs float32 (within 1e-5 of it) or bfloat16.
-    Raises ConfigError naming the install command when OpenVINO is asked for but missing.
-    """
-    base = XceptionBackbone(weights, image_size)
-    if runtime == "tensorflow" and precision == "float32":
-        return base
-    from featcache.runtime_openvino import OpenVinoBackbone, require_openvino
-
-    require_openvino(precision)
-    return OpenVinoBackbone(base, precision)

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache import replay
 from featcache.config import PredictConfig
 from featcache.errors import HeadError
+from featcache.progress import batched, progress_bar
+from featcache.serving.recipe import Recipe, collect_images, decode, live_backbone, require_match
+from featcache.training.head_files import head_logits, load_head
+from featcache.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +65,26 @@ def predict(config: PredictConfig, backbone=None, progress: bool = False) -> Pre
     with, and other weights are refused.
     """
     start = time.perf_counter()
-    model, meta = replay.load_head(config.head)
-    recipe = replay.Recipe.from_head(meta)
-    live = replay.live_backbone(recipe, config.weights, backbone)
-    replay.require_match(live, recipe, f"the head in {config.head}")
-    entries = replay.collect_images(config.images)
+    model, meta = load_head(config.head)
+    recipe = Recipe.from_head(meta)
+    live = live_backbone(recipe, config.weights, backbone)
+    require_match(live, recipe, f"the head in {config.head}")
+    entries = collect_images(config.images)
     files = [path for path, reason in entries if reason is None]
     results = {path: Prediction(path, [], error=reason) for path, reason in entries if reason}
     if files:
         embed = live.backbone.build()
-        with _progress_bar(len(files), progress) as bar, ThreadPoolExecutor(config.workers) as workers:
-            for batch in _batches(files, config.batch_size):
+        with progress_bar(len(files), progress, "predict") as bar, ThreadPoolExecutor(config.workers) as workers:
+            for batch in batched(files, config.batch_size):
                 for item in _classify(batch, workers, embed, model, recipe, config.top_k, int(meta["feature_dim"])):
                     results[item.path] = item
                 bar.update(len(batch))
     return PredictResult([results[path] for path, _ in entries], list(recipe.class_names), time.perf_counter() - start)
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _classify(batch, workers, embed, model, recipe, top_k: int, dim: int) -> list[Prediction]:
     """Decode a batch on worker threads, embed the readable images, and apply the head."""
-    decoded = list(workers.map(lambda p: replay.decode(p, recipe.spec), batch))
+    decoded = list(workers.map(lambda p: decode(p, recipe.spec), batch))
     out = [Prediction(p, [], error=r) for p, r in zip(batch, decoded, strict=True) if isinstance(r, str)]
     good = [(p, r) for p, r in zip(batch, decoded, strict=True) if not isinstance(r, str)]
     if not good:
@@ -96,19 +94,10 @@ def _classify(batch, workers, embed, model, recipe, top_k: int, dim: int) -> lis
         raise HeadError(
             f"the backbone gives {vectors.shape[1]}-d vectors but the head takes {dim}; train the head again"
         )
-    logits = replay.head_logits(model, vectors)
-    probs = replay.softmax(logits)
+    logits = head_logits(model, vectors)
+    probs = softmax(logits)
     for (path, _), row_logits, row_probs in zip(good, logits, probs, strict=True):
         best = np.argsort(-row_probs, kind="stable")[:top_k]
         top = [(recipe.class_names[i], float(row_probs[i])) for i in best]
         out.append(Prediction(path, top, row_logits))
     return out
-
-
-def _progress_bar(total: int, progress: bool):
-    import sys
-
-    from tqdm import tqdm
-
-    enabled = progress and sys.stderr.isatty()
-    return tqdm(total=total, unit="img", desc="predict", disable=not enabled)

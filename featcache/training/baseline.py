@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.errors import HeadError
-from featcache.splits import softmax
+from featcache.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 

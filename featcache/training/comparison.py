@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache import head as heads
-from featcache.baseline import LogisticBaseline
 from featcache.config import DEFAULT_COMPARE_DIR
-from featcache.metrics import evaluate, paired_difference
-from featcache.splits import Splits, load_splits, softmax
+from featcache.training import plots
+from featcache.training.baseline import LogisticBaseline
+from featcache.training.head import HeadConfig, fit_head, head_metadata
+from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
+from featcache.training.metrics import evaluate, paired_difference, softmax
+from featcache.training.splits import Splits, load_splits
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,19 @@ class CompareResult:
 def compare(
     cache: str | Path,
     out: str | Path = DEFAULT_COMPARE_DIR,
-    config: heads.HeadConfig | None = None,
+    config: HeadConfig | None = None,
     head: str | Path | None = None,
 ) -> CompareResult:
     """Fit (or load, with ``head``) the Keras head and fit the logistic baseline on the same splits
     of ``cache``; score both on validation and test; write the report into ``out``."""
-    config = config or heads.HeadConfig()
+    config = config or HeadConfig()
     out = Path(out)
     val_fraction = config.val_fraction
     if head is not None:  # carve the same validation rows the head was judged on
-        val_fraction = heads.read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
+        val_fraction = read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
     splits = load_splits(cache, val_fraction)
     if head is not None:  # refuse a foreign head before anything is written
-        heads.check_head_matches(heads.read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
+        check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
     runs = [_keras_run(splits, config, head, out), _logistic_run(splits, out)]
     for run in runs:
@@ -95,23 +97,21 @@ def _eval_splits(splits: Splits) -> dict:
     return {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
 
 
-def _keras_run(splits: Splits, config: heads.HeadConfig, head_dir, out: Path) -> ModelRun:
+def _keras_run(splits: Splits, config: HeadConfig, head_dir, out: Path) -> ModelRun:
     if head_dir is not None:
-        model, meta = heads.load_head(head_dir)
-        heads.check_head_matches(meta, splits.fingerprint, splits.class_names, splits.cache_path)
+        model, meta = load_head(head_dir)
+        check_head_matches(meta, splits.fingerprint, splits.class_names, splits.cache_path)
         fit_seconds = meta.get("metrics", {}).get("fit_seconds")
         about = {"source": str(head_dir), "options": meta.get("options"), "best_epoch": meta.get("best_epoch")}
     else:
-        fit = heads.fit_head(splits, config)
+        fit = fit_head(splits, config)
         model, fit_seconds = fit.model, fit.seconds
-        saved = heads.save_head(out / "head", model, heads.head_metadata(splits, config, fit), fit.history)
+        saved = save_head(out / "head", model, head_metadata(splits, config, fit), fit.history)
         about = {"source": f"trained here, saved in {saved}", "options": config.to_dict(), "best_epoch": fit.best_epoch}
     about["description"] = "Keras head: " + _head_shape(about.get("options") or {})
 
     def predict(x: np.ndarray) -> np.ndarray:
-        import keras
-
-        return softmax(keras.ops.convert_to_numpy(model(x, training=False)))
+        return softmax(head_logits(model, x))
 
     return ModelRun(KERAS, fit_seconds, about, predict)
 
@@ -199,7 +199,6 @@ def significance_line(sig: dict) -> str:
 
 def write_report(out: Path, report: dict, runs: list[ModelRun]) -> list[Path]:
     """``report.json``, ``report.md``, the confusion matrices and the metric comparison PNGs."""
-    from featcache import plots
 
     files = []
     names = report["class_names"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from featcache import replay, store
+from featcache.cache.layout import Rows, read_cache, read_features
 from featcache.config import VerifyConfig
-from featcache.dataset import file_sha256
 from featcache.errors import CacheError
+from featcache.hashing import file_sha256
+from featcache.progress import batched
+from featcache.serving.recipe import Recipe, decode, live_backbone
+from featcache.versions import package_version
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +75,14 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
     refused: finding that they disagree is the point.
     """
-    cache = store.read_cache(config.cache, features=False)
+    cache = read_cache(config.cache, features=False)
     if not len(cache.rows):
         raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
-    recipe = replay.Recipe.from_cache(cache.attrs, cache.class_names)
+    recipe = Recipe.from_cache(cache.attrs, cache.class_names)
     rows = _sample_rows(len(cache.rows), config.sample, config.seed)
     root = config.data_dir or Path(cache.attrs["data_dir"])
     kept, pixels, skipped = _load_rows(cache.rows, rows, root, recipe)
-    live = replay.live_backbone(recipe, config.weights, backbone)
+    live = live_backbone(recipe, config.weights, backbone)
     result = VerifyResult(
         cache=config.cache,
         sampled=len(rows),
@@ -96,7 +98,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
         skipped=skipped,
     )
     if kept:
-        stored = store.read_features(config.cache, kept)
+        stored = read_features(config.cache, kept)
         recomputed = _embed(live.backbone.build(), pixels, config.batch_size)
         _compare(result, stored, recomputed, [cache.rows.path[i] for i in kept])
     if not result.passed:
@@ -110,7 +112,7 @@ def _sample_rows(n: int, sample: int, seed: int) -> list[int]:
     return sorted(int(i) for i in chosen)
 
 
-def _load_rows(rows: store.Rows, indices, root: Path, recipe: replay.Recipe):
+def _load_rows(rows: Rows, indices, root: Path, recipe: Recipe):
     """Pixels of the sampled rows whose file is still the one that was extracted."""
     kept, pixels, skipped = [], [], []
     for i in indices:
@@ -122,7 +124,7 @@ def _load_rows(rows: store.Rows, indices, root: Path, recipe: replay.Recipe):
         if file_sha256(path) != rows.sha256[i]:
             skipped.append((rel, "file changed since extraction"))
             continue
-        decoded = replay.decode(path, recipe.spec)
+        decoded = decode(path, recipe.spec)
         if isinstance(decoded, str):
             skipped.append((rel, decoded))
             continue
@@ -132,7 +134,7 @@ def _load_rows(rows: store.Rows, indices, root: Path, recipe: replay.Recipe):
 
 
 def _embed(embed, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
-    parts = [embed(np.stack(pixels[s : s + batch_size])) for s in range(0, len(pixels), batch_size)]
+    parts = [embed(np.stack(batch)) for batch in batched(pixels, batch_size)]
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
@@ -153,7 +155,7 @@ def _compare(result: VerifyResult, stored: np.ndarray, recomputed: np.ndarray, p
     result.worst_path = paths[worst]
 
 
-def likely_causes(result: VerifyResult, recipe: replay.Recipe, live, attrs: dict, root: Path) -> list[str]:
+def likely_causes(result: VerifyResult, recipe: Recipe, live, attrs: dict, root: Path) -> list[str]:
     """What most likely made the live vectors differ from the stored ones, most likely first."""
     if result.compared == 0:
         return [
@@ -169,20 +171,13 @@ def likely_causes(result: VerifyResult, recipe: replay.Recipe, live, attrs: dict
     if result.max_abs_diff == float("inf"):
         causes.append("feature size: the live backbone gives vectors of another length than the cache holds")
     for package in ("tensorflow", "keras"):
-        then, now = attrs.get(f"{package}_version"), _version(package)
+        then, now = attrs.get(f"{package}_version"), package_version(package)
         if then and then != now:
             causes.append(f"versions: the cache was made with {package} {then}, this is {package} {now}")
-    spec = recipe.spec
+    spec, pillow = recipe.spec, package_version("pillow")
     causes.append(
         f"resize or decoding: the vectors were not made from {spec.image_size}x{spec.image_size} {spec.interpolation} "
-        f"{spec.color} pixels as recorded (another image size, interpolation or Pillow version {_version('pillow')})"
+        f"{spec.color} pixels as recorded (another image size, interpolation or Pillow version {pillow})"
     )
     causes.append("to rebuild the cache with the live model: featcache extract DATA_DIR -o CACHE --overwrite")
     return causes
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"

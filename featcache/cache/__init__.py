@@ -1,0 +1,1 @@
+"""The feature cache on disk: the only package that knows HDF5."""

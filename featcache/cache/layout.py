@@ -1,0 +1,290 @@
+"""The HDF5 layout of a feature cache file: reading it, and replacing it whole.
+
+``featcache.cache`` is the only package that knows HDF5: this module the cache file,
+:mod:`featcache.cache.parts` the work in progress, :mod:`featcache.cache.lock` the single writer.
+
+Layout of a cache file (format ``featcache-features``, version 1), readable with plain h5py::
+
+    /                       attributes: format, format_version, fingerprint and provenance
+    /features               float32 (n, dim)   pooled backbone output per row
+    /label                  int32   (n,)       index into /class_names
+    /split                  str     (n,)       train | validation | test
+    /path                   str     (n,)       path relative to the data folder, "/"-separated
+    /sha256                 str     (n,)       hex sha256 of the file's bytes (the row's key)
+    /size                   int64   (n,)       file size in bytes when read
+    /mtime_ns               int64   (n,)       file modification time when read
+    /class_names            str     (k,)       sorted class names
+    /quarantine/path        str     (q,)       files that could not be used ...
+    /quarantine/reason      str     (q,)       ... why ...
+    /quarantine/sha256      str     (q,)       ... and their content hash ("" when unreadable)
+
+A cache file is only ever replaced whole (written beside it, then renamed), so it is never
+half-written. Work in progress lives in ``<cache>.parts/``: each part is a small HDF5 file
+(``/sha256``, ``/features``, ``/quarantine_sha256``, ``/quarantine_reason``) committed by an
+atomic rename, and parts are folded into the cache file at the end of a run.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from featcache.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "featcache-features"
+FORMAT_VERSION = 1
+FEATURES, LABEL, SPLIT, PATH, SHA256 = "features", "label", "split", "path", "sha256"
+SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quarantine"
+CHUNK_ROWS = 1024
+SPLITS = ("train", "validation", "test")
+
+
+class VectorSource(Protocol):
+    """Where a cache's vectors come from when it is written (a :class:`featcache.cache.parts.VectorPool`)."""
+
+    dim: int | None
+
+    def gather(self, sha256s) -> np.ndarray: ...
+
+
+@dataclass
+class Rows:
+    """Per-row metadata of a cache, as parallel sequences of length n."""
+
+    path: list[str] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    split: list[str] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    mtime_ns: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def counts(self, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Rows per split (train, validation, test), and per split and class (classes sorted)."""
+        per_split = Counter(self.split)
+        per_class: dict[str, Counter] = {}
+        for split, label in zip(self.split, self.label):
+            per_class.setdefault(split, Counter())[class_names[label]] += 1
+        splits = {s: per_split.get(s, 0) for s in SPLITS}
+        return splits, {s: dict(sorted(c.items())) for s, c in per_class.items()}
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    path: str
+    reason: str
+    sha256: str = ""
+
+
+@dataclass
+class Cache:
+    """A cache read back: ``features`` is float32 (n, dim), or None when not asked for."""
+
+    path: Path
+    attrs: dict
+    class_names: list[str]
+    rows: Rows
+    quarantine: list[QuarantineEntry]
+    features: np.ndarray | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row indices of ``split``, int64 of shape (m,)."""
+        return np.flatnonzero(np.asarray(self.rows.split, dtype=object) == split)
+
+
+def _str_dtype():
+    import h5py
+
+    return h5py.string_dtype("utf-8")
+
+
+def open_h5(path: Path, mode: str = "r"):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise CacheError(f"no feature cache at {path}; run `featcache extract DATA_DIR -o {path}` first")
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise CacheError(
+            f"{path} is not a readable HDF5 file ({_short(exc)}); it may be truncated or corrupt — "
+            f"rerun featcache extract with --overwrite"
+        ) from None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("(")[0].strip().rstrip(",") or type(exc).__name__
+
+
+def decode_strings(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def read_cache(path: Path, features: bool = True) -> Cache:
+    """Read a whole cache; with ``features=False`` only its metadata (fast for ``info``)."""
+    path = Path(path)
+    with open_h5(path) as h5:
+        attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
+        if attrs.get("format") != FORMAT:
+            raise CacheError(
+                f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract"
+            )
+        if int(attrs.get("format_version", -1)) > FORMAT_VERSION:
+            raise CacheError(f"{path} has cache format {attrs['format_version']}; upgrade featcache to read it")
+        try:
+            return _read_body(path, h5, attrs, features)
+        except (KeyError, OSError, ValueError) as exc:
+            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+
+
+def _read_body(path, h5, attrs, features) -> Cache:
+    rows = Rows(
+        path=decode_strings(h5[PATH][:]),
+        sha256=decode_strings(h5[SHA256][:]),
+        label=h5[LABEL][:].astype(int).tolist(),
+        split=decode_strings(h5[SPLIT][:]),
+        size=h5[SIZE][:].astype(int).tolist(),
+        mtime_ns=h5[MTIME][:].astype(int).tolist(),
+    )
+    q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
+    quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
+    vectors = h5[FEATURES][:] if features else None
+    return Cache(path, attrs, decode_strings(h5[CLASS_NAMES][:]), rows, quarantine, vectors)
+
+
+def attr_value(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the cache at ``path``, or None when there is no cache there."""
+    if not Path(path).exists():
+        return None
+    with open_h5(path) as h5:
+        if attr_value(h5.attrs.get("format")) != FORMAT:
+            raise CacheError(f"{path} exists and is not a featcache cache; choose another -o or delete it")
+        return attr_value(h5.attrs["fingerprint"])
+
+
+def write_cache(path, attrs, class_names, rows: Rows, pool: VectorSource, quarantine) -> None:
+    """Write a complete cache beside ``path`` and rename it over ``path`` in one step."""
+    import h5py
+
+    path = Path(path)
+    _check_space(path, len(rows) * ((pool.dim or 0) * 4 + 256) + len(quarantine) * 512 + (64 << 10))
+    tmp = path.with_name(temporary_name(path, os.getpid()))
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, **attrs})
+            _write_rows(h5, rows, pool)
+            write_strings(h5, CLASS_NAMES, class_names)
+            q = h5.create_group(QUARANTINE)
+            write_strings(q, PATH, [e.path for e in quarantine])
+            write_strings(q, "reason", [e.reason for e in quarantine])
+            write_strings(q, SHA256, [e.sha256 for e in quarantine])
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def temporary_name(path: Path, pid: int | str = "") -> str:
+    """The name of the file a cache is written to before its rename (without a pid: its prefix)."""
+    return f".{path.name}.tmp-{pid}"
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse before writing when the new cache cannot fit: HDF5 copes badly with a full disk."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise write_error(path, OSError(errno.ENOSPC, f"{free} bytes free, about {needed} needed"))
+
+
+def _write_rows(h5, rows: Rows, pool: VectorSource) -> None:
+    n = len(rows)
+    write_strings(h5, PATH, rows.path)
+    write_strings(h5, SHA256, rows.sha256)
+    write_strings(h5, SPLIT, rows.split)
+    h5.create_dataset(LABEL, data=np.asarray(rows.label, dtype=np.int32).reshape(n))
+    h5.create_dataset(SIZE, data=np.asarray(rows.size, dtype=np.int64).reshape(n))
+    h5.create_dataset(MTIME, data=np.asarray(rows.mtime_ns, dtype=np.int64).reshape(n))
+    dim = pool.dim or 0
+    chunks = (max(1, min(n, 256)), dim) if n and dim else None
+    out = h5.create_dataset(FEATURES, shape=(n, dim), dtype=np.float32, chunks=chunks)
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(n, start + CHUNK_ROWS)
+        out[start:stop] = pool.gather(rows.sha256[start:stop])
+
+
+def write_strings(group, name, values) -> None:
+    group.create_dataset(name, data=np.asarray(list(values), dtype=object), dtype=_str_dtype(), shape=(len(values),))
+
+
+def write_error(path: Path, exc: Exception) -> CacheError:
+    """A failed write as a one-line error; what was committed before stays intact."""
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc) or "errno = 28" in str(exc):
+        return CacheError(
+            f"no space left on the device while writing {path}; free some space and rerun the same "
+            f"command (work committed before is kept)"
+        )
+    return CacheError(f"could not write {path} ({_short(exc)}); check the folder and rerun the same command")
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file and flush it to the disk."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_features(path: Path, indices) -> np.ndarray:
+    """Vectors of the rows ``indices`` (any order, repeats allowed), float32 (len(indices), dim).
+
+    Reads only those rows, so checking a few rows of a large cache stays cheap.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    with open_h5(path) as h5:
+        data = h5[FEATURES]
+        if not len(idx):
+            return np.zeros((0, data.shape[1]), dtype=np.float32)
+        if idx.min() < 0 or idx.max() >= data.shape[0]:
+            raise CacheError(f"{path} has {data.shape[0]} rows; row {int(idx.max())} does not exist")
+        unique, inverse = np.unique(idx, return_inverse=True)
+        block = data[unique]  # h5py reads increasing indices only
+    return np.asarray(block[inverse], dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Serving a trained head: predict, export one model, verify a cache against the live model."""

@@ -1,0 +1,1 @@
+"""Stage two: heads and baselines trained on cached vectors, their scores and reports."""
