@@ -67,6 +67,13 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Pillow resize filter; nearest is what Keras' load_img and ImageDataGenerator use.",
 )
+@click.option(
+    "--exif-transpose/--no-exif-transpose",
+    default=True,
+    show_default=True,
+    help="Rotate images as their EXIF orientation says. --no-exif-transpose ignores it, as Keras' load_img "
+    "does, for exactly its pixels. Part of the cache fingerprint.",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward pass.")
 @click.option(
     "--weights",

@@ -60,6 +60,38 @@ def test_info_shows_counts_provenance_and_quarantine(tiny_cache):
     assert as_json["per_split"] == {"train": 6, "validation": 2, "test": 2}
 
 
+def test_no_exif_transpose_is_part_of_the_fingerprint(tiny_cache, tmp_path):
+    data, out, _ = tiny_cache
+    result = _invoke("extract", data, "-o", out, "--weights", "none", "--image-size", "71", "--no-exif-transpose")
+    _assert_one_line_error(result, "preprocessing.exif_transpose: True -> False", "--overwrite")
+
+
+def _exif_rotated_dataset(root):
+    from PIL import Image
+
+    data = make_split_dataset(root, counts={"train": 2, "validation": 1})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    photo = Image.new("RGB", (71, 71), (200, 40, 40))
+    photo.paste((255, 255, 255), (0, 0, 20, 71))
+    photo.save(data / "train" / "cat" / "portrait.jpg", exif=exif, quality=95)
+    return data
+
+
+def test_a_cache_made_with_no_exif_transpose_replays_without_it(tmp_path):
+    import h5py
+
+    data, out = _exif_rotated_dataset(tmp_path / "data"), tmp_path / "keras_pixels.h5"
+    args = ["--weights", "none", "--image-size", "71", "-q", "--no-exif-transpose"]
+    assert _invoke("extract", data, "-o", out, *args).exit_code == 0
+    recorded = json.loads(_invoke("info", out, "--json").output)["provenance"]["preprocessing"]
+    assert json.loads(recorded)["exif_transpose"] is False
+    assert _invoke("verify", out, "--sample", "100").exit_code == 0
+    with h5py.File(out, "r+") as h5:  # the same vectors, now claiming the rotation was applied: verify notices
+        h5.attrs["preprocessing"] = recorded.replace('"exif_transpose": false', '"exif_transpose": true')
+    assert _invoke("verify", out, "--sample", "100").exit_code == 1
+
+
 def test_other_settings_on_an_existing_cache_are_refused(tiny_cache):
     data, out, _ = tiny_cache
     result = _invoke("extract", data, "-o", out, "--weights", "none", "--image-size", "72", "-q")
