@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -175,3 +176,20 @@ def test_help_answers_without_importing_tensorflow():
 def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "featcache", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "0.1.0" in done.stdout
+
+
+#: what TensorFlow's C++ and absl logs print on a machine without a GPU (oneDNN notices, CUDA probes)
+TENSORFLOW_NOISE = ("cuInit", "oneDNN", "I0000", "W0000", "E0000", "tensorflow/core", "absl::InitializeLog")
+
+
+def test_extract_prints_no_tensorflow_log_lines(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 1})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = ["extract", data, "-o", tmp_path / "c.h5", "--weights", "none", "--image-size", "71", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "featcache", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "computed 2, reused 0" in done.stdout
+    noise = [line for line in done.stderr.splitlines() if any(word in line for word in TENSORFLOW_NOISE)]
+    assert noise == []
