@@ -1,11 +1,12 @@
-"""Run the benchmark suite: featcache against the reference recipe and the bare model, in one run.
+"""Run the benchmark suite: featcache against the lesson's recipe, plain Keras and a plain script, in one run.
 
     python -m benchmarks.bench            # or: make bench
-    python -m benchmarks.bench --sections stage-one,precision
+    python -m benchmarks.bench --sections stage-one,process --rounds 3
 
 Prints a table, and writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out``
 (``bench-results/``). Data and weights default to ``$FEATCACHE_DATA`` / ``$FEATCACHE_WEIGHTS``,
-else ``../shared`` beside the repository. Every ratio compares two measurements of this run.
+else ``../shared`` beside the repository. Every ratio compares two measurements of this run;
+side-by-side ratios are taken within rounds over the same images and given as median, min and max.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -26,9 +28,12 @@ from benchmarks import workloads as w
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-SECTIONS = ("stage-one", "process", "time-saved", "precision", "memory")
+#: in the order they run: the long recipe section early, so that a run cut short still has it
+SECTIONS = ("startup", "memory", "time-saved", "stage-one", "process", "precision")
 #: name -> (runtime, precision) of each way to run the backbone; "fp32" is the exact default
 OPTIONS = {"fp32": ("tensorflow", "float32"), "ov-fp32": ("openvino", "float32"), "bf16": ("openvino", "bfloat16")}
+#: the recipe's length that every "10 epochs" figure refers to
+RECIPE_EPOCHS = 10
 log = logging.getLogger("benchmarks")
 
 
@@ -48,29 +53,39 @@ class Bench:
         return value
 
     @functools.cached_property
-    def pixels(self) -> np.ndarray:
-        """A sample of real train images, decoded once as featcache decodes them."""
-        files = w.image_files(self.data, ("train",))
-        return w.decoded_sample(files, self.o["bare_images"], self.o["image_size"])
+    def subsets(self) -> list[Path]:
+        """The dataset split into ``rounds`` interleaved folders of class folders, one per round."""
+        return w.interleaved_subsets(self.data, self.work / "subsets", self.o["rounds"])
 
     @functools.cache  # noqa: B019 - one Bench per run
+    def round_pixels(self, i: int) -> np.ndarray:
+        """uint8 pixels of every image of round ``i``'s subset, decoded once by Keras' ``load_img``."""
+        return w.decode_plain(w.image_files(self.subsets[i], (".",)))
+
+    @functools.cached_property
+    def plain_model(self):
+        """Xception + GAP built by plain Keras code (no featcache), its ``predict`` traced on full and short batches."""
+        model = w.plain_model(self.weights)
+        warm = w.first_images_folder(self.subsets[0], self.work / "warm-up", 2 * self.o["batch_size"] + 5)
+        w.keras_predict(model, w.keras_dataset(warm, self.o["image_size"], self.o["batch_size"]))
+        return model
+
+    @functools.cache  # noqa: B019
     def backbone(self, option: str):
-        """(backbone, warm embed) of ``option`` (an OPTIONS key); OpenVINO's first build converts the model."""
+        """(featcache backbone, warm embed) of ``option`` (an OPTIONS key); OpenVINO reuses start-up's conversion."""
         from featcache.backbone import backbone_for
 
         runtime, precision = OPTIONS[option]
         backbone = backbone_for(self.weights, self.o["image_size"], precision, runtime)
         if runtime == "openvino":
-            backbone.cache_dir = self.work / "home" / "openvino"  # a fresh conversion, timed; whole processes reuse it
-        start = time.perf_counter()
+            backbone.cache_dir = self.work / "home" / "openvino"
         embed = backbone.build()
-        self.results.setdefault("build_seconds", {})[option] = round(time.perf_counter() - start, 2)
-        embed(self.pixels[: self.o["batch_size"]])
+        embed(np.zeros((self.o["batch_size"], self.o["image_size"], self.o["image_size"], 3), np.uint8))
         return backbone, embed
 
-    def bare(self, option: str) -> w.Timed:
-        _, embed = self.backbone(option)
-        return self.measure(f"bare {option}", w.bare_forward, embed, self.pixels, self.o["batch_size"])
+    def bare(self, option: str, pixels: np.ndarray) -> w.Timed:
+        """featcache's own embed function of ``option`` over pre-decoded pixels."""
+        return self.measure(f"bare {option}", w.bare_forward, self.backbone(option)[1], pixels, self.o["batch_size"])
 
     def extract(self, option: str, data: Path, out: Path) -> w.Timed:
         """featcache extract of ``data`` into a new cache ``out``, in this process, with the warm ``option``."""
@@ -85,11 +100,6 @@ class Bench:
         )
         return timed
 
-    @functools.cached_property
-    def subsets(self) -> list[Path]:
-        """The dataset split into ``rounds`` interleaved folders of class folders, one per round."""
-        return w.interleaved_subsets(self.data, self.work / "subsets", self.o["rounds"])
-
     @functools.cache  # noqa: B019
     def head(self, cache: Path):
         """The head train-head makes of ``cache`` (default options, head epochs)."""
@@ -97,126 +107,186 @@ class Bench:
 
         return train_head(cache, cache.with_suffix(".head"), epochs=self.o["head_epochs"])
 
-    def cli(self, *args: str) -> w.Process:
-        """A whole featcache process; OpenVINO conversions go to a fresh FEATCACHE_HOME in the work folder."""
+    def process(self, label: str, command: list[str]) -> w.Process:
+        """A whole process; OpenVINO conversions go to a FEATCACHE_HOME in the work folder."""
         env = {**os.environ, "FEATCACHE_HOME": str(self.work / "home")}
-        done = self.measure(f"featcache {args[0]}", w.run_process, w.featcache_command(*args), self.work, env)
+        done = self.measure(label, w.run_process, command, self.work, env)
         if done.returncode != 0:
-            raise click.ClickException(f"featcache {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}")
+            raise click.ClickException(f"{label} failed: {done.stderr.strip()[-800:]}")
         return done
 
+    def cli(self, *args: str) -> w.Process:
+        return self.process(f"featcache {args[0]}", w.featcache_command(*args))
 
-def rounds(b: Bench, workloads: dict, count: int) -> dict[str, list]:
+    @functools.cached_property
+    def full_extract(self) -> dict:
+        """Whole ``featcache extract`` processes on the full dataset: a first run, then a rerun on unchanged data."""
+        out = self.work / "cli.h5"
+        args = ("extract", str(self.data), "-o", str(out), "--weights", self.weights, "-q")
+        full, again = self.cli(*args), self.cli(*args)
+        return {
+            "full_extract_seconds": round(full.seconds, 2),
+            "full_extract_max_rss_mb": round(full.max_rss_mb, 1),
+            "full_extract_summary": full.stdout.strip().splitlines()[-1],
+            "reextract_seconds": round(again.seconds, 3),
+            "reextract_summary": again.stdout.strip().splitlines()[-1],
+            "reextract_vs_full": round(again.seconds / full.seconds, 4),
+        }
+
+
+def rounds(workloads: dict, count: int) -> dict[str, list]:
     """Rates (images/s) of each workload in each round; workloads take the round's index.
 
-    A round runs every workload once, on that round's subset, in an order rotated from round to
-    round; ratios are taken within a round. ``"disturbed"`` lists, per round, the largest CPU share
-    other processes took during one of its runs: such rounds are left out of the medians.
+    A round runs every workload once, on that round's images, in an order rotated from round to
+    round; ratios are taken within a round. ``"others_share"`` lists, per round, the largest CPU
+    share other processes took during one of its runs.
     """
     names = list(workloads)
-    rates: dict[str, list] = {name: [] for name in names} | {"disturbed": []}
+    rates: dict[str, list] = {name: [] for name in names} | {"others_share": []}
     for i in range(count):
         worst = 0.0
         for name in names[i % len(names) :] + names[: i % len(names)]:
             with w.OthersMeter() as meter:
                 rates[name].append(round(workloads[name](i).rate, 2))
             worst = max(worst, meter.share or 0.0)
-        rates["disturbed"].append(worst)
+        rates["others_share"].append(worst)
+        log.info("round %d: %s", i, {name: rates[name][-1] for name in names})
     return rates
 
 
-def median_ratio(rates: dict, top: str, bottom: str) -> float:
-    """Median over the undisturbed rounds (all rounds when fewer than two are) of top / bottom."""
-    ratios = np.asarray(rates[top]) / np.asarray(rates[bottom])
-    calm = [r for r, share in zip(ratios, rates["disturbed"]) if share <= w.DISTURBED]
-    return round(float(np.median(calm if len(calm) >= 2 else ratios)), 4)
+def spread(values) -> dict:
+    """Median, min and max of ``values`` (one per round) and how many rounds."""
+    values = [float(v) for v in values]
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "rounds": len(values),
+    }
 
 
-def calm_rounds(rates: dict) -> str:
-    calm = sum(share <= w.DISTURBED for share in rates["disturbed"])
-    return f"{calm if calm >= 2 else len(rates['disturbed'])} of {len(rates['disturbed'])}"
+def ratio(rates: dict, top: str, bottom: str) -> dict:
+    """Spread over the rounds of top / bottom, each round's ratio taken within the round."""
+    return spread(np.asarray(rates[top]) / np.asarray(rates[bottom]))
+
+
+def startup(b: Bench) -> dict:
+    """Start-up seconds in a fresh process: TensorFlow import, weights hash, model build, first batch, OpenVINO."""
+    import importlib.util
+
+    args = ["--weights", b.weights]
+    if importlib.util.find_spec("openvino") is not None:
+        args += ["--openvino-cache", str(b.work / "home" / "openvino")]
+    done = b.process("startup", w.module_command("startup", *args))
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    help_run = b.cli("--help")  # the command line answers without importing TensorFlow
+    return {**result, "featcache_help_process": round(help_run.seconds, 3)}
 
 
 def stage_one(b: Bench) -> dict:
-    """fp32 pipeline efficiency: featcache extract vs bare forward passes vs the Keras pipeline, in rounds."""
-    model = b.backbone("fp32")[0].build_model()
-    size, batch = b.o["image_size"], b.o["batch_size"]
-    w.keras_predict_pipeline(model, w.warm_up_folder(b.subsets[0], b.work / "warm-up"), size, batch)  # traces predict
+    """In process, over the same images per round: featcache extract vs bare forward passes vs Keras' pipeline."""
+    model, size, batch = b.plain_model, b.o["image_size"], b.o["batch_size"]
+    predict = w.plain_predict(model)
+
+    def keras(i: int) -> w.Timed:
+        dataset = w.keras_dataset(b.subsets[i], size, batch)  # lists the files, outside the timer
+        return b.measure("keras pipeline", w.keras_predict, model, dataset)
+
     rates = rounds(
-        b,
         {
-            "bare": lambda i: b.bare("fp32"),
+            "bare": lambda i: b.measure("bare plain fp32", w.bare_forward, predict, b.round_pixels(i), batch),
             "featcache": lambda i: b.extract("fp32", b.subsets[i], b.work / f"round-{i}-fp32.h5"),
-            "keras": lambda i: b.measure("keras pipeline", w.keras_predict_pipeline, model, b.subsets[i], size, batch),
+            "keras": keras,
         },
         b.o["rounds"],
     )
     return {
-        "rounds": b.o["rounds"],
         "images_per_round": [len(w.image_files(s, (".",))) for s in b.subsets],
         "bare_fp32_rate": rates["bare"],
         "featcache_fp32_rate": rates["featcache"],
         "keras_pipeline_fp32_rate": rates["keras"],
-        "rounds_disturbed_share": rates["disturbed"],
-        "rounds_in_medians": calm_rounds(rates),
-        "featcache_vs_bare_all_rounds": round(
-            float(np.median(np.asarray(rates["featcache"]) / np.asarray(rates["bare"]))), 4
-        ),
-        "featcache_vs_bare": median_ratio(rates, "featcache", "bare"),
-        "featcache_vs_keras_pipeline": median_ratio(rates, "featcache", "keras"),
-        "keras_pipeline_vs_bare": median_ratio(rates, "keras", "bare"),
+        "rounds_others_share": rates["others_share"],
+        "featcache_vs_bare": ratio(rates, "featcache", "bare"),
+        "featcache_vs_keras_pipeline": ratio(rates, "featcache", "keras"),
+        "keras_pipeline_vs_bare": ratio(rates, "keras", "bare"),
         "featcache_fp32_time_in_forward": b.results["time_in_forward"]["fp32"],
     }
 
 
 def process(b: Bench) -> dict:
-    """Whole ``featcache extract`` processes: a full extract, then a rerun on the unchanged data."""
-    out = b.work / "cli.h5"
-    args = ("extract", str(b.data), "-o", str(out), "--weights", b.weights, "-q")
-    full = b.cli(*args)
-    again = b.cli(*args)
+    """Whole processes, start-up in: featcache extract vs the bare script per round; full extract and rerun."""
+
+    def featcache(i: int) -> w.Timed:
+        out = b.work / f"process-round-{i}.h5"
+        done = b.cli("extract", str(b.subsets[i]), "-o", str(out), "--weights", b.weights, "-q", "--overwrite")
+        return w.Timed(done.seconds, len(w.image_files(b.subsets[i], (".",))))
+
+    def bare_script(i: int) -> w.Timed:
+        out = str(b.work / f"bare-script-{i}.npy")
+        done = b.process("bare script", w.module_command("bare_script", str(b.subsets[i]), out, "--weights", b.weights))
+        return w.Timed(done.seconds, int(done.stdout.split()[0]))
+
+    rates = rounds({"featcache": featcache, "bare script": bare_script}, b.o["rounds"])
     return {
-        "full_extract_seconds": round(full.seconds, 2),
-        "full_extract_max_rss_mb": round(full.max_rss_mb, 1),
-        "full_extract_summary": full.stdout.strip().splitlines()[-1],
-        "reextract_seconds": round(again.seconds, 3),
-        "reextract_summary": again.stdout.strip().splitlines()[-1],
-        "reextract_vs_full": round(again.seconds / full.seconds, 4),
+        **b.full_extract,
+        "featcache_process_rate": rates["featcache"],
+        "bare_script_process_rate": rates["bare script"],
+        "process_rounds_others_share": rates["others_share"],
+        "featcache_vs_bare_script": ratio(rates, "featcache", "bare script"),
+    }
+
+
+def recipe(b: Bench, variant: str, epochs: int) -> dict:
+    """The recipe ``variant`` (lesson, tf-data) trained in its own process; its 10-epoch figures, measured or not."""
+    out = b.work / f"recipe-{variant}.json"
+    command = w.module_command("recipes", variant, str(b.data), "--weights", b.weights, "--epochs", str(epochs))
+    done = b.process(f"recipe {variant}", [*command, "--out", str(out)])
+    result = json.loads(out.read_text())
+    seconds = result["epoch_seconds"]
+    missing = RECIPE_EPOCHS - len(seconds)
+    steady = statistics.median(seconds[1:] or seconds)  # the first epoch also traces the model
+    return {
+        **result,
+        "ten_label": f"{RECIPE_EPOCHS} epochs" if not missing else f"{RECIPE_EPOCHS} epochs extrapolated from {epochs}",
+        "ten_fit_seconds": round(result["fit_seconds"] + missing * steady, 1),
+        "ten_process_seconds": round(done.seconds + missing * steady, 1),
+        "process_seconds": round(done.seconds, 1),
     }
 
 
 def time_saved(b: Bench) -> dict:
-    """The recipe trained end to end vs featcache extract once + train-head, timed and scored."""
-    if "process" not in b.results:
-        b.results["process"] = process(b)
-    extract_seconds = b.results["process"]["full_extract_seconds"]
-    head_cli = b.cli(
-        "train-head", str(b.work / "cli.h5"), "--out", str(b.work / "head-cli"), "--epochs", str(b.o["head_epochs"])
-    )
-    head_meta = json.loads((b.work / "head-cli" / "head.json").read_text())
-    args = (b.backbone("fp32")[0], b.data, b.o["image_size"], b.o["recipe_epochs"])
-    recipe = b.measure("recipe", w.reference_recipe, *args)
-    epoch = min(recipe["epoch_seconds"])  # steady state: the first epoch also traces the graph
-    head_fit = head_meta["metrics"]["fit_seconds"]
-    n = b.o["head_epochs"]
-    history = _history(b.work / "head-cli" / "history.csv")
-    k = min(len(recipe["val_accuracy"]), len(history))
-    return {
-        "recipe_epoch_seconds": [round(s, 2) for s in recipe["epoch_seconds"]],
-        "recipe_val_accuracy": [round(a, 4) for a in recipe["val_accuracy"]],
-        "recipe_10_epochs_seconds": round(10 * epoch, 1),
-        "recipe_epochs": len(recipe["epoch_seconds"]),
-        "head_fit_seconds": head_fit,
-        "head_epoch_seconds": round(head_fit / n, 4),
+    """The lesson's recipe (and its tf.data variant) trained end to end vs featcache extract once + train-head."""
+    extract_seconds = b.full_extract["full_extract_seconds"]  # makes the cache train-head reads
+    head_dir = b.work / "head-cli"
+    head_cli = b.cli("train-head", str(b.work / "cli.h5"), "--out", str(head_dir), "--epochs", str(b.o["head_epochs"]))
+    fit = json.loads((head_dir / "head.json").read_text())["metrics"]["fit_seconds"]
+    head = {
+        "head_fit_seconds": fit,
+        "head_epoch_seconds": round(fit / b.o["head_epochs"], 4),
         "head_process_seconds": round(head_cli.seconds, 2),
         "extract_process_seconds": extract_seconds,
-        "head_val_accuracy_best": round(head_meta["metrics"]["val_accuracy"], 4),
-        "head_best_epoch": head_meta["best_epoch"],
-        "head_val_accuracy_by_epoch": [round(a, 4) for a in history],
-        "speedup_head_epochs": round(10 * epoch / (10 * head_fit / n), 1),
-        "speedup_extract_plus_head": round(10 * epoch / (extract_seconds + head_cli.seconds), 2),
-        "accuracy_gap_same_epochs": round(max(history[:k]) - max(recipe["val_accuracy"][:k]), 4),
-        "accuracy_gap_best": round(head_meta["metrics"]["val_accuracy"] - max(recipe["val_accuracy"]), 4),
+        "head_val_accuracy_by_epoch": [round(a, 4) for a in _history(head_dir / "history.csv")],
+    }
+    out = dict(head)
+    for variant, epochs in (("lesson", b.o["recipe_epochs"]), ("tf-data", b.o["tf_data_epochs"])):
+        run = recipe(b, variant, epochs)
+        p = variant.replace("-", "_") + "_"
+        out |= {p + key: value for key, value in (run | _against_head(run, head, b.o["head_epochs"])).items()}
+    return out
+
+
+def _against_head(run: dict, head: dict, head_epochs: int) -> dict:
+    """A recipe's run against featcache's: 10 epochs each, fit against fit, whole processes against whole processes,
+    and the best validation accuracy over the same number of epochs."""
+    head_ten_fit = head["head_fit_seconds"] * RECIPE_EPOCHS / head_epochs
+    featcache_processes = head["extract_process_seconds"] + head["head_process_seconds"]
+    history = head["head_val_accuracy_by_epoch"]
+    k = min(len(run["val_accuracy"]), len(history))
+    return {
+        "speedup_head_epochs": round(run["ten_fit_seconds"] / head_ten_fit, 1),
+        "speedup_extract_plus_head": round(run["ten_process_seconds"] / featcache_processes, 2),
+        "accuracy_epochs": k,
+        "accuracy_gap_same_epochs": round(max(history[:k]) - max(run["val_accuracy"][:k]), 4),
     }
 
 
@@ -227,44 +297,59 @@ def _history(path: Path) -> list[float]:
         return [float(row["val_accuracy"]) for row in csv.DictReader(fh)]
 
 
+def memory(b: Bench) -> dict:
+    """Peak RSS of whole extract processes with a fake backbone (no TensorFlow) on N and 10N tiny images."""
+    n = b.o["rss_images"]
+    peaks = {}
+    for count in (n, 10 * n):
+        data = w.synthetic_images(b.work / f"synthetic-{count}", count, size=(48, 36))
+        command = w.module_command("fake_extract", str(data), str(b.work / f"synthetic-{count}.h5"))
+        done = b.process("fake extract", command)
+        peaks[count] = {"max_rss_mb": round(done.max_rss_mb, 1), "seconds": round(done.seconds, 1)}
+    growth = (peaks[10 * n]["max_rss_mb"] - peaks[n]["max_rss_mb"]) / (9 * n) * 1000
+    return {
+        "n": n,
+        "max_rss_mb_n": peaks[n]["max_rss_mb"],
+        "max_rss_mb_10n": peaks[10 * n]["max_rss_mb"],
+        "growth_mb_per_1000": round(growth, 2),
+        "vectors_mb_per_1000": round(1000 * 2048 * 4 / 2**20, 2),
+        "seconds_n": peaks[n]["seconds"],
+        "seconds_10n": peaks[10 * n]["seconds"],
+    }
+
+
 def precision(b: Bench) -> dict:
-    """OpenVINO float32 and bfloat16 against TensorFlow float32: speed in rounds, then whole processes
-    on the full dataset for the closeness of the vectors and the heads' accuracy."""
+    """OpenVINO float32 and bfloat16 against TensorFlow float32: speed in rounds (in process, same images),
+    then whole processes on the full dataset for the closeness of the vectors and the heads' accuracy."""
     try:
         import openvino as ov
     except ImportError:
         return {"skipped": "openvino is not installed (pip install 'featcache[openvino]')"}
+    count, k = min(b.o["precision_rounds"], b.o["rounds"]), b.o["precision_images"]
+    folders = [w.first_images_folder(b.subsets[i], b.work / f"precision-{i}", k) for i in range(count)]
+    workloads = {}
+    for option in OPTIONS:
+        workloads[f"bare {option}"] = functools.partial(lambda o, i: b.bare(o, b.round_pixels(i)[:k]), option)
+        workloads[option] = functools.partial(
+            lambda o, i: b.extract(o, folders[i], b.work / f"precision-round-{i}-{o}.h5"), option
+        )
+    rates = rounds(workloads, count)
     out = {
         "cpu_native_bf16": "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
         "openvino_version": ov.get_version(),
+        "images_per_round": [len(w.image_files(f, (".",))) for f in folders],
+        "rates": rates,
     }
-    workloads = {}
-    for option in OPTIONS:
-        workloads[f"bare {option}"] = functools.partial(lambda option, i: b.bare(option), option)
-        workloads[option] = functools.partial(
-            lambda option, i: b.extract(option, b.subsets[i], b.work / f"precision-round-{i}-{option}.h5"), option
-        )
-    rates = rounds(b, workloads, min(b.o["precision_rounds"], b.o["rounds"]))
-    out["rates"] = rates
-    out["rounds_in_medians"] = calm_rounds(rates)
-    fp32 = _full_extract(b, "fp32", ())
-    keras_rate = b.results.get("stage-one", {}).get("keras_pipeline_fp32_rate")
+    fp32 = {"cache": b.work / "cli.h5", "seconds": b.full_extract["full_extract_seconds"]}
     for option, flags in (("ov-fp32", ("--runtime", "openvino")), ("bf16", ("--precision", "bfloat16"))):
-        full = _full_extract(b, option, flags)
-        out.update(_compare(b, option, rates, full, fp32, keras_rate))
+        cache = b.work / f"full-{option}.h5"
+        done = b.cli("extract", str(b.data), "-o", str(cache), "--weights", b.weights, "-q", *flags)
+        full = {"cache": cache, "seconds": done.seconds, "summary": done.stdout.strip().splitlines()[-1]}
+        out.update(_compare(b, option, rates, full, fp32))
     return out
 
 
-def _full_extract(b: Bench, option: str, flags: tuple) -> dict:
-    """A whole extract process of the full dataset with ``flags`` (fp32 reuses the process section's)."""
-    out = b.work / ("cli.h5" if option == "fp32" else f"full-{option}.h5")
-    if option == "fp32" and out.is_file():
-        return {"cache": out, "seconds": b.results["process"]["full_extract_seconds"]}
-    done = b.cli("extract", str(b.data), "-o", str(out), "--weights", b.weights, "-q", *flags)
-    return {"cache": out, "seconds": done.seconds, "summary": done.stdout.strip().splitlines()[-1]}
-
-
-def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict, keras_rate) -> dict:
+def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict) -> dict:
     from featcache import store
 
     ref, got = store.read_cache(fp32["cache"]), store.read_cache(full["cache"])
@@ -275,15 +360,11 @@ def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict, keras_r
     acc = b.head(full["cache"]).metrics["val_accuracy"]
     p = option.replace("-", "_") + "_"
     return {
-        p + "bare_speedup": median_ratio(rates, f"bare {option}", "bare fp32"),
-        p + "extract_speedup": median_ratio(rates, option, "fp32"),
-        # rounds of two sections: a ratio of medians, not a median of ratios
-        p + "extract_vs_keras_pipeline": round(float(np.median(rates[option]) / np.median(keras_rate)), 4)
-        if keras_rate
-        else None,
+        p + "bare_speedup": ratio(rates, f"bare {option}", "bare fp32"),
+        p + "extract_speedup": ratio(rates, option, "fp32"),
         p + "process_seconds": round(full["seconds"], 1),
         p + "process_speedup": round(fp32["seconds"] / full["seconds"], 3),
-        p + "process_summary": full.get("summary"),
+        p + "process_summary": full["summary"],
         p + "max_abs_diff": float(np.abs(got.features - expected).max()),
         p + "cosine_mean": float(np.round(cos.mean(), 6)),
         p + "cosine_p1": float(np.round(np.percentile(cos, 1), 6)),
@@ -294,31 +375,13 @@ def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict, keras_r
     }
 
 
-def memory(b: Bench) -> dict:
-    """Peak RSS of whole extract processes on N and 5N synthetic images."""
-    n = b.o["rss_images"]
-    runs = {}
-    for count in (n, 5 * n):
-        data = w.synthetic_images(b.work / f"synthetic-{count}", count)
-        out = b.work / f"synthetic-{count}.h5"
-        runs[count] = b.cli("extract", str(data), "-o", str(out), "--weights", b.weights, "-q", "--overwrite")
-    small, large = runs[n], runs[5 * n]
-    return {
-        "n": n,
-        "max_rss_mb_n": round(small.max_rss_mb, 1),
-        "max_rss_mb_5n": round(large.max_rss_mb, 1),
-        "growth": round(large.max_rss_mb / small.max_rss_mb - 1, 4),
-        "seconds_n": round(small.seconds, 1),
-        "seconds_5n": round(large.seconds, 1),
-    }
-
-
 RUNNERS = {
+    "startup": startup,
+    "memory": memory,
     "stage-one": stage_one,
     "process": process,
     "time-saved": time_saved,
     "precision": precision,
-    "memory": memory,
 }
 
 
@@ -331,26 +394,36 @@ def _default_weights() -> str:
     return os.environ.get("FEATCACHE_WEIGHTS") or (str(local) if local.is_file() else "imagenet")
 
 
+def _sections(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        choices = ", ".join(SECTIONS)
+        raise click.BadParameter(f"unknown sections {unknown}; choose from {choices}", param_hint="--sections")
+    return chosen
+
+
+EPOCHS = click.IntRange(1, RECIPE_EPOCHS)
+
+
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), default=_default_data, help="train/validation/test folders.")
 @click.option("--weights", default=_default_weights, help="Xception no-top weights file, or imagenet.")
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "bench-results", help="Where results go.")
 @click.option("--sections", default=",".join(SECTIONS), show_default=True, help="Comma-separated sections to run.")
-@click.option("--recipe-epochs", type=int, default=2, show_default=True, help="Epochs of the timed recipe.")
+@click.option("--recipe-epochs", type=EPOCHS, default=10, show_default=True, help="Epochs of the lesson's recipe.")
+@click.option("--tf-data-epochs", type=EPOCHS, default=1, show_default=True, help="Epochs of the tf.data variant.")
 @click.option("--head-epochs", type=int, default=10, show_default=True, help="Epochs of train-head.")
-@click.option("--bare-images", type=int, default=512, show_default=True, help="Images of each bare forward run.")
-@click.option("--rss-images", type=int, default=400, show_default=True, help="N of the peak-RSS check (N and 5N).")
+@click.option("--rss-images", type=int, default=1000, show_default=True, help="N of the peak-RSS check (N and 10N).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch of every forward pass.")
-@click.option("--rounds", type=int, default=6, show_default=True, help="Rounds of the fp32 side-by-side runs.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Rounds (and subsets of the data) side by side.")
 @click.option("--precision-rounds", type=int, default=3, show_default=True, help="Rounds of the precision runs.")
+@click.option("--precision-images", type=int, default=320, show_default=True, help="Images per precision round.")
 def main(data, weights, out, sections, **options):
-    """Benchmark featcache against the reference recipe and the bare model on this machine."""
+    """Benchmark featcache against the lesson's recipe, plain Keras and a plain script on this machine."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
-    chosen = [s.strip() for s in sections.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        raise click.BadParameter(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    chosen = _sections(sections)
     if not (data / "train").is_dir():
         raise click.BadParameter(f"{data} has no train/ folder; pass --data or set FEATCACHE_DATA", param_hint="--data")
     work = Path(out) / "work"
@@ -358,14 +431,17 @@ def main(data, weights, out, sections, **options):
     work.mkdir(parents=True)
     bench = Bench(data, weights, work, {**options, "image_size": 150})
     bench.results["environment"] = report.environment(data, weights)
+    bench.results["options"] = options
+    text = ""
     for name in chosen:
         log.info("section %s (load average %.2f)", name, os.getloadavg()[0])
         start = time.perf_counter()
         bench.results[name] = RUNNERS[name](bench)
         bench.results[name]["section_seconds"] = round(time.perf_counter() - start, 1)
         log.info("section %s done in %.0f s", name, bench.results[name]["section_seconds"])
-    bench.results["environment"]["load_average_end"] = os.getloadavg()
-    click.echo(report.write(Path(out), bench.results))
+        bench.results["environment"]["load_average_end"] = os.getloadavg()
+        text = report.write(Path(out), bench.results)  # after each section: a run cut short keeps what it measured
+    click.echo(text)
 
 
 if __name__ == "__main__":

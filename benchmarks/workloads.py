@@ -1,4 +1,4 @@
-"""The timed workloads of the benchmark: bare forward passes, the Keras pipeline and recipe, featcache runs."""
+"""The timed workloads of the benchmark: bare forward passes, the Keras pipeline, featcache runs, processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.images import PreprocessSpec, load_image
+from featcache.images import PreprocessSpec
 
 SPLITS = ("train", "validation", "test")
 #: featcache's default resize filter, given to Keras too so that both pipelines do the same work
@@ -29,10 +29,6 @@ class Timed:
     @property
     def rate(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-#: a round of side-by-side runs in which other processes took more of the CPU is left out of the medians
-DISTURBED = 0.05
 
 
 class OthersMeter:
@@ -101,30 +97,45 @@ def image_files(data: Path, splits=SPLITS) -> list[Path]:
     return sorted(p for s in splits for p in (data / s).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def decoded_sample(files: list[Path], n: int, image_size: int) -> np.ndarray:
-    """uint8 (n, s, s, 3) pixels of ``n`` files spread over ``files``, decoded as featcache does."""
-    step = max(1, len(files) // n)
-    spec = PreprocessSpec(image_size=image_size)
-    return np.stack([load_image(f, spec) for f in files[::step][:n]])
+def plain_model(weights: str):
+    """Xception + GAP built by plain Keras code with ``weights`` (the bare script's model, no featcache code)."""
+    from benchmarks.bare_script import build_model
+
+    return build_model(weights)
 
 
-def bare_forward(embed, pixels: np.ndarray, batch_size: int, repeats: int = 1) -> Timed:
-    """Batched forward passes over pre-decoded pixels (after one warm-up batch)."""
+def plain_predict(model):
+    """A function from uint8 pixels (n, s, s, 3) to vectors: ``preprocess_input`` then ``predict_on_batch``."""
+    from keras.applications.xception import preprocess_input
+
+    return lambda batch: model.predict_on_batch(preprocess_input(batch.astype(np.float32)))
+
+
+def decode_plain(files: list[Path]) -> np.ndarray:
+    """uint8 (n, 150, 150, 3) pixels of ``files``, decoded by Keras' ``load_img`` (nearest) as the bare script does."""
+    from benchmarks.bare_script import load_batch
+
+    return np.concatenate([load_batch(files[i : i + 256]).astype(np.uint8) for i in range(0, len(files), 256)])
+
+
+def bare_forward(embed, pixels: np.ndarray, batch_size: int) -> Timed:
+    """Batched forward passes over pre-decoded pixels (after one warm-up batch), nothing else."""
     embed(pixels[:batch_size])
     start = time.perf_counter()
-    for _ in range(repeats):
-        for i in range(0, len(pixels), batch_size):
-            embed(pixels[i : i + batch_size])
-    return Timed(time.perf_counter() - start, repeats * len(pixels))
+    for i in range(0, len(pixels), batch_size):
+        embed(pixels[i : i + batch_size])
+    return Timed(time.perf_counter() - start, len(pixels))
 
 
-def keras_predict_pipeline(model, folder: Path, image_size: int, batch_size: int) -> Timed:
-    """``image_dataset_from_directory`` + ``preprocess_input`` + ``model.predict`` over a folder of class folders."""
+def keras_dataset(folder: Path, image_size: int, batch_size: int):
+    """``image_dataset_from_directory`` (nearest) -> ``preprocess_input`` -> prefetch, over a folder of class folders.
+
+    Building it lists the files only; the images are read and decoded while it is iterated.
+    """
     import keras
     import tensorflow as tf
 
     preprocess = keras.applications.xception.preprocess_input
-    start = time.perf_counter()
     ds = keras.utils.image_dataset_from_directory(
         folder,
         image_size=(image_size, image_size),
@@ -134,12 +145,18 @@ def keras_predict_pipeline(model, folder: Path, image_size: int, batch_size: int
         verbose=False,
     )
     ds = ds.map(lambda x, y: preprocess(tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
-    images = len(model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def keras_predict(model, dataset) -> Timed:
+    """``model.predict`` over a built dataset: reading, decoding and forward passes, as tf.data overlaps them."""
+    start = time.perf_counter()
+    images = len(model.predict(dataset, verbose=0))
     return Timed(time.perf_counter() - start, images)
 
 
-def warm_up_folder(subset: Path, folder: Path, n: int = 64) -> Path:
-    """A folder of class folders with hard links to ``n`` images of ``subset``, to warm a pipeline up on."""
+def first_images_folder(subset: Path, folder: Path, n: int) -> Path:
+    """A folder of class folders with hard links to the first ``n`` images of ``subset`` (in ``image_files`` order)."""
     for path in image_files(subset, (".",))[:n]:
         target = folder / path.parent.name / path.name
         if not target.exists():
@@ -166,69 +183,6 @@ def _link(path: Path, target: Path) -> None:
         os.link(path, target)
     except OSError:  # another filesystem: copy
         shutil.copy2(path, target)
-
-
-def reference_recipe(backbone, data: Path, image_size: int, epochs: int, seed: int = 0) -> dict:
-    """The recipe trained end to end: dataset from directory -> frozen Xception + GAP -> Dense, Adam 0.01.
-
-    Returns the seconds of each epoch (its validation pass included, as ``fit`` runs it) and the
-    validation accuracy after each epoch.
-    """
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    train, classes = _recipe_dataset(data / "train", image_size, shuffle=True, seed=seed)
-    val, _ = _recipe_dataset(data / "validation", image_size, shuffle=False, seed=seed)
-    inputs = keras.Input((image_size, image_size, 3))
-    outputs = keras.layers.Dense(len(classes))(backbone.build_model()(inputs, training=False))
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=0.01),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    clock = _EpochClock(keras)
-    history = model.fit(
-        train, epochs=epochs, validation_data=val, callbacks=[clock.callback], shuffle=False, verbose=0
-    )  # the dataset shuffles itself each epoch
-    return {"epoch_seconds": clock.seconds, "val_accuracy": [float(v) for v in history.history["val_accuracy"]]}
-
-
-def _recipe_dataset(folder: Path, image_size: int, shuffle: bool, seed: int):
-    import keras
-    import tensorflow as tf
-
-    preprocess = keras.applications.xception.preprocess_input
-    ds = keras.utils.image_dataset_from_directory(
-        folder,
-        image_size=(image_size, image_size),
-        batch_size=32,
-        label_mode="categorical",
-        interpolation=INTERPOLATION,
-        shuffle=shuffle,
-        seed=seed,
-        verbose=False,
-    )
-    classes = ds.class_names
-    ds = ds.map(lambda x, y: (preprocess(tf.cast(x, tf.float32)), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
-    return ds, classes
-
-
-class _EpochClock:
-    def __init__(self, keras):
-        self.seconds: list[float] = []
-        self._start = 0.0
-        self.callback = keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: self._begin(), on_epoch_end=lambda epoch, logs: self._end()
-        )
-
-    def _begin(self) -> None:
-        self._start = time.perf_counter()
-
-    def _end(self) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def featcache_extract(data: Path, output: Path, backbone, weights: str, precision: str, runtime: str, batch_size: int):
@@ -281,8 +235,13 @@ def featcache_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "featcache", *args]
 
 
+def module_command(module: str, *args: str) -> list[str]:
+    """A benchmark module (``benchmarks.<module>``) run as a process of its own."""
+    return [sys.executable, "-m", f"benchmarks.{module}", *args]
+
+
 def synthetic_images(folder: Path, n: int, seed: int = 0, size=(533, 400)) -> Path:
-    """``n`` smooth random JPEGs of ``size`` in two class folders (the clothing images' shape)."""
+    """``n`` smooth random JPEGs of ``size`` (default: the clothing images' shape) in two class folders."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)

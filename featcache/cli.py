@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from featcache import tf_logs
 from featcache.config import DEFAULT_CACHE, DEFAULT_COMPARE_DIR, DEFAULT_HEAD_DIR, PRECISIONS, RUNTIMES, WEIGHTS_ENV
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
@@ -32,13 +33,17 @@ def _errors_as_messages(func):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log diagnostics to stderr.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log diagnostics to stderr, TensorFlow's C++ and absl logs included."
+)
 @click.version_option(package_name="featcache")
 def main(verbose: bool) -> None:
     """featcache: run a frozen backbone once, cache its vectors, train heads in seconds."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # TensorFlow's start-up notices (oneDNN, no CUDA driver) read like failures to a new user.
+    tf_logs.configure(verbose)
 
 
 @main.command()
@@ -66,6 +71,13 @@ def main(verbose: bool) -> None:
     default="nearest",
     show_default=True,
     help="Pillow resize filter; nearest is what Keras' load_img and ImageDataGenerator use.",
+)
+@click.option(
+    "--exif-transpose/--no-exif-transpose",
+    default=True,
+    show_default=True,
+    help="Rotate images as their EXIF orientation says. --no-exif-transpose ignores it, as Keras' load_img "
+    "does, for exactly its pixels. Part of the cache fingerprint.",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward pass.")
 @click.option(

@@ -39,6 +39,7 @@ class ExtractConfig:
     manifest: Path | None = None
     image_size: int = 150
     interpolation: str = "nearest"
+    exif_transpose: bool = True
     batch_size: int = 32
     weights: str = field(default_factory=default_weights)
     backbone: str = "xception"
@@ -60,6 +61,7 @@ class ExtractConfig:
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("workers", self.workers, 1, "use at least 1 decoding thread")
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _check_bool("exif_transpose", self.exif_transpose)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_runtime(self)
@@ -75,7 +77,9 @@ class ExtractConfig:
 
     @property
     def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec(image_size=self.image_size, interpolation=self.interpolation)
+        return PreprocessSpec(
+            image_size=self.image_size, interpolation=self.interpolation, exif_transpose=self.exif_transpose
+        )
 
 
 def check_out_file(out: Path) -> None:
@@ -97,6 +101,11 @@ def check_out_folder(out: Path) -> None:
 def check_int(name: str, value: int, minimum: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r} ({hint})")
+
+
+def _check_bool(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_runtime(config: ExtractConfig) -> None:

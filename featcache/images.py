@@ -32,10 +32,12 @@ class PreprocessSpec:
     """Everything that turns file bytes into the model's input, recorded in every cache.
 
     ``decoder`` is Pillow; the first frame of animated files is used; EXIF orientation is
-    applied; every mode (grayscale, palette, RGBA, CMYK, 16-bit) is converted to 8-bit RGB
-    (transparency composited on black, as Pillow's ``convert("RGB")`` does); the image is
-    resized to ``image_size`` x ``image_size`` (aspect ratio not kept, as Keras does) with
-    ``interpolation``; then the model applies ``preprocess`` to the uint8 pixels.
+    applied when ``exif_transpose`` (Keras' ``load_img`` ignores it; with False, 8-bit images
+    decode to exactly its pixels at the same interpolation); every mode (grayscale, palette,
+    RGBA, CMYK, 16-bit) is converted to 8-bit RGB (transparency composited on black, as
+    Pillow's ``convert("RGB")`` does); the image is resized to ``image_size`` x ``image_size``
+    (aspect ratio not kept, as Keras does) with ``interpolation``; then the model applies
+    ``preprocess`` to the uint8 pixels.
     """
 
     image_size: int = 150
@@ -46,6 +48,8 @@ class PreprocessSpec:
     preprocess: str = "keras.applications.xception.preprocess_input"
 
     def to_dict(self) -> dict:
+        # Every field, exif_transpose included: caches have recorded it since the first release, so
+        # the fingerprint of a cache made at the defaults stays the same.
         return asdict(self)
 
     @classmethod
@@ -96,7 +100,7 @@ def _is_empty(source: bytes | Path) -> bool:
 
 
 def _pixels(im, spec: PreprocessSpec) -> np.ndarray:
-    """Decode the first frame, apply EXIF orientation, convert to RGB and resize, as ``spec`` says."""
+    """Decode the first frame, apply EXIF orientation (if asked), convert to RGB and resize, as ``spec`` says."""
     from PIL import Image, ImageOps
 
     _check_pixels(im.size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -58,6 +59,38 @@ def test_info_shows_counts_provenance_and_quarantine(tiny_cache):
     assert "quarantine: 0 file(s)" in result.output
     as_json = json.loads(_invoke("info", out, "--json").output)
     assert as_json["per_split"] == {"train": 6, "validation": 2, "test": 2}
+
+
+def test_no_exif_transpose_is_part_of_the_fingerprint(tiny_cache, tmp_path):
+    data, out, _ = tiny_cache
+    result = _invoke("extract", data, "-o", out, "--weights", "none", "--image-size", "71", "--no-exif-transpose")
+    _assert_one_line_error(result, "preprocessing.exif_transpose: True -> False", "--overwrite")
+
+
+def _exif_rotated_dataset(root):
+    from PIL import Image
+
+    data = make_split_dataset(root, counts={"train": 2, "validation": 1})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    photo = Image.new("RGB", (71, 71), (200, 40, 40))
+    photo.paste((255, 255, 255), (0, 0, 20, 71))
+    photo.save(data / "train" / "cat" / "portrait.jpg", exif=exif, quality=95)
+    return data
+
+
+def test_a_cache_made_with_no_exif_transpose_replays_without_it(tmp_path):
+    import h5py
+
+    data, out = _exif_rotated_dataset(tmp_path / "data"), tmp_path / "keras_pixels.h5"
+    args = ["--weights", "none", "--image-size", "71", "-q", "--no-exif-transpose"]
+    assert _invoke("extract", data, "-o", out, *args).exit_code == 0
+    recorded = json.loads(_invoke("info", out, "--json").output)["provenance"]["preprocessing"]
+    assert json.loads(recorded)["exif_transpose"] is False
+    assert _invoke("verify", out, "--sample", "100").exit_code == 0
+    with h5py.File(out, "r+") as h5:  # the same vectors, now claiming the rotation was applied: verify notices
+        h5.attrs["preprocessing"] = recorded.replace('"exif_transpose": false', '"exif_transpose": true')
+    assert _invoke("verify", out, "--sample", "100").exit_code == 1
 
 
 def test_other_settings_on_an_existing_cache_are_refused(tiny_cache):
@@ -143,3 +176,20 @@ def test_help_answers_without_importing_tensorflow():
 def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "featcache", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "0.1.0" in done.stdout
+
+
+#: what TensorFlow's C++ and absl logs print on a machine without a GPU (oneDNN notices, CUDA probes)
+TENSORFLOW_NOISE = ("cuInit", "oneDNN", "I0000", "W0000", "E0000", "tensorflow/core", "absl::InitializeLog")
+
+
+def test_extract_prints_no_tensorflow_log_lines(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 1})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = ["extract", data, "-o", tmp_path / "c.h5", "--weights", "none", "--image-size", "71", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "featcache", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "computed 2, reused 0" in done.stdout
+    noise = [line for line in done.stderr.splitlines() if any(word in line for word in TENSORFLOW_NOISE)]
+    assert noise == []

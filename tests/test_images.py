@@ -76,6 +76,59 @@ def test_exif_orientation_is_applied(tmp_path):
     assert pixels[:30].mean() > 200 and pixels[50:].mean() < 60  # white now on top
 
 
+def _exif_rotated(path, size=80):
+    """A square JPEG stored with white on the left and tagged to be shown rotated 90 degrees clockwise."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the tag phones write for portrait photos
+    im = _rgb((size, size))
+    im.paste((255, 255, 255), (0, 0, size // 4, size))
+    im.save(path, exif=exif, quality=95)
+    return path
+
+
+def _keras_pixels(path, size=80):
+    import keras
+
+    array = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(size, size)))
+    assert np.array_equal(array, array.astype(np.uint8))
+    return array.astype(np.uint8)
+
+
+def test_exif_rotated_file_is_rotated_by_default_and_not_by_keras_load_img(tmp_path):
+    path = _exif_rotated(tmp_path / "portrait.jpg")
+    ours, keras_pixels = load_image(path, SPEC), _keras_pixels(path)
+    assert keras_pixels[:, :20].min() > 200  # Keras: as stored, white on the left
+    assert ours[:20].min() > 200  # featcache: as shown, white on top
+    assert np.array_equal(ours, np.rot90(keras_pixels, k=-1))
+
+
+def test_without_exif_transpose_the_pixels_are_keras_load_img_pixels(tmp_path):
+    path = _exif_rotated(tmp_path / "portrait.jpg")
+    assert np.array_equal(load_image(path, PreprocessSpec(image_size=80, exif_transpose=False)), _keras_pixels(path))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "P+transparency", "RGBA", "CMYK", "1"])
+def test_without_exif_transpose_every_8_bit_mode_decodes_as_keras_load_img(tmp_path, mode):
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    extra = {"transparency": 0} if mode == "P+transparency" else {}
+    _rgb((53, 37)).convert(mode.split("+")[0]).save(path, **extra)
+    assert np.array_equal(load_image(path, PreprocessSpec(image_size=80, exif_transpose=False)), _keras_pixels(path))
+
+
+def test_the_default_spec_records_what_caches_have_always_recorded():
+    # The fingerprint hashes this dict: a change at the defaults would make every existing cache stale.
+    assert PreprocessSpec().to_dict() == {
+        "image_size": 150,
+        "interpolation": "nearest",
+        "decoder": "pillow",
+        "color": "RGB",
+        "exif_transpose": True,
+        "preprocess": "keras.applications.xception.preprocess_input",
+    }
+    assert PreprocessSpec(exif_transpose=False).to_dict()["exif_transpose"] is False
+    assert PreprocessSpec.from_dict(PreprocessSpec(exif_transpose=False).to_dict()).exif_transpose is False
+
+
 @pytest.mark.parametrize(
     "content,reason",
     [

@@ -29,10 +29,11 @@ model = keras.saving.load_model(model_path, safe_mode=True)
 about = json.loads(zipfile.ZipFile(model_path).read("featcache.json"))
 names, size = about["class_names"], model.input_shape[1]
 resample = Image.Resampling[about["preprocessing"]["interpolation"].upper()]
+exif_transpose = about["preprocessing"]["exif_transpose"]
 
 def pixels(path):
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        im = (ImageOps.exif_transpose(im) if exif_transpose else im).convert("RGB")
         return np.asarray(im.resize((size, size), resample), dtype=np.uint8)
 
 files = json.load(open(list_path))
