@@ -27,7 +27,7 @@ _LAZY = {
     "verify": ("featcache.api", "verify"),
     "train_head": ("featcache.api", "train_head"),
     "compare": ("featcache.api", "compare"),
-    "HeadConfig": ("featcache.training.head", "HeadConfig"),
+    "HeadConfig": ("featcache.config", "HeadConfig"),
     "ExtractConfig": ("featcache.config", "ExtractConfig"),
     "FeatcacheError": ("featcache.errors", "FeatcacheError"),
 }

@@ -1,7 +1,7 @@
 """The Python API: one function per command, taking the command's options as keyword arguments.
 
 Each option is a field of the command's configuration (:mod:`featcache.config`, and
-:class:`featcache.training.head.HeadConfig` for the head), where its default is declared once.
+:class:`featcache.config.HeadConfig` for the head), where its default is declared once.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from featcache.config import (
     DEFAULT_HEAD_DIR,
     ExportConfig,
     ExtractConfig,
+    HeadConfig,
     PredictConfig,
     VerifyConfig,
 )
-from featcache.training.head import HeadConfig
 
 
 def extract(
@@ -90,7 +90,7 @@ def verify(cache: str | Path = DEFAULT_CACHE, *, backbone=None, **options):
 def train_head(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_HEAD_DIR, *, tensorboard=None, **options):
     """Train a Keras head on the cached vectors of ``cache`` and save it into the folder ``out``.
 
-    ``options`` are the fields of :class:`featcache.training.head.HeadConfig` (``lr``,
+    ``options`` are the fields of :class:`featcache.config.HeadConfig` (``lr``,
     ``batch_size``, ``epochs``, ``inner``, ``dropout``, ``seed``, ``early_stopping``,
     ``val_fraction``); ``tensorboard`` is a log folder. Returns a
     :class:`featcache.training.head.HeadResult`.

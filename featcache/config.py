@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featcache.errors import ConfigError
@@ -186,3 +186,48 @@ class VerifyConfig:
         for name in ("tolerance", "rel_tolerance"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Options of ``featcache train-head`` (and of the head ``featcache compare`` trains).
+
+    The defaults are the reference recipe: vectors -> Dense(n_classes) logits, Adam(lr=0.01),
+    categorical cross-entropy on one-hot labels, batch 32, 10 epochs. ``inner`` adds Dense relu
+    layers before the output, ``dropout`` follows each of them (or the input when there are none),
+    ``early_stopping`` is a patience in epochs on validation accuracy, and ``val_fraction`` is the
+    share of train rows held out when the cache has no validation split.
+    """
+
+    lr: float = 0.01
+    batch_size: int = 32
+    epochs: int = 10
+    inner: tuple[int, ...] = ()
+    dropout: float = 0.0
+    seed: int = 0
+    early_stopping: int | None = None
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inner", tuple(self.inner))
+        check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("seed", self.seed, 0, "use a non-negative integer seed")
+        for units in self.inner:
+            check_int("inner", units, 1, "give the units of each inner Dense layer, e.g. --inner 100")
+        if self.early_stopping is not None:
+            check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
+        check_fraction("lr", self.lr, 0.0, 10.0, False, "the recipe uses 0.01")
+        check_fraction("dropout", self.dropout, 0.0, 1.0, True, "e.g. 0.2")
+        check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
+
+    def to_dict(self) -> dict:
+        """The options as JSON values, as recorded in ``head.json``."""
+        return {**asdict(self), "inner": list(self.inner)}
+
+
+def check_fraction(name: str, value, low: float, high: float, low_ok: bool, hint: str) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (low <= value < high if low_ok else low < value < high):
+        allowed = f"[{low:g}, {high:g})" if low_ok else f"({low:g}, {high:g})"
+        raise ConfigError(f"{name} must be a number in {allowed}, got {value!r} ({hint})")

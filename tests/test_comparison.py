@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featcache.cli import main
+from featcache.config import HeadConfig
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.comparison import compare
-from featcache.training.head import HeadConfig, train_head
+from featcache.training.head import train_head
 from featcache.training.head_files import load_head
 from featcache.training.splits import load_splits
 from tests.stage_two_data import tiny_cache

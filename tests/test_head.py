@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featcache.cli import main
+from featcache.config import HeadConfig
 from featcache.errors import ConfigError, HeadError
-from featcache.training.head import HeadConfig, fit_head, train_head
+from featcache.training.head import fit_head, train_head
 from featcache.training.head_files import (
     CURVES_FILE,
     HISTORY_FILE,

@@ -34,6 +34,25 @@ class CacheInfo:
             "pending_parts": self.pending_parts,
         }
 
+    def summary(self) -> str:
+        """Rows per split and class, provenance, quarantine, unfinished work: what ``featcache info`` prints."""
+        lines = [f"{self.path}: {self.rows} rows, {len(self.class_names)} classes"]
+        lines.append("  " + " ".join(f"{s} {n}" for s, n in self.per_split.items()))
+        lines.append("  " + " " * 12 + "".join(f"{s[:10]:>12}" for s in self.per_split))
+        for name in self.class_names:
+            counts = "".join(f"{self.per_class.get(s, {}).get(name, 0):>12}" for s in self.per_split)
+            lines.append(f"  {name[:12]:<12}{counts}")
+        lines.append("provenance:")
+        lines += [f"  {key}: {self.attrs[key]}" for key in sorted(self.attrs) if key != "fingerprint_fields"]
+        lines.append(f"quarantine: {len(self.quarantine)} file(s)")
+        lines += [f"  {entry.path}: {entry.reason}" for entry in self.quarantine]
+        if self.pending_parts:
+            lines.append(
+                f"unfinished extraction: {self.pending_parts} committed part(s) not yet in the cache; "
+                f"rerun featcache extract to fold them in"
+            )
+        return "\n".join(lines)
+
 
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` without loading its vectors."""

@@ -47,6 +47,24 @@ class ExtractResult:
         """Images computed per second of computing (model start-up included)."""
         return self.computed / self.compute_seconds if self.compute_seconds > 0 else 0.0
 
+    def summary(self) -> str:
+        """Rows per split and class, computed and reused, quarantined files, time: what the command prints."""
+        lines = [f"cache: {self.output}  ({self.rows} rows, {len(self.class_names)} classes)"]
+        for split, count in self.per_split.items():
+            if count:
+                per = self.per_class.get(split, {})
+                detail = ", ".join(f"{name} {per.get(name, 0)}" for name in self.class_names)
+                lines.append(f"  {split:<10} {count:>7}   {detail}")
+        rate = f", {self.images_per_s:.1f} images/s while computing" if self.computed else ""
+        lines.append(
+            f"computed {self.computed}, reused {self.reused}, quarantined {len(self.quarantine)}; "
+            f"{self.seconds:.1f} s in all{rate}"
+        )
+        lines += [f"  quarantined {entry.path}: {entry.reason}" for entry in self.quarantine[:10]]
+        if len(self.quarantine) > 10:
+            lines.append(f"  ... and {len(self.quarantine) - 10} more (featcache info {self.output})")
+        return "\n".join(lines)
+
 
 def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> ExtractResult:
     """Extract (or update) the feature cache ``config.output`` from ``config.data_dir``.

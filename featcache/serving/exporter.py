@@ -43,6 +43,17 @@ class ExportResult:
     class_names: list[str]
     max_prob_diff: float
 
+    def summary(self) -> str:
+        """What was written, the input it takes, and how closely it reproduces predict."""
+        size = self.image_size
+        return "\n".join(
+            [
+                f"model: {self.out} ({self.format}; input (n, {size}, {size}, 3) RGB pixels in [0, 255])",
+                f"classes: {self.classes_path} ({', '.join(self.class_names)})",
+                f"checked: probabilities within {self.max_prob_diff:.1e} of featcache predict",
+            ]
+        )
+
 
 def export(config: ExportConfig, backbone=None) -> ExportResult:
     """Write the head of ``config.head`` with its frozen backbone and preprocessing as one model.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +57,31 @@ class PredictResult:
     @property
     def failed(self) -> list[Prediction]:
         return [p for p in self.predictions if p.error]
+
+    def text(self) -> str:
+        """One line per image: its best classes with probabilities, or the error."""
+        lines = []
+        for p in self.predictions:
+            shown = f"error: {p.error}" if p.error else ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+            lines.append(f"{p.path}: {shown}")
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        """CSV rows path,rank,class,probability,error with a header."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for p in self.predictions:
+            if p.error:
+                writer.writerow([p.path, "", "", "", p.error])
+            for rank, (name, prob) in enumerate(p.top, start=1):
+                writer.writerow([p.path, rank, name, f"{prob:.6f}", ""])
+        return buffer.getvalue()
+
+    def status(self) -> str:
+        """How many images were classified and how many could not be read."""
+        n_bad = len(self.failed)
+        return f"classified {len(self.predictions) - n_bad} image(s), {n_bad} could not be read; {self.seconds:.1f} s"
 
 
 def predict(config: PredictConfig, backbone=None, progress: bool = False) -> PredictResult:

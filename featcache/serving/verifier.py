@@ -67,6 +67,23 @@ class VerifyResult:
             "causes": self.causes,
         }
 
+    def summary(self) -> str:
+        """The differences found, the verdict, skipped rows and likely causes: what ``featcache verify`` prints."""
+        verdict = "OK" if self.passed else "MISMATCH"
+        lines = [
+            f"{self.cache}: recomputed {self.compared} of {self.sampled} sampled rows with weights {self.weights}",
+            f"  max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:g}), "
+            f"max relative diff {self.max_rel_diff:.3g} (tolerance {self.rel_tolerance:g}), "
+            f"min cosine {self.min_cosine:.6f}: {verdict}",
+        ]
+        if self.worst_path and not self.passed:
+            lines.append(f"  largest difference: {self.worst_path}")
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
+        if self.causes:
+            lines.append("likely causes:")
+            lines.extend(f"  - {cause}" for cause in self.causes)
+        return "\n".join(lines)
+
 
 def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     """Recompute ``config.sample`` random rows of ``config.cache`` and compare them with the stored vectors.

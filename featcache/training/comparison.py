@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.config import DEFAULT_COMPARE_DIR
+from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
 from featcache.training import plots
 from featcache.training.baseline import LogisticBaseline
-from featcache.training.head import HeadConfig, fit_head, head_metadata
+from featcache.training.head import fit_head, head_metadata
 from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
 from featcache.training.metrics import evaluate, paired_difference, softmax
 from featcache.training.splits import Splits, load_splits
@@ -65,6 +65,11 @@ class CompareResult:
 
     def table(self) -> str:
         return format_table(self.report)
+
+    def summary(self) -> str:
+        """The side-by-side table and where the report went: what ``featcache compare`` prints."""
+        pngs = len(self.files) - 2
+        return f"{self.table()}\nreport: {self.out / REPORT_MD} (and {REPORT_JSON}, {pngs} PNGs, {BASELINE_FILE})"
 
 
 def compare(

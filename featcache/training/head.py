@@ -7,18 +7,21 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from featcache.config import DEFAULT_HEAD_DIR, check_int, check_out_folder
+from featcache.config import DEFAULT_HEAD_DIR, HeadConfig, check_out_folder
 from featcache.errors import ConfigError
 from featcache.training.head_files import (
+    CURVES_FILE,
     HEAD_FORMAT,
     HEAD_FORMAT_VERSION,
     HISTORY_FILE,
     HISTORY_KEYS,
+    META_FILE,
+    MODEL_FILE,
     import_keras,
     save_head,
 )
@@ -26,51 +29,6 @@ from featcache.training.splits import Splits, load_splits, one_hot
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Options of ``featcache train-head`` (and of the head ``featcache compare`` trains).
-
-    The defaults are the reference recipe: vectors -> Dense(n_classes) logits, Adam(lr=0.01),
-    categorical cross-entropy on one-hot labels, batch 32, 10 epochs. ``inner`` adds Dense relu
-    layers before the output, ``dropout`` follows each of them (or the input when there are none),
-    ``early_stopping`` is a patience in epochs on validation accuracy, and ``val_fraction`` is the
-    share of train rows held out when the cache has no validation split.
-    """
-
-    lr: float = 0.01
-    batch_size: int = 32
-    epochs: int = 10
-    inner: tuple[int, ...] = ()
-    dropout: float = 0.0
-    seed: int = 0
-    early_stopping: int | None = None
-    val_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "inner", tuple(self.inner))
-        check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
-        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
-        check_int("seed", self.seed, 0, "use a non-negative integer seed")
-        for units in self.inner:
-            check_int("inner", units, 1, "give the units of each inner Dense layer, e.g. --inner 100")
-        if self.early_stopping is not None:
-            check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
-        _check_fraction("lr", self.lr, 0.0, 10.0, False, "the recipe uses 0.01")
-        _check_fraction("dropout", self.dropout, 0.0, 1.0, True, "e.g. 0.2")
-        _check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
-
-    def to_dict(self) -> dict:
-        """The options as JSON values, as recorded in ``head.json``."""
-        return {**asdict(self), "inner": list(self.inner)}
-
-
-def _check_fraction(name: str, value, low: float, high: float, low_ok: bool, hint: str) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not (low <= value < high if low_ok else low < value < high):
-        allowed = f"[{low:g}, {high:g})" if low_ok else f"({low:g}, {high:g})"
-        raise ConfigError(f"{name} must be a number in {allowed}, got {value!r} ({hint})")
 
 
 @dataclass
@@ -98,6 +56,7 @@ class HeadResult:
     metadata: dict
     history: dict[str, list[float]]
     val_carved: bool
+    cache: Path | str = ""
 
     @property
     def best_epoch(self) -> int:
@@ -106,6 +65,21 @@ class HeadResult:
     @property
     def metrics(self) -> dict:
         return self.metadata["metrics"]
+
+    def summary(self) -> str:
+        """The best epoch's accuracies, the time taken and what was saved: what ``featcache train-head`` prints."""
+        m, meta = self.metrics, self.metadata
+        held = "; held out from train, the cache has no validation split" if m["validation_carved"] else ""
+        shape = f"{len(meta['class_names'])} classes, {meta['feature_dim']}-d vectors of {self.cache}"
+        return "\n".join(
+            [
+                f"head: {self.out}  ({shape})",
+                f"best epoch {self.best_epoch} of {m['epochs_run']}: train accuracy {m['train_accuracy']:.4f}, "
+                f"validation accuracy {m['val_accuracy']:.4f} (loss {m['train_loss']:.4f} / {m['val_loss']:.4f})",
+                f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows, validated on {m['n_validation']}{held}",
+                f"saved: {self.out / MODEL_FILE}, {META_FILE}, {HISTORY_FILE}, {CURVES_FILE}",
+            ]
+        )
 
 
 def train_head(
@@ -120,7 +94,7 @@ def train_head(
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)
-    return HeadResult(Path(out), metadata, fit.history, splits.val_carved)
+    return HeadResult(Path(out), metadata, fit.history, splits.val_carved, cache)
 
 
 def build_head(feature_dim: int, n_classes: int, config: HeadConfig):
