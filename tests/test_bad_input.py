@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from featcache.api import extract, train_head
 from featcache.cli import main
-from tests.conftest import FakeBackbone, make_split_dataset
+from tests.support import FakeBackbone, make_split_dataset
 
 
 @pytest.fixture(scope="module")

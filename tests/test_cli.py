@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from featcache.cli import main
-from tests.conftest import make_split_dataset
+from tests.support import make_split_dataset
 
 
 def _invoke(*args, env=None):

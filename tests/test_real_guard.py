@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pytest_real_extract(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "FEATCACHE_REQUIRE_REAL"}
     environ.update(FEATCACHE_DATA=str(tmp_path / "moved-away"), **env)
-    args = [sys.executable, "-m", "pytest", "tests/test_real_extract.py", "-q", "-p", "no:cacheprovider"]
+    args = [sys.executable, "-m", "pytest", "tests/extraction/test_real_extract.py", "-q", "-p", "no:cacheprovider"]
     return subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
 
 
@@ -26,7 +26,7 @@ def test_missing_real_data_skips_by_default_and_fails_when_required(tmp_path):
 
 
 def test_every_test_that_reads_the_real_data_is_marked_real():
-    for path in sorted((ROOT / "tests").glob("test_*.py")):
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
         source = path.read_text()
         if "require_real" in source or "real_cache" in source:
             assert "pytest.mark.real" in source, f"{path.name} uses the real data without the real marker"

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from featcache.images import PreprocessSpec, decode_image
-from tests.conftest import REAL_DATA, require_real
+from tests.support import REAL_DATA, require_real
 
 pytestmark = pytest.mark.real
 

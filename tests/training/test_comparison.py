@@ -16,7 +16,7 @@ from featcache.training.comparison import compare
 from featcache.training.head import train_head
 from featcache.training.head_files import load_head
 from featcache.training.splits import load_splits
-from tests.stage_two_data import tiny_cache
+from tests.support import tiny_cache
 
 FAST = ["--epochs", "3", "--batch-size", "8"]
 CLASSES = ("cat", "dog", "fox")

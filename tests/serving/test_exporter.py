@@ -16,7 +16,7 @@ from featcache.api import export, predict
 from featcache.cli import main
 from featcache.errors import ConfigError, WeightsError
 from featcache.images import PreprocessSpec, load_image
-from tests.conftest import write_head
+from tests.support import write_head
 
 # Runs in a fresh interpreter: plain Keras, no featcache on the path or in sys.modules.
 PLAIN_KERAS = """

@@ -14,7 +14,7 @@ import pytest
 from featcache.api import export, extract, predict, train_head, verify
 from featcache.cache.layout import read_cache
 from featcache.training.head_files import head_logits, load_head
-from tests.conftest import REAL_DATA, REAL_WEIGHTS, require_real, with_vectors_of
+from tests.support import REAL_DATA, REAL_WEIGHTS, require_real, with_vectors_of
 
 pytestmark = pytest.mark.real
 

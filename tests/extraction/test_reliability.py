@@ -22,7 +22,7 @@ from featcache.cache.layout import read_cache
 from featcache.cache.parts import list_parts, parts_dir
 from featcache.cache.summary import info
 from featcache.errors import CacheError
-from tests.conftest import FakeBackbone, make_split_dataset, write_image
+from tests.support import FakeBackbone, make_split_dataset, write_image
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
 
@@ -149,7 +149,7 @@ class _WideBackbone(FakeBackbone):
     dim = 2048
 
     def build(self):
-        from tests.conftest import fake_embed
+        from tests.support import fake_embed
 
         return lambda batch: np.tile(fake_embed(batch), (1, 128))
 

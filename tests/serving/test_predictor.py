@@ -16,7 +16,7 @@ from featcache.cache.layout import read_cache
 from featcache.cli import main
 from featcache.errors import WeightsError
 from featcache.training.head_files import head_logits, load_head
-from tests.conftest import FakeBackbone, make_split_dataset, write_head
+from tests.support import FakeBackbone, make_split_dataset, write_head
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from featcache.errors import CacheError
 from featcache.training.metrics import softmax
 from featcache.training.splits import carve_validation, load_splits, one_hot
-from tests.stage_two_data import handmade_cache, tiny_cache
+from tests.support import handmade_cache, tiny_cache
 
 
 def test_splits_follow_the_cache(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from featcache.errors import DatasetError
 from featcache.extraction.dataset import scan, split_for_hash
-from tests.conftest import CLASS_COLOURS, make_split_dataset, write_image
+from tests.support import CLASS_COLOURS, make_split_dataset, write_image
 
 
 def test_split_folders_give_splits_and_sorted_classes(tmp_path):

@@ -12,7 +12,7 @@ from featcache.images import PreprocessSpec
 from featcache.serving.recipe import Recipe, collect_images, live_backbone, require_match
 from featcache.training.head_files import load_head
 from featcache.training.metrics import softmax
-from tests.conftest import FakeBackbone, write_image
+from tests.support import FakeBackbone, write_image
 
 RANDOM_ID = "random-init:seed=0"
 

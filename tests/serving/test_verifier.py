@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from featcache.api import extract, verify
 from featcache.cli import main
 from featcache.errors import CacheError, ConfigError
-from tests.conftest import FakeBackbone, fake_embed, make_split_dataset, with_vectors_of
+from tests.support import FakeBackbone, fake_embed, make_split_dataset, with_vectors_of
 
 
 class OtherWeights(FakeBackbone):

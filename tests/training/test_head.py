@@ -25,7 +25,7 @@ from featcache.training.head_files import (
     read_history,
 )
 from featcache.training.splits import load_splits
-from tests.stage_two_data import tiny_cache
+from tests.support import tiny_cache
 
 FAST = HeadConfig(epochs=4, batch_size=8)
 

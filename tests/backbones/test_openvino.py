@@ -19,7 +19,7 @@ from featcache.cache.layout import read_cache
 from featcache.cli import main
 from featcache.config import ExtractConfig
 from featcache.errors import ConfigError, FingerprintMismatch
-from tests.conftest import REAL_DATA, REAL_WEIGHTS, make_split_dataset, require_real
+from tests.support import REAL_DATA, REAL_WEIGHTS, make_split_dataset, require_real
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from featcache.cache.lock import CacheLock
 from featcache.cache.parts import list_parts, parts_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
 from featcache.images import PreprocessSpec, load_image
-from tests.conftest import FakeBackbone, fake_embed, make_split_dataset, write_image
+from tests.support import FakeBackbone, fake_embed, make_split_dataset, write_image
 
 
 def _run(data, out, backbone=None, **options):

@@ -18,7 +18,7 @@ import pytest
 from featcache.cache.layout import read_cache
 from featcache.cache.parts import list_parts, parts_dir
 from featcache.cache.summary import info
-from tests.conftest import make_split_dataset
+from tests.support import make_split_dataset
 
 BATCH = 4
 

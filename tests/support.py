@@ -1,0 +1,142 @@
+"""What the tests share: tiny synthetic datasets and caches, a fake backbone, heads, and the real data in ../shared."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featcache.api import extract, train_head
+from featcache.cache.layout import Rows, write_cache
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_DATA = Path(os.environ.get("FEATCACHE_DATA") or SHARED / "data" / "clothing-dataset-small")
+REAL_WEIGHTS = Path(os.environ.get("FEATCACHE_WEIGHTS") or SHARED / "weights" / "xception_imagenet_notop.weights.h5")
+#: set by CI: without the real data and weights the real-data tests fail instead of skipping
+REQUIRE_REAL = os.environ.get("FEATCACHE_REQUIRE_REAL", "") not in ("", "0")
+
+CLASS_COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
+
+
+class FakeBackbone:
+    """Stands in for Xception: 16 colour statistics per image, instant, deterministic."""
+
+    dim = 16
+
+    def __init__(self, tag: str = "fake"):
+        self.tag = tag
+        self.built = 0
+
+    def identity(self) -> dict:
+        return {"backbone": self.tag, "pooling": "none", "weights_id": "none", "feature_dim": self.dim}
+
+    def build(self):
+        self.built += 1
+        return fake_embed
+
+
+def fake_embed(batch: np.ndarray) -> np.ndarray:
+    x = batch.astype(np.float32) / 255.0
+    h, w = x.shape[1] // 2, x.shape[2] // 2
+    quads = [x[:, :h, :w], x[:, :h, w:], x[:, h:, :w], x[:, h:, w:]]
+    feats = [q.mean(axis=(1, 2)) for q in quads] + [x.std(axis=(1, 2)), x.mean(axis=(1, 2, 3))[:, None]]
+    return np.concatenate(feats, axis=1).astype(np.float32)
+
+
+def write_image(path: Path, colour, seed: int, size: int = 24, fmt: str | None = None) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (size, size + 4, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(path, format=fmt)
+    return path
+
+
+def make_split_dataset(root: Path, counts=None, classes=("cat", "dog"), start_seed: int = 0) -> Path:
+    """train/validation/test folders of class folders with small coloured JPEGs and PNGs."""
+    counts = counts or {"train": 6, "validation": 2, "test": 2}
+    seed = start_seed
+    for split, n in counts.items():
+        for label in classes:
+            for i in range(n):
+                seed += 1
+                suffix = ".png" if i % 3 == 2 else ".jpg"
+                write_image(root / split / label / f"{label}_{i:03d}{suffix}", CLASS_COLOURS[label], seed)
+    return root
+
+
+#: the test being set up, so require_real can check its marker (set by conftest)
+RUNNING: list = [None]
+
+
+def require_real():
+    """Skip a real-data test when ../shared is absent, or fail it when FEATCACHE_REQUIRE_REAL is set."""
+    item = RUNNING[0]
+    if item is not None and item.get_closest_marker("real") is None:
+        pytest.fail(f"{item.nodeid} uses the real data but lacks @pytest.mark.real")
+    if REAL_DATA.is_dir() and REAL_WEIGHTS.is_file():
+        return
+    missing = REAL_DATA if not REAL_DATA.is_dir() else REAL_WEIGHTS
+    message = f"real data or weights not found: {missing} (FEATCACHE_DATA / FEATCACHE_WEIGHTS)"
+    if REQUIRE_REAL:
+        pytest.fail(f"{message}, and FEATCACHE_REQUIRE_REAL is set")
+    pytest.skip(message)
+
+
+def write_head(directory: Path, cache_path: Path, epochs: int = 40, seed: int = 0) -> Path:
+    """A head folder made by train-head on ``cache_path`` (batches of 64, the best of ``epochs`` epochs)."""
+    train_head(cache_path, directory, epochs=epochs, seed=seed, batch_size=64)
+    return directory
+
+
+def tiny_cache(root: Path, counts=None, classes=("cat", "dog"), tag: str = "fake", start_seed: int = 0) -> Path:
+    """A cache of small coloured images embedded by the 16-d fake backbone."""
+    data = make_split_dataset(root / "data", counts=counts, classes=classes, start_seed=start_seed)
+    out = root / "features.h5"
+    extract(data, out, backbone=FakeBackbone(tag))
+    return out
+
+
+class _Pool:
+    """What ``write_cache`` needs of a vector pool: ``dim`` and ``gather``."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], dim: int):
+        self.vectors, self.dim = vectors, dim
+
+    def gather(self, sha256s) -> np.ndarray:
+        return np.stack([self.vectors[s] for s in sha256s]) if len(sha256s) else np.zeros((0, self.dim), np.float32)
+
+
+def handmade_cache(path: Path, labels, splits, class_names, dim: int = 4, seed: int = 0) -> Path:
+    """A cache written through the store with any labels and splits (extract refuses some of these)."""
+    rng = np.random.default_rng(seed)
+    rows = Rows()
+    vectors = {}
+    for i, (label, split) in enumerate(zip(labels, splits)):
+        sha = hashlib.sha256(f"row-{i}".encode()).hexdigest()
+        vectors[sha] = (rng.normal(size=dim) + 3 * label).astype(np.float32)
+        rows.path.append(f"{split}/{class_names[label]}/{i}.jpg")
+        rows.sha256.append(sha)
+        rows.label.append(int(label))
+        rows.split.append(split)
+        rows.size.append(100)
+        rows.mtime_ns.append(0)
+    attrs = {"fingerprint": "handmade", "preprocessing": "{}", "weights": "none", "weights_id": "none"}
+    write_cache(path, {**attrs, "image_size": 71, "feature_dim": dim}, class_names, rows, _Pool(vectors, dim), [])
+    return path
+
+
+def with_vectors_of(cache: Path, other: Path, out: Path) -> Path:
+    """A copy of ``cache`` whose vectors are those ``other`` holds for the same files (tests may use h5py)."""
+    shutil.copy(cache, out)
+    with h5py.File(other, "r") as src, h5py.File(out, "r+") as h5:
+        where = {sha: i for i, sha in enumerate(src["sha256"].asstr()[:])}
+        rows = [where[sha] for sha in h5["sha256"].asstr()[:]]
+        h5["features"][...] = src["features"][:][rows]
+    return out
