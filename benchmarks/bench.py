@@ -73,7 +73,7 @@ class Bench:
     @functools.cache  # noqa: B019
     def backbone(self, option: str):
         """(featcache backbone, warm embed) of ``option`` (an OPTIONS key); OpenVINO reuses start-up's conversion."""
-        from featcache.backbone import backbone_for
+        from featcache.backbones import backbone_for
 
         runtime, precision = OPTIONS[option]
         backbone = backbone_for(self.weights, self.o["image_size"], precision, runtime)
@@ -350,9 +350,9 @@ def precision(b: Bench) -> dict:
 
 
 def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict) -> dict:
-    from featcache import store
+    from featcache.cache.layout import read_cache
 
-    ref, got = store.read_cache(fp32["cache"]), store.read_cache(full["cache"])
+    ref, got = read_cache(fp32["cache"]), read_cache(full["cache"])
     index = {sha: i for i, sha in enumerate(ref.rows.sha256)}
     expected = ref.features[[index[s] for s in got.rows.sha256]]
     cos = w.cosines(got.features, expected)

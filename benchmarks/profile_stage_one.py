@@ -36,7 +36,7 @@ def cpu_ms_per_item(func, items) -> float:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def main(data, weights, images, batch_size):
     """Profile reading, hashing, decoding and the forward pass of featcache extract."""
-    from featcache.backbone import XceptionBackbone
+    from featcache.backbones.xception import XceptionBackbone
 
     files = w.image_files(data, ("train",))
     files = files[:: max(1, len(files) // images)][:images]

@@ -33,7 +33,7 @@ def tensorflow_startup(weights: str) -> dict:
     import importlib
 
     import_s, _ = timed(lambda: (importlib.import_module("tensorflow"), importlib.import_module("keras")))
-    from featcache.backbone import XceptionBackbone
+    from featcache.backbones.xception import XceptionBackbone
 
     backbone = XceptionBackbone(weights, SIZE)
     hash_s, _ = timed(backbone.identity)  # featcache's fingerprint hashes the weights file
@@ -52,8 +52,8 @@ def tensorflow_startup(weights: str) -> dict:
 
 def openvino_startup(weights: str, cache: Path) -> dict:
     """OpenVINO's conversion of the Keras model (once per weights file, then cached) and the compile of its IR."""
-    from featcache.backbone import XceptionBackbone
-    from featcache.runtime_openvino import OpenVinoBackbone
+    from featcache.backbones.openvino import OpenVinoBackbone
+    from featcache.backbones.xception import XceptionBackbone
 
     backbone = OpenVinoBackbone(XceptionBackbone(weights, SIZE), "float32", cache_dir=cache)
     convert_s, _ = timed(backbone.converted)

@@ -56,5 +56,3 @@ class CacheLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-

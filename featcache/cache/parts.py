@@ -234,5 +234,3 @@ def remove_parts(directory: Path) -> None:
     for entry in directory.iterdir():
         entry.unlink(missing_ok=True)
     directory.rmdir()
-
-

@@ -13,6 +13,7 @@ from featcache.images import ImageDecodeError, PreprocessSpec, is_image_name, lo
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Recipe:
     """What turned file bytes into the cached vectors: preprocessing, weights, their identity, precision."""

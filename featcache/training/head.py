@@ -30,7 +30,6 @@ from featcache.training.splits import Splits, load_splits, one_hot
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class FitResult:
     """A trained head: ``model`` holds the best epoch's weights; ``history`` maps HISTORY_KEYS to lists."""
@@ -208,5 +207,3 @@ def _check_tensorboard() -> None:
 
     if importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package; pip install tensorboard, or leave it out")
-
-
