@@ -64,7 +64,7 @@ class ExtractConfig:
         _check_bool("exif_transpose", self.exif_transpose)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
-        _check_runtime(self)
+        _resolve_runtime(self)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -108,8 +108,8 @@ def _check_bool(name: str, value: bool) -> None:
         raise ConfigError(f"{name} must be True or False, got {value!r}")
 
 
-def _check_runtime(config: ExtractConfig) -> None:
-    """Fill in the runtime of the precision when none was given; refuse bfloat16 on TensorFlow."""
+def _resolve_runtime(config: ExtractConfig) -> None:
+    """Set the runtime of the precision when none was given; refuse bfloat16 on TensorFlow."""
     if config.runtime is None:
         object.__setattr__(config, "runtime", "openvino" if config.precision == "bfloat16" else "tensorflow")
     _check_choice("runtime", config.runtime, RUNTIMES)

@@ -137,8 +137,8 @@ def decode_strings(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_cache(path: Path, features: bool = True) -> Cache:
-    """Read a whole cache; with ``features=False`` only its metadata (fast for ``info``)."""
+def read_cache(path: Path, with_vectors: bool = True) -> Cache:
+    """Read a whole cache; with ``with_vectors=False`` only its metadata (fast for ``info``)."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
@@ -149,12 +149,12 @@ def read_cache(path: Path, features: bool = True) -> Cache:
         if int(attrs.get("format_version", -1)) > FORMAT_VERSION:
             raise CacheError(f"{path} has cache format {attrs['format_version']}; upgrade featcache to read it")
         try:
-            return _read_body(path, h5, attrs, features)
+            return _read_body(path, h5, attrs, with_vectors)
         except (KeyError, OSError, ValueError) as exc:
             raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
 
 
-def _read_body(path, h5, attrs, features) -> Cache:
+def _read_body(path, h5, attrs, with_vectors: bool) -> Cache:
     rows = Rows(
         path=decode_strings(h5[PATH][:]),
         sha256=decode_strings(h5[SHA256][:]),
@@ -165,7 +165,7 @@ def _read_body(path, h5, attrs, features) -> Cache:
     )
     q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
     quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
-    vectors = h5[FEATURES][:] if features else None
+    vectors = h5[FEATURES][:] if with_vectors else None
     return Cache(path, attrs, decode_strings(h5[CLASS_NAMES][:]), rows, quarantine, vectors)
 
 

@@ -56,7 +56,7 @@ class CacheInfo:
 
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` without loading its vectors."""
-    data = read_cache(Path(cache), features=False)
+    data = read_cache(Path(cache), with_vectors=False)
     per_split, per_class = data.rows.counts(data.class_names)
     return CacheInfo(
         path=Path(cache),

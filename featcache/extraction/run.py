@@ -151,9 +151,9 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict):
     if found != fingerprint:
         if config.overwrite:
             return None
-        old = read_cache(config.output, features=False)
+        old = read_cache(config.output, with_vectors=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
-    return read_cache(config.output, features=False)
+    return read_cache(config.output, with_vectors=False)
 
 
 def _stat_memo(old: Cache | None) -> dict[str, tuple[int, int, str]]:

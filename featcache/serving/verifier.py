@@ -92,7 +92,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
     refused: finding that they disagree is the point.
     """
-    cache = read_cache(config.cache, features=False)
+    cache = read_cache(config.cache, with_vectors=False)
     if not len(cache.rows):
         raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)

@@ -78,7 +78,7 @@ def test_precisions_never_mix_in_one_cache(split_data, tmp_path, fake_backbone):
         extract(split_data, out, weights="none", precision="bfloat16", backbone=fake_backbone)
     result = extract(split_data, out, weights="none", precision="bfloat16", overwrite=True, backbone=fake_backbone)
     assert result.computed == result.rows
-    assert read_cache(out, features=False).attrs["precision"] == "bfloat16"
+    assert read_cache(out, with_vectors=False).attrs["precision"] == "bfloat16"
 
 
 @pytest.fixture(scope="session")

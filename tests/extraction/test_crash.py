@@ -115,7 +115,7 @@ def _committed_rows(out: Path) -> int:
         with h5py.File(part, "r") as h5:
             known.update(h5["sha256"].asstr()[:])
     if out.exists():
-        known.update(read_cache(out, features=False).rows.sha256)
+        known.update(read_cache(out, with_vectors=False).rows.sha256)
     return len(known)
 
 

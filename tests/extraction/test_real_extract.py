@@ -16,7 +16,7 @@ CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "
 
 
 def test_every_image_lands_in_the_cache_with_keras_class_order(real_cache):
-    cache = read_cache(real_cache, features=False)
+    cache = read_cache(real_cache, with_vectors=False)
     assert len(cache.rows) == 3781
     assert [cache.rows.split.count(s) for s in ("train", "validation", "test")] == [3068, 341, 372]
     assert cache.class_names == CLASSES
