@@ -9,6 +9,7 @@ from importlib import import_module
 __all__ = [
     "extract",
     "info",
+    "compact",
     "predict",
     "export",
     "verify",
@@ -22,6 +23,7 @@ __all__ = [
 _LAZY = {
     "extract": ("featcache.api", "extract"),
     "info": ("featcache.api", "info"),
+    "compact": ("featcache.api", "compact"),
     "predict": ("featcache.api", "predict"),
     "export": ("featcache.api", "export"),
     "verify": ("featcache.api", "verify"),

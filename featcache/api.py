@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import featcache.cache.compact
 import featcache.cache.summary
 import featcache.extraction.run
 import featcache.serving.exporter
@@ -45,6 +46,12 @@ def extract(
 def info(cache: str | Path = DEFAULT_CACHE):
     """What the cache at ``cache`` holds, without loading its vectors: a :class:`featcache.cache.summary.CacheInfo`."""
     return featcache.cache.summary.info(cache)
+
+
+def compact(cache: str | Path = DEFAULT_CACHE):
+    """Rewrite the shards of ``cache`` so each live vector is stored once, in few full shards (upgrading a
+    format-1 cache); returns a :class:`featcache.cache.compact.CompactResult`."""
+    return featcache.cache.compact.compact(cache)
 
 
 def predict(images, head: str | Path, *, backbone=None, progress: bool = False, **options):

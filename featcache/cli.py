@@ -180,6 +180,20 @@ def info(cache, as_json):
     click.echo(json.dumps(summary.to_dict(), indent=2, default=str) if as_json else summary.summary())
 
 
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@_errors_as_messages
+def compact(cache):
+    """Rewrite CACHE's shards so each live vector is stored once, in few full shards.
+
+    Reclaims the space of removed images and merges the small shards every update adds; a
+    format-1 cache is upgraded. Safe to kill at any moment.
+    """
+    from featcache import api
+
+    click.echo(api.compact(cache).summary())
+
+
 _HEAD_HELP = "Folder of a trained head (head.keras + head.json)."
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from featcache.api import extract, train_head
-from featcache.cache.layout import Rows, write_cache
+from featcache.cache.layout import Rows, read_cache, write_cache
+from featcache.cache.shards import ShardWriter, VectorPool, list_shards, shards_dir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_DATA = Path(os.environ.get("FEATCACHE_DATA") or SHARED / "data" / "clothing-dataset-small")
@@ -103,32 +104,27 @@ def tiny_cache(root: Path, counts=None, classes=("cat", "dog"), tag: str = "fake
     return out
 
 
-class _Pool:
-    """What ``write_cache`` needs of a vector pool: ``dim`` and ``gather``."""
-
-    def __init__(self, vectors: dict[str, np.ndarray], dim: int):
-        self.vectors, self.dim = vectors, dim
-
-    def gather(self, sha256s) -> np.ndarray:
-        return np.stack([self.vectors[s] for s in sha256s]) if len(sha256s) else np.zeros((0, self.dim), np.float32)
-
-
 def handmade_cache(path: Path, labels, splits, class_names, dim: int = 4, seed: int = 0) -> Path:
-    """A cache written through the store with any labels and splits (extract refuses some of these)."""
+    """A cache written through the cache module with any labels and splits (extract refuses some of these)."""
     rng = np.random.default_rng(seed)
     rows = Rows()
-    vectors = {}
+    vectors = []
     for i, (label, split) in enumerate(zip(labels, splits)):
-        sha = hashlib.sha256(f"row-{i}".encode()).hexdigest()
-        vectors[sha] = (rng.normal(size=dim) + 3 * label).astype(np.float32)
+        vectors.append((rng.normal(size=dim) + 3 * label).astype(np.float32))
         rows.path.append(f"{split}/{class_names[label]}/{i}.jpg")
-        rows.sha256.append(sha)
+        rows.sha256.append(hashlib.sha256(f"row-{i}".encode()).hexdigest())
         rows.label.append(int(label))
         rows.split.append(split)
         rows.size.append(100)
         rows.mtime_ns.append(0)
+    ShardWriter(shards_dir(path), "handmade").write(rows.sha256, np.stack(vectors).reshape(-1, dim))
+    pool = VectorPool()
+    pool.add_shards(shards_dir(path), "handmade")
     attrs = {"fingerprint": "handmade", "preprocessing": "{}", "weights": "none", "weights_id": "none"}
-    write_cache(path, {**attrs, "image_size": 71, "feature_dim": dim}, class_names, rows, _Pool(vectors, dim), [])
+    write_cache(
+        path, {**attrs, "image_size": 71, "feature_dim": dim}, class_names, rows, pool.locations(rows.sha256), []
+    )
+    pool.close()
     return path
 
 
@@ -140,3 +136,9 @@ def with_vectors_of(cache: Path, other: Path, out: Path) -> Path:
         rows = [where[sha] for sha in h5["sha256"].asstr()[:]]
         h5["features"][...] = src["features"][:][rows]
     return out
+
+
+def shards_in_use(out) -> bool:
+    """Every shard beside the cache is one its entry file points at: no garbage, no unfinished work."""
+    used = set(read_cache(out, with_vectors=False).locations.files)
+    return {s.name for s in list_shards(shards_dir(out))} == used

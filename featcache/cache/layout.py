@@ -1,12 +1,14 @@
 """The HDF5 layout of a feature cache file: reading it, and replacing it whole.
 
 ``featcache.cache`` is the only package that knows HDF5: this module the cache file,
-:mod:`featcache.cache.parts` the work in progress, :mod:`featcache.cache.lock` the single writer.
+:mod:`featcache.cache.shards` the files that hold the vectors, :mod:`featcache.cache.lock` the single
+writer, :mod:`featcache.cache.compact` reclaiming space.
 
-Layout of a cache file (format ``featcache-features``, version 1), readable with plain h5py::
+Layout of a cache (format ``featcache-features``, version 2): a small entry file, readable with
+plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
 
     /                       attributes: format, format_version, fingerprint and provenance
-    /features               float32 (n, dim)   pooled backbone output per row
+    /features               float32 (n, dim)   virtual dataset over the shards: row i's pooled vector
     /label                  int32   (n,)       index into /class_names
     /split                  str     (n,)       train | validation | test
     /path                   str     (n,)       path relative to the data folder, "/"-separated
@@ -17,11 +19,17 @@ Layout of a cache file (format ``featcache-features``, version 1), readable with
     /quarantine/path        str     (q,)       files that could not be used ...
     /quarantine/reason      str     (q,)       ... why ...
     /quarantine/sha256      str     (q,)       ... and their content hash ("" when unreadable)
+    /shards/file            str     (s,)       shard file names in <cache>.shards/
+    /shards/rows            int64   (s,)       rows each shard holds
+    /shards/bytes           int64   (s,)       each shard's size, to notice a damaged one
+    /shards/index           int32   (n,)       the shard of row i ...
+    /shards/row             int64   (n,)       ... and its row there
 
-A cache file is only ever replaced whole (written beside it, then renamed), so it is never
-half-written. Work in progress lives in ``<cache>.parts/``: each part is a small HDF5 file
-(``/sha256``, ``/features``, ``/quarantine_sha256``, ``/quarantine_reason``) committed by an
-atomic rename, and parts are folded into the cache file at the end of a run.
+The entry file is only ever replaced whole (written beside it, then renamed), so it is never
+half-written, and shards are never changed once committed (:mod:`featcache.cache.shards`): an
+update writes its new shards and a new entry file, whatever the size of the cache. A missing
+shard reads as NaN rows through ``/features``. Version 1 kept the vectors in ``/features`` itself
+and had no ``/shards``; it is read as it is and rewritten as version 2 by the next write.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -42,19 +49,24 @@ from featcache.errors import CacheError
 log = logging.getLogger(__name__)
 
 FORMAT = "featcache-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FEATURES, LABEL, SPLIT, PATH, SHA256 = "features", "label", "split", "path", "sha256"
 SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quarantine"
-CHUNK_ROWS = 1024
+SHARDS = "shards"
 SPLITS = ("train", "validation", "test")
 
 
-class VectorSource(Protocol):
-    """Where a cache's vectors come from when it is written (a :class:`featcache.cache.parts.VectorPool`)."""
+@dataclass
+class Locations:
+    """Where each row's vector lies: shard ``files`` (names in the shards folder) with their row counts
+    and sizes, and per row its shard ``index`` (int32 (n,)) and ``row`` in it (int64 (n,))."""
 
-    dim: int | None
-
-    def gather(self, sha256s) -> np.ndarray: ...
+    files: list[str]
+    file_rows: list[int]
+    file_bytes: list[int]
+    index: np.ndarray
+    row: np.ndarray
+    dim: int
 
 
 @dataclass
@@ -98,6 +110,11 @@ class Cache:
     rows: Rows
     quarantine: list[QuarantineEntry]
     features: np.ndarray | None = None
+    locations: Locations | None = None  # None for a format-1 cache
+
+    @property
+    def shards_folder(self) -> Path:
+        return Path(str(self.path) + ".shards")
 
     @property
     def fingerprint(self) -> str:
@@ -166,7 +183,17 @@ def _read_body(path, h5, attrs, with_vectors: bool) -> Cache:
     q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
     quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
     vectors = h5[FEATURES][:] if with_vectors else None
-    return Cache(path, attrs, decode_strings(h5[CLASS_NAMES][:]), rows, quarantine, vectors)
+    return Cache(path, attrs, decode_strings(h5[CLASS_NAMES][:]), rows, quarantine, vectors, read_locations(h5))
+
+
+def read_locations(h5) -> Locations | None:
+    """The shard of each row, from an open entry file; None for format 1 (vectors in the file)."""
+    if SHARDS not in h5:
+        return None
+    g = h5[SHARDS]
+    files = decode_strings(g["file"][:])
+    dim = int(h5[FEATURES].shape[1])
+    return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), g["index"][:], g["row"][:], dim)
 
 
 def attr_value(value):
@@ -187,17 +214,18 @@ def read_fingerprint(path: Path) -> str | None:
         return attr_value(h5.attrs["fingerprint"])
 
 
-def write_cache(path, attrs, class_names, rows: Rows, pool: VectorSource, quarantine) -> None:
-    """Write a complete cache beside ``path`` and rename it over ``path`` in one step."""
+def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quarantine) -> None:
+    """Write the entry file of a cache whose vectors are in shards beside it, then rename it over ``path``."""
     import h5py
 
     path = Path(path)
-    _check_space(path, len(rows) * ((pool.dim or 0) * 4 + 256) + len(quarantine) * 512 + (64 << 10))
+    _check_space(path, len(rows) * 256 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
     tmp = path.with_name(temporary_name(path, os.getpid()))
     try:
         with h5py.File(tmp, "w") as h5:
-            h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, **attrs})
-            _write_rows(h5, rows, pool)
+            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION})
+            _write_rows(h5, rows)
+            _write_locations(h5, locations, path.name + ".shards")
             write_strings(h5, CLASS_NAMES, class_names)
             q = h5.create_group(QUARANTINE)
             write_strings(q, PATH, [e.path for e in quarantine])
@@ -226,7 +254,7 @@ def _check_space(path: Path, needed: int) -> None:
         raise write_error(path, OSError(errno.ENOSPC, f"{free} bytes free, about {needed} needed"))
 
 
-def _write_rows(h5, rows: Rows, pool: VectorSource) -> None:
+def _write_rows(h5, rows: Rows) -> None:
     n = len(rows)
     write_strings(h5, PATH, rows.path)
     write_strings(h5, SHA256, rows.sha256)
@@ -234,12 +262,41 @@ def _write_rows(h5, rows: Rows, pool: VectorSource) -> None:
     h5.create_dataset(LABEL, data=np.asarray(rows.label, dtype=np.int32).reshape(n))
     h5.create_dataset(SIZE, data=np.asarray(rows.size, dtype=np.int64).reshape(n))
     h5.create_dataset(MTIME, data=np.asarray(rows.mtime_ns, dtype=np.int64).reshape(n))
-    dim = pool.dim or 0
-    chunks = (max(1, min(n, 256)), dim) if n and dim else None
-    out = h5.create_dataset(FEATURES, shape=(n, dim), dtype=np.float32, chunks=chunks)
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(n, start + CHUNK_ROWS)
-        out[start:stop] = pool.gather(rows.sha256[start:stop])
+
+
+def _write_locations(h5, loc: Locations, folder: str) -> None:
+    """``/shards`` and ``/features``, a virtual dataset with one mapping per run of consecutive shard rows."""
+    import h5py
+
+    g = h5.create_group(SHARDS)
+    write_strings(g, "file", loc.files)
+    g.create_dataset("rows", data=np.asarray(loc.file_rows, dtype=np.int64).reshape(len(loc.files)))
+    g.create_dataset("bytes", data=np.asarray(loc.file_bytes, dtype=np.int64).reshape(len(loc.files)))
+    g.create_dataset("index", data=np.asarray(loc.index, dtype=np.int32))
+    g.create_dataset("row", data=np.asarray(loc.row, dtype=np.int64))
+    n = len(loc.index)
+    if not n:
+        h5.create_dataset(FEATURES, shape=(0, loc.dim), dtype=np.float32)
+        return
+    layout = h5py.VirtualLayout(shape=(n, loc.dim), dtype=np.float32)
+    sources = [
+        h5py.VirtualSource(f"{folder}/{name}", FEATURES, shape=(rows, loc.dim))
+        for name, rows in zip(loc.files, loc.file_rows)
+    ]
+    for start, stop in _runs(loc.index, loc.row):
+        first = int(loc.row[start])
+        layout[start:stop] = sources[int(loc.index[start])][first : first + stop - start]
+    h5.create_virtual_dataset(FEATURES, layout, fillvalue=np.nan)
+
+
+def _runs(index: np.ndarray, row: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) ranges of rows that lie one after another in one shard."""
+    n = len(index)
+    if not n:
+        return []
+    breaks = np.flatnonzero((np.diff(index) != 0) | (np.diff(row) != 1)) + 1
+    bounds = np.concatenate([[0], breaks, [n]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
 def write_strings(group, name, values) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from featcache.cache.layout import QuarantineEntry, read_cache
-from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.shards import ShardProblem, check_shards, list_shards, shards_dir
 
 
 @dataclass
@@ -20,7 +20,9 @@ class CacheInfo:
     class_names: list[str]
     attrs: dict
     quarantine: list[QuarantineEntry]
-    pending_parts: int
+    pending_shards: int  # committed by a run that did not finish
+    shard_problems: list[ShardProblem] = field(default_factory=list)
+    shards: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -31,7 +33,9 @@ class CacheInfo:
             "class_names": self.class_names,
             "provenance": self.attrs,
             "quarantine": [{"path": q.path, "reason": q.reason} for q in self.quarantine],
-            "pending_parts": self.pending_parts,
+            "pending_shards": self.pending_shards,
+            "shards": self.shards,
+            "shard_problems": [{"file": p.file, "reason": p.reason, "rows": p.rows} for p in self.shard_problems],
         }
 
     def summary(self) -> str:
@@ -46,18 +50,25 @@ class CacheInfo:
         lines += [f"  {key}: {self.attrs[key]}" for key in sorted(self.attrs) if key != "fingerprint_fields"]
         lines.append(f"quarantine: {len(self.quarantine)} file(s)")
         lines += [f"  {entry.path}: {entry.reason}" for entry in self.quarantine]
-        if self.pending_parts:
+        if self.pending_shards:
             lines.append(
-                f"unfinished extraction: {self.pending_parts} committed part(s) not yet in the cache; "
+                f"unfinished extraction: {self.pending_shards} committed shard(s) not yet in the cache; "
                 f"rerun featcache extract to fold them in"
+            )
+        for problem in self.shard_problems:
+            lines.append(
+                f"damaged shard {problem.file}: {problem.reason}; {problem.rows} row(s) affected, "
+                f"featcache extract computes them again"
             )
         return "\n".join(lines)
 
 
 def info(cache: str | Path) -> CacheInfo:
-    """Summarise the cache at ``cache`` without loading its vectors."""
+    """Summarise the cache at ``cache`` without loading its vectors; every shard is opened and checked."""
     data = read_cache(Path(cache), with_vectors=False)
     per_split, per_class = data.rows.counts(data.class_names)
+    used = set(data.locations.files) if data.locations else set()
+    pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]
     return CacheInfo(
         path=Path(cache),
         rows=len(data.rows),
@@ -66,5 +77,7 @@ def info(cache: str | Path) -> CacheInfo:
         class_names=data.class_names,
         attrs=data.attrs,
         quarantine=data.quarantine,
-        pending_parts=len(list_parts(parts_dir(Path(cache)))),
+        pending_shards=len(pending),
+        shard_problems=check_shards(data),
+        shards=len(used),
     )

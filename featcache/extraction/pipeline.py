@@ -1,8 +1,8 @@
-"""Stage one's pipeline: read, hash and decode new files in threads, embed them in batches, commit parts.
+"""Stage one's pipeline: read, hash and decode new files in threads, embed them in batches, commit shards.
 
 Worker threads read each new file once: they hash its bytes, skip contents the pool holds or
 another file took, and decode the rest. The main thread embeds full batches while the workers go
-ahead (a bounded window) and a writer thread commits each batch as a part, so reading, hashing,
+ahead (a bounded window) and a writer thread commits each batch as a shard, so reading, hashing,
 decoding and HDF5 writes overlap the forward passes; memory stays bounded. The model is built
 only when a first image needs it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.cache.layout import QuarantineEntry
-from featcache.cache.parts import PartWriter, VectorPool, parts_dir
+from featcache.cache.shards import ShardWriter, VectorPool, shards_dir
 from featcache.config import ExtractConfig
 from featcache.extraction.dataset import Sample
 from featcache.extraction.priority import DecodePriority
@@ -91,7 +91,7 @@ def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractCo
     if not new:
         return done
     embed, written = None, None
-    writer = PartWriter(parts_dir(config.output), fingerprint)
+    writer = ShardWriter(shards_dir(config.output), fingerprint)
     priority = DecodePriority()
     with (
         progress_bar(len(new), progress, "extract", smoothing=0.1) as bar,
@@ -107,7 +107,7 @@ def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractCo
                     embed = backbone.build()
                 vectors = embed_pixels(embed, batch.pixels)
                 if written is not None:
-                    written.result()  # at most one part in flight; a failed write stops the run
+                    written.result()  # at most one shard in flight; a failed write stops the run
                 written = committer.submit(writer.write, batch.shas, vectors, batch.bad)
             bar.update(batch.files)
         if written is not None:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from featcache.cache.layout import Cache, QuarantineEntry, Rows, read_cache, read_fingerprint, write_cache
 from featcache.cache.lock import CacheLock
-from featcache.cache.parts import (
+from featcache.cache.shards import (
+    ShardWriter,
     VectorPool,
-    drop_other_parts,
-    part_fingerprints,
-    parts_dir,
-    remove_parts,
+    adopt_legacy_parts,
+    drop_other_shards,
+    remove_unreferenced,
+    shard_fingerprints,
+    shards_dir,
     sweep_temporaries,
 )
 from featcache.config import ExtractConfig
@@ -82,30 +84,39 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     _prepare_output(config.output)
     with CacheLock(config.output):
         sweep_temporaries(config.output)
+        adopt_legacy_parts(config.output)
         result = _update(config, dataset, backbone, fields, progress)
-        remove_parts(parts_dir(config.output))
     result.seconds = time.perf_counter() - start
     return result
 
 
 def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, progress: bool) -> ExtractResult:
-    """Compute what the cache lacks and write the new cache file; the caller holds the lock."""
+    """Compute what the cache lacks, write the new entry file, delete shards it no longer uses."""
     fingerprint = fingerprint_of(fields)
     pool, old = _open_pool(config, fingerprint, fields)
+    folder = shards_dir(config.output)
     try:
-        files, unreadable = _stat_all(dataset, _stat_memo(old))
+        files, unreadable = _stat_all(dataset, _stat_memo(old, pool))
         compute_start = time.perf_counter()
         computed = compute([f for f in files if f.sha256 is None], pool, backbone, config, fingerprint, progress)
         compute_seconds = time.perf_counter() - compute_start
-        pool.add_parts(parts_dir(config.output), fingerprint)
+        pool.add_shards(folder, fingerprint)
         hashed = _with_splits(_with_hashes(files, computed.hashes), config)
         rows, quarantine = _assemble(dataset, hashed, unreadable + computed.unreadable, pool)
         if config.strict and quarantine:
             raise BadImagesError(_strict_message(quarantine))
-        attrs = _attrs(config, dataset, fields, fingerprint, old)
-        write_cache(config.output, attrs, dataset.class_names, rows, pool, quarantine)
+        locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint))
+        write_cache(
+            config.output,
+            _attrs(config, dataset, fields, fingerprint, old),
+            dataset.class_names,
+            rows,
+            locations,
+            quarantine,
+        )
     finally:
         pool.close()
+    remove_unreferenced(folder, locations.files)
     return _result(config, dataset, rows, quarantine, computed.vectors, compute_seconds)
 
 
@@ -121,21 +132,21 @@ def _prepare_output(output: Path) -> None:
 
 
 def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
-    """Index reusable vectors (existing cache + committed parts); refuse mismatched settings."""
-    parts = parts_dir(config.output)
+    """Index reusable vectors (existing cache + shards of unfinished runs); refuse mismatched settings."""
+    folder = shards_dir(config.output)
     old = _read_existing(config, fingerprint, fields)
-    stale = part_fingerprints(parts) - {fingerprint}
-    if stale and not config.overwrite:
-        raise FingerprintMismatch(
-            f"{parts} holds an unfinished run made with other settings; rerun it with those settings, "
-            f"or pass --overwrite to discard it"
-        )
-    if stale:
-        drop_other_parts(parts, fingerprint)
     pool = VectorPool()
     if old is not None:
         pool.add_cache(config.output)
-    pool.add_parts(parts, fingerprint)
+    stale = shard_fingerprints(folder, skip=pool.known) - {fingerprint}
+    if stale and not config.overwrite:
+        raise FingerprintMismatch(
+            f"{folder} holds an unfinished run made with other settings; rerun it with those settings, "
+            f"or pass --overwrite to discard it"
+        )
+    if stale:
+        drop_other_shards(folder, fingerprint)
+    pool.add_shards(folder, fingerprint)
     return pool, old
 
 
@@ -156,12 +167,13 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict):
     return read_cache(config.output, with_vectors=False)
 
 
-def _stat_memo(old: Cache | None) -> dict[str, tuple[int, int, str]]:
-    """path -> (size, mtime_ns, sha256) of the existing cache, to skip re-reading unchanged files."""
+def _stat_memo(old: Cache | None, pool: VectorPool) -> dict[str, tuple[int, int, str]]:
+    """path -> (size, mtime_ns, sha256) of the existing cache's rows whose vector is at hand, to skip
+    re-reading unchanged files (rows of a missing or damaged shard are read and computed again)."""
     if old is None:
         return {}
     r = old.rows
-    return {p: (s, m, h) for p, s, m, h in zip(r.path, r.size, r.mtime_ns, r.sha256)}
+    return {p: (s, m, h) for p, s, m, h in zip(r.path, r.size, r.mtime_ns, r.sha256) if h in pool}
 
 
 def _stat_all(dataset: Dataset, memo: dict) -> tuple[list[ListedFile], list[QuarantineEntry]]:

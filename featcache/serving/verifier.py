@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.cache.layout import Rows, read_cache, read_features
+from featcache.cache.shards import ShardProblem, check_shards
 from featcache.config import VerifyConfig
 from featcache.errors import CacheError
 from featcache.hashing import file_sha256
@@ -44,10 +45,12 @@ class VerifyResult:
     weights_id: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
+    shard_problems: list[ShardProblem] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.compared > 0 and self.max_abs_diff <= self.tolerance and self.max_rel_diff <= self.rel_tolerance
+        close = self.max_abs_diff <= self.tolerance and self.max_rel_diff <= self.rel_tolerance
+        return self.compared > 0 and close and not self.shard_problems
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +68,7 @@ class VerifyResult:
             "weights_id": self.weights_id,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "causes": self.causes,
+            "shard_problems": [{"file": p.file, "reason": p.reason, "rows": p.rows} for p in self.shard_problems],
         }
 
     def summary(self) -> str:
@@ -98,7 +102,10 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)
     rows = _sample_rows(len(cache.rows), config.sample, config.seed)
     root = config.data_dir or Path(cache.attrs["data_dir"])
-    kept, pixels, skipped = _load_rows(cache.rows, rows, root, recipe)
+    problems = check_shards(cache)
+    damaged = _damaged_rows(cache, problems)
+    kept, pixels, skipped = _load_rows(cache.rows, [i for i in rows if i not in damaged], root, recipe)
+    skipped += [(cache.rows.path[i], damaged[i]) for i in rows if i in damaged]
     live = live_backbone(recipe, config.weights, backbone)
     result = VerifyResult(
         cache=config.cache,
@@ -113,6 +120,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
         weights=str(live.weights),
         weights_id=live.weights_id,
         skipped=skipped,
+        shard_problems=problems,
     )
     if kept:
         stored = read_features(config.cache, kept)
@@ -121,6 +129,15 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     if not result.passed:
         result.causes = likely_causes(result, recipe, live, cache.attrs, root)
     return result
+
+
+def _damaged_rows(cache, problems: list[ShardProblem]) -> dict[int, str]:
+    """Row -> why its vector cannot be read, for rows whose shard is missing or damaged."""
+    if not problems:
+        return {}
+    where = {name: i for i, name in enumerate(cache.locations.files)}
+    bad = {where[p.file]: f"in damaged shard {p.file} ({p.reason})" for p in problems}
+    return {row: bad[index] for row, index in enumerate(cache.locations.index.tolist()) if index in bad}
 
 
 def _sample_rows(n: int, sample: int, seed: int) -> list[int]:
@@ -174,6 +191,10 @@ def _compare(result: VerifyResult, stored: np.ndarray, recomputed: np.ndarray, p
 
 def likely_causes(result: VerifyResult, recipe: Recipe, live, attrs: dict, root: Path) -> list[str]:
     """What most likely made the live vectors differ from the stored ones, most likely first."""
+    if result.shard_problems:
+        rows = sum(p.rows for p in result.shard_problems)
+        names = ", ".join(f"{p.file} ({p.reason})" for p in result.shard_problems[:3])
+        return [f"damaged shards: {names}; {rows} row(s) affected — rerun featcache extract to compute them again"]
     if result.compared == 0:
         return [
             f"none of the {result.sampled} sampled images could be recomputed from {root}: "

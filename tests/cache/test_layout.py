@@ -1,26 +1,32 @@
-"""cache/layout.py: a cache file written whole, read back by featcache and by plain h5py."""
+"""cache/layout.py: an entry file written whole over shards, read back by featcache and by plain h5py."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from featcache.cache.layout import FORMAT_VERSION, QuarantineEntry, Rows, read_cache, read_features, write_cache
+from featcache.cache.shards import ShardWriter, VectorPool, shards_dir
 from featcache.errors import CacheError
 from tests.support import handmade_cache
 
 
-class _Vectors:
-    """A vector source of fixed rows: ``gather`` returns them by content hash."""
-
-    def __init__(self, rows: dict[str, np.ndarray]):
-        self.rows, self.dim = rows, len(next(iter(rows.values())))
-
-    def gather(self, sha256s) -> np.ndarray:
-        return np.stack([self.rows[s] for s in sha256s])
+def _located(cache: Path, rows: Rows, vectors: dict[str, np.ndarray], per_shard: int = 2):
+    """Write ``vectors`` into shards of ``per_shard`` rows, newest content first, and locate ``rows`` in them."""
+    writer = ShardWriter(shards_dir(cache), "f")
+    shas = sorted(vectors, reverse=True)  # shard order differs from row order, so /features maps many runs
+    for start in range(0, len(shas), per_shard):
+        chunk = shas[start : start + per_shard]
+        writer.write(chunk, np.stack([vectors[s] for s in chunk]))
+    pool = VectorPool()
+    pool.add_shards(shards_dir(cache), "f")
+    located = pool.locations(rows.sha256)
+    pool.close()
+    return located
 
 
 def _rows(n: int) -> Rows:
@@ -34,19 +40,34 @@ def _rows(n: int) -> Rows:
     )
 
 
-def test_written_cache_reads_back_in_featcache_and_in_plain_h5py(tmp_path):
+def test_written_cache_reads_back_in_featcache_and_in_plain_h5py(tmp_path, monkeypatch):
     rows = _rows(5)
     vectors = {sha: np.full(3, i, np.float32) for i, sha in enumerate(rows.sha256)}
     path = tmp_path / "c.h5"
     quarantine = [QuarantineEntry("train/c0/bad.jpg", "not an image", "ab" * 32)]
-    write_cache(path, {"fingerprint": "f"}, ["c0", "c1"], rows, _Vectors(vectors), quarantine)
+    write_cache(path, {"fingerprint": "f"}, ["c0", "c1"], rows, _located(path, rows, vectors), quarantine)
     cache = read_cache(path)
     assert cache.rows == rows and cache.class_names == ["c0", "c1"] and cache.quarantine == quarantine
-    assert cache.attrs["format_version"] == FORMAT_VERSION and cache.fingerprint == "f"
+    assert cache.attrs["format_version"] == FORMAT_VERSION == 2 and cache.fingerprint == "f"
+    np.testing.assert_array_equal(cache.features[:, 0], np.arange(5, dtype=np.float32))
+    monkeypatch.chdir(tmp_path.parent)  # the shards are found beside the entry file, wherever the reader runs
     with h5py.File(path) as h5:  # what a user without featcache sees
+        assert h5["features"].is_virtual and len(h5["shards/file"]) == 3
         np.testing.assert_array_equal(h5["features"][:, 0], np.arange(5, dtype=np.float32))
+        np.testing.assert_array_equal(h5["features"][3], np.full(3, 3, np.float32))
         assert h5["path"].asstr()[0] == "train/c0/0.jpg" and list(h5["label"][:]) == rows.label
-    assert [p.name for p in tmp_path.iterdir()] == ["c.h5"]  # the temporary file was renamed over it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.h5.shards"]  # no temporary file left
+
+
+def test_a_missing_shard_reads_as_nan_rows_not_as_zeros(tmp_path):
+    rows = _rows(4)
+    path = tmp_path / "c.h5"
+    located = _located(path, rows, {sha: np.ones(3, np.float32) for sha in rows.sha256})
+    write_cache(path, {"fingerprint": "f"}, ["c0", "c1"], rows, located, [])
+    (shards_dir(path) / located.files[0]).unlink()
+    features = read_cache(path).features
+    lost = located.index == 0
+    assert np.isnan(features[lost]).all() and (features[~lost] == 1).all()
 
 
 def test_read_features_reads_the_rows_asked_for_in_their_order(tmp_path):
@@ -80,8 +101,8 @@ def test_a_full_disk_keeps_the_old_cache_whole(tmp_path, monkeypatch):
     path = handmade_cache(tmp_path / "c.h5", [0, 1], ["train"] * 2, ["a", "b"])
     before = path.read_bytes()
     rows = _rows(3)
-    vectors = _Vectors({sha: np.zeros(4, np.float32) for sha in rows.sha256})
+    located = _located(path, rows, {sha: np.zeros(4, np.float32) for sha in rows.sha256})
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(CacheError, match="no space left on the device"):
-        write_cache(path, {"fingerprint": "g"}, ["a", "b"], rows, vectors, [])
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
+        write_cache(path, {"fingerprint": "g"}, ["a", "b"], rows, located, [])
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.h5.shards"]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from featcache.cache.layout import read_cache
-from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
-from tests.support import make_split_dataset
+from tests.support import make_split_dataset, shards_in_use
 
 BATCH = 4
 
@@ -52,29 +52,35 @@ def _run_to_end(data: Path, out: Path) -> int:
 
 
 def temporaries(out: Path) -> list[Path]:
-    """Every temporary file beside the cache and in its parts folder, whoever made it."""
+    """Every temporary file beside the cache and in its shards folder, whoever made it."""
     beside = [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
-    parts = parts_dir(out)
-    inside = [p for p in parts.iterdir() if p.name.endswith(".tmp")] if parts.is_dir() else []
+    folder = shards_dir(out)
+    inside = [p for p in folder.iterdir() if p.name.endswith(".tmp")] if folder.is_dir() else []
     return beside + inside
 
 
 class Watched:
-    """What the extract process ``pid`` has written so far; files of other processes never count."""
+    """What the extract process ``pid`` has written so far; files of other processes never count.
 
-    def __init__(self, out: Path, pid: int):
-        self.out, self.pid = out, pid
+    Committed shards are named by their content, so the process's own are those that were not
+    there before it started; its temporary files carry its pid.
+    """
+
+    def __init__(self, out: Path):
+        self.out, self.pid = out, None
+        self.before = {p.name for p in list_shards(shards_dir(out))}
         self.started = time.monotonic()
 
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
     def parts(self) -> int:
-        return sum(f"-{self.pid}-" in p.name for p in list_parts(parts_dir(self.out)))
+        return sum(p.name not in self.before for p in list_shards(shards_dir(self.out)))
 
     def part_in_flight(self) -> bool:
-        parts = parts_dir(self.out)
-        return parts.is_dir() and any(f"-{self.pid}-" in p.name and p.name.endswith(".tmp") for p in parts.iterdir())
+        folder = shards_dir(self.out)
+        mine = f".shard-{self.pid}-"
+        return folder.is_dir() and any(p.name.startswith(mine) and p.name.endswith(".tmp") for p in folder.iterdir())
 
     def final_file(self) -> Path:
         return self.out.with_name(f".{self.out.name}.tmp-{self.pid}")
@@ -92,8 +98,9 @@ class Watched:
 
 def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
     """Run an extract, SIGKILL it the moment ``predicate(watched)`` holds; (moment hit, rows committed)."""
+    watched = Watched(out)
     proc = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watched = Watched(out, proc.pid)
+    watched.pid = proc.pid
     try:
         while proc.poll() is None and watched.seconds() < 300:
             if predicate(watched):
@@ -109,9 +116,9 @@ def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
 
 
 def _committed_rows(out: Path) -> int:
-    """Images whose vectors the cache file or the committed parts hold: what a rerun must not compute."""
+    """Images whose vectors the cache or its committed shards hold: what a rerun must not compute."""
     known = set()
-    for part in list_parts(parts_dir(out)):
+    for part in list_shards(shards_dir(out)):
         with h5py.File(part, "r") as h5:
             known.update(h5["sha256"].asstr()[:])
     if out.exists():
@@ -153,11 +160,7 @@ KILL_POINTS = [
     Moment("late in the run", _parts(50), ("computing", "committing a part")),
     Moment("while committing one of the last parts", _committing_after(55), ("committing a part",)),
     Moment("as the final file is created", lambda w: w.final_file().exists(), ("writing the final file",)),
-    Moment(
-        "while the final file is being filled",
-        lambda w: w.final_file().exists() and w.final_file().stat().st_size > 1 << 20,
-        ("writing the final file",),
-    ),
+    Moment("as the final file is created, again", lambda w: w.final_file().exists(), ("writing the final file",)),
 ]
 
 
@@ -179,7 +182,7 @@ def test_sigkill_at_a_moment_then_rerun_reuses_committed_work_and_matches(tmp_pa
     if committed:
         assert computed < total
     _assert_same_cache(out, reference)
-    assert not parts_dir(out).exists()
+    assert shards_in_use(out)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +211,7 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert _run_to_end(data, out) == 32 - committed
     assert temporaries(out) == []
     _assert_same_cache(out, reference)
-    assert not parts_dir(out).exists()
+    assert shards_in_use(out)
 
 
 def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):

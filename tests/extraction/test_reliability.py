@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from featcache.api import extract
-from featcache.cache import layout, parts
+from featcache.cache import layout, shards
 from featcache.cache.layout import read_cache
-from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
 from featcache.errors import CacheError
-from tests.support import FakeBackbone, make_split_dataset, write_image
+from tests.support import FakeBackbone, make_split_dataset, shards_in_use, write_image
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
 
@@ -115,7 +115,7 @@ class _Disk:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     def _inject(self, monkeypatch) -> None:
-        write = parts.write_file
+        write = shards.write_file
 
         def write_within_budget(path: Path, data: bytes) -> None:
             if self._used() + len(data) > self.size:
@@ -126,7 +126,7 @@ class _Disk:
             used = self._used()
             return shutil._ntuple_diskusage(self.size, used, max(self.size - used, 0))
 
-        monkeypatch.setattr(parts, "write_file", write_within_budget)  # what PartWriter writes parts with
+        monkeypatch.setattr(shards, "write_file", write_within_budget)  # what ShardWriter writes shards with
         monkeypatch.setattr(layout.shutil, "disk_usage", usage)  # what the cache file write checks
 
     def grow(self, size: int) -> None:
@@ -166,12 +166,12 @@ def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, mon
         with pytest.raises(CacheError, match="no space left on the device .* rerun the same command"):
             extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
         assert out.read_bytes() == before and len(read_cache(out).rows) == 6
-        committed = len(list_parts(parts_dir(out)))
+        committed = len(list_shards(shards_dir(out))) - len(read_cache(out, with_vectors=False).locations.files)
         assert committed > 0
         disk.grow(8 << 20)
         result = extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
         assert result.rows == 126 and result.reused >= 6 + committed * 8
-        assert not parts_dir(out).exists()
+        assert shards_in_use(out)
     finally:
         disk.close()
 
@@ -200,7 +200,7 @@ def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
 
 def _wait_for_parts(proc, out: Path) -> None:
     deadline = time.monotonic() + 120
-    while not list_parts(parts_dir(out)):
+    while not list_shards(shards_dir(out)):
         assert proc.poll() is None and time.monotonic() < deadline, "extract ended before committing a part"
         time.sleep(0.01)
 

@@ -13,10 +13,10 @@ import pytest
 from featcache.api import extract
 from featcache.cache.layout import read_cache
 from featcache.cache.lock import CacheLock
-from featcache.cache.parts import list_parts, parts_dir
+from featcache.cache.shards import list_shards, shards_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
 from featcache.images import PreprocessSpec, load_image
-from tests.support import FakeBackbone, fake_embed, make_split_dataset, write_image
+from tests.support import FakeBackbone, fake_embed, make_split_dataset, shards_in_use, write_image
 
 
 def _run(data, out, backbone=None, **options):
@@ -37,7 +37,7 @@ def test_cache_holds_vectors_labels_splits_paths_and_hashes(split_data, tmp_path
     assert (cache.rows.split[i], cache.class_names[cache.rows.label[i]]) == ("validation", "dog")
     expected = fake_embed(load_image(split_data / cache.rows.path[i], PreprocessSpec(image_size=71))[None])[0]
     np.testing.assert_allclose(cache.features[i], expected, rtol=1e-6)
-    assert not parts_dir(out).exists()
+    assert shards_in_use(out)
 
 
 def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
@@ -183,7 +183,7 @@ def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path)
     _run(split_data, reference)
     with pytest.raises(KeyboardInterrupt):
         _run(split_data, out, _Crashing(after=2))
-    assert len(list_parts(parts_dir(out))) == 2 and not out.exists()
+    assert len(list_shards(shards_dir(out))) == 2 and not out.exists()
     result = _run(split_data, out)
     assert (result.computed, result.reused) == (12, 8)
     a, b = read_cache(out), read_cache(reference)
@@ -194,16 +194,16 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(split_data, tmp_p
     out = tmp_path / "c.h5"
     with pytest.raises(KeyboardInterrupt):
         _run(split_data, out, _Crashing(after=2))
-    parts = parts_dir(out)
-    # what SIGKILL leaves: a half-written cache file beside the cache and a half-written part
-    orphans = [tmp_path / ".c.h5.tmp-999999", parts / ".part-1-999999-000003.h5.tmp"]
+    shards = shards_dir(out)
+    # what SIGKILL leaves: a half-written cache file beside the cache and a half-written shard
+    orphans = [tmp_path / ".c.h5.tmp-999999", shards / ".shard-999999-000003.h5.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"\x89HDF\r\n" + os.urandom(4096))
     unrelated = tmp_path / ".other.h5.tmp-999999"
     unrelated.write_bytes(b"not ours")
     result = _run(split_data, out)
     assert (result.computed, result.reused) == (12, 8)
-    assert not any(o.exists() for o in orphans) and not parts.exists()
+    assert not any(o.exists() for o in orphans) and shards_in_use(out)
     assert unrelated.exists()  # another cache's temporaries are not ours to delete
 
 

@@ -1,0 +1,137 @@
+"""cache/compact.py and the upgrade: live vectors rewritten once, garbage reclaimed, format 1 read and upgraded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featcache.api import compact, extract, info, verify
+from featcache.cache.layout import read_cache
+from featcache.cache.shards import list_shards, shards_dir
+from featcache.cli import main
+from featcache.errors import CacheError
+from tests.support import FakeBackbone, handmade_cache, make_split_dataset, shards_in_use
+
+FORMAT1 = Path(__file__).resolve().parents[1] / "data" / "format1"
+
+
+def _format1_copy(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """The images and the format-1 cache that the previous release made of them (tests/data/format1)."""
+    shutil.copytree(FORMAT1, tmp_path / "old")
+    cache = tmp_path / "old" / "cache.h5"
+    with h5py.File(cache) as h5:
+        assert h5.attrs["format_version"] == 1 and not h5["features"].is_virtual
+        vectors = {sha: row for sha, row in zip(h5["sha256"].asstr()[:], h5["features"][:])}
+    return tmp_path / "old" / "images", cache, vectors
+
+
+def _vectors_by_hash(cache: Path) -> dict:
+    got = read_cache(cache)
+    return dict(zip(got.rows.sha256, got.features))
+
+
+def test_a_format1_cache_is_upgraded_by_the_next_extract_without_recomputing(tmp_path):
+    images, cache, before = _format1_copy(tmp_path)
+    result = extract(images, cache, backbone=FakeBackbone(), image_size=71)
+    assert (result.rows, result.computed, result.reused) == (10, 0, 10)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["format_version"] == 2 and h5["features"].is_virtual
+    after = _vectors_by_hash(cache)
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    assert shards_in_use(cache) and len(list_shards(shards_dir(cache))) == 1
+
+
+def test_compact_upgrades_a_format1_cache(tmp_path):
+    _, cache, before = _format1_copy(tmp_path)
+    result = compact(cache)
+    assert (result.rows, result.vectors, result.shards_after) == (10, 10, 1)
+    after = _vectors_by_hash(cache)
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+    assert info(cache).attrs["format_version"] == 2
+
+
+def test_compact_reclaims_removed_rows_and_merges_small_shards(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 10})
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone(), image_size=71, batch_size=4)
+    for victim in sorted((data / "train" / "cat").iterdir())[:6]:
+        victim.unlink()
+    extract(data, cache, backbone=FakeBackbone(), image_size=71, batch_size=4)
+    before = _vectors_by_hash(cache)
+    garbage_bytes = sum(s.stat().st_size for s in list_shards(shards_dir(cache)))
+    out = CliRunner().invoke(main, ["compact", str(cache)])
+    assert out.exit_code == 0, out.output
+    assert "14 rows (14 distinct vectors) now in 1 shard(s)" in out.output
+    assert _vectors_by_hash(cache).keys() == before.keys()
+    assert all(np.array_equal(v, before[k]) for k, v in _vectors_by_hash(cache).items())
+    assert sum(s.stat().st_size for s in list_shards(shards_dir(cache))) < garbage_bytes
+    again = extract(data, cache, backbone=FakeBackbone(), image_size=71)
+    assert again.computed == 0 and shards_in_use(cache)
+
+
+def test_a_damaged_shard_is_reported_and_recomputed_by_the_next_extract(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 4})
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone(), image_size=71, batch_size=4)
+    shard = list_shards(shards_dir(cache))[0]
+    shard.write_bytes(shard.read_bytes()[:-64])
+    summary = info(cache)
+    assert [(p.file, p.rows) for p in summary.shard_problems] == [(shard.name, 4)]
+    assert f"damaged shard {shard.name}" in summary.summary()
+    checked = verify(cache, backbone=FakeBackbone(), sample=8)
+    assert not checked.passed and checked.causes[0].startswith("damaged shards:")
+    with pytest.raises(CacheError, match="damaged shard"):
+        compact(cache)
+    result = extract(data, cache, backbone=FakeBackbone(), image_size=71, batch_size=4)
+    assert result.computed == 4 and info(cache).shard_problems == []
+    assert not np.isnan(read_cache(cache).features).any()
+
+
+def _compact_killed_when(cache: Path, appears) -> bool:
+    """Run `featcache compact` as a process and SIGKILL it once ``appears(pid)`` is a file that exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "featcache", "compact", str(cache)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.exists() for p in appears(proc.pid)):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.0002)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("moment", ["shard", "entry"])
+def test_compact_killed_at_any_moment_leaves_a_whole_cache_and_finishes_when_rerun(tmp_path, moment):
+    n = 6000
+    cache = handmade_cache(tmp_path / "c.h5", [i % 2 for i in range(n)], ["train"] * n, ["a", "b"], dim=2048)
+    before = read_cache(cache)
+
+    def appears(pid):
+        folder = shards_dir(cache)
+        if moment == "shard":
+            return list(folder.glob(f".shard-{pid}-*.tmp"))
+        return [cache.with_name(f".{cache.name}.tmp-{pid}")]
+
+    if not _compact_killed_when(cache, appears):
+        pytest.skip(f"compact finished before its {moment} could be caught")
+    during = read_cache(cache)  # whole and readable: the old cache or the new one
+    assert during.rows == before.rows and np.array_equal(during.features, before.features)
+    compact(cache)
+    after = read_cache(cache)
+    assert after.rows == before.rows and np.array_equal(after.features, before.features)
+    assert shards_in_use(cache) and not [p for p in tmp_path.rglob(".*tmp*")]
