@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -142,3 +143,9 @@ def shards_in_use(out) -> bool:
     """Every shard beside the cache is one its entry file points at: no garbage, no unfinished work."""
     used = set(read_cache(out, with_vectors=False).locations.files)
     return {s.name for s in list_shards(shards_dir(out))} == used
+
+
+def extract_command(data: Path, out: Path, *options: str) -> list[str]:
+    """``featcache extract`` as a real process: random weights, 71 px, no progress bar, and ``options``."""
+    base = ["extract", str(data), "-o", str(out), "--weights", "none", "--image-size", "71", "-q"]
+    return [sys.executable, "-m", "featcache", *base, *options]

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,30 +17,13 @@ import pytest
 from featcache.cache.layout import read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
-from tests.support import make_split_dataset, shards_in_use
+from tests.support import extract_command, make_split_dataset, shards_in_use
 
 BATCH = 4
 
 
 def _command(data: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "featcache",
-        "extract",
-        str(data),
-        "-o",
-        str(out),
-        "--weights",
-        "none",
-        "--image-size",
-        "71",
-        "--batch-size",
-        str(BATCH),
-        "--workers",
-        "1",
-        "-q",
-    ]
+    return extract_command(data, out, "--batch-size", str(BATCH), "--workers", "1")
 
 
 def _run_to_end(data: Path, out: Path) -> int:

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from featcache.cache.layout import read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
 from featcache.errors import CacheError
-from tests.support import FakeBackbone, make_split_dataset, shards_in_use, write_image
+from tests.support import FakeBackbone, extract_command, make_split_dataset, shards_in_use, write_image
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featcache"
 
@@ -177,31 +176,14 @@ def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, mon
 
 
 def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "featcache",
-        "extract",
-        str(data),
-        "-o",
-        str(out),
-        "--weights",
-        "none",
-        "--image-size",
-        "71",
-        "--batch-size",
-        "2",
-        "--workers",
-        "1",
-        "-q",
-    ]
+    cmd = extract_command(data, out, "--batch-size", "2", "--workers", "1")
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_parts(proc, out: Path) -> None:
+def _wait_for_new_shard(proc, out: Path, before: set[str]) -> None:
     deadline = time.monotonic() + 120
-    while not list_shards(shards_dir(out)):
-        assert proc.poll() is None and time.monotonic() < deadline, "extract ended before committing a part"
+    while not {s.name for s in list_shards(shards_dir(out))} - before:
+        assert proc.poll() is None and time.monotonic() < deadline, "extract ended before committing a shard"
         time.sleep(0.01)
 
 
@@ -211,28 +193,12 @@ def test_second_writer_refused_reader_sees_committed_state_and_killed_lock_is_cl
     extract(data, out, weights="none", image_size=71)
     committed = info(out).rows
     make_split_dataset(data, counts={"test": 40}, start_seed=500)
+    before = {s.name for s in list_shards(shards_dir(out))}
     first = _slow_extract(data, out)
     try:
-        _wait_for_parts(first, out)
+        _wait_for_new_shard(first, out, before)
         started = time.monotonic()
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "featcache",
-                "extract",
-                str(data),
-                "-o",
-                str(out),
-                "--weights",
-                "none",
-                "--image-size",
-                "71",
-                "-q",
-            ],
-            capture_output=True,
-            text=True,
-        )
+        second = subprocess.run(extract_command(data, out), capture_output=True, text=True)
         assert second.returncode == 1 and "is being written by featcache process" in second.stderr
         assert "Traceback" not in second.stderr and time.monotonic() - started < 30
         assert info(out).rows == committed  # readers see the last complete cache
