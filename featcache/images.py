@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,9 +59,11 @@ class PreprocessSpec:
         return cls(**known)
 
 
-def is_image_name(path: Path) -> bool:
-    """True when the file name looks like an image featcache reads (hidden files never do)."""
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+def is_image_name(path: str | Path) -> bool:
+    """True when the file name (a name, or a path's last part) looks like an image featcache reads;
+    hidden files never do."""
+    name = path if isinstance(path, str) else path.name
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:

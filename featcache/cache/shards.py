@@ -172,9 +172,10 @@ class VectorPool:
             if ok:
                 self.known.add(folder / name)
                 self._rows[folder / name] = rows
+        paths = [folder / name if ok else None for name, ok in zip(loc.files, usable)]
         for sha, index, row in zip(shas, loc.index.tolist(), loc.row.tolist()):
-            if usable[index]:
-                self._where.setdefault(sha, (folder / loc.files[index], row))
+            if paths[index] is not None:
+                self._where.setdefault(sha, (paths[index], row))
 
     def add_shards(self, directory: Path, fingerprint: str) -> int:
         """Index the shards of ``fingerprint`` not indexed yet; unreadable leftovers are deleted."""

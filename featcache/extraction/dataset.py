@@ -6,6 +6,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from featcache.errors import DatasetError
 from featcache.images import is_image_name
@@ -14,9 +15,8 @@ SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One image: ``relpath`` is relative to the data folder, with ``/`` separators."""
+class Sample(NamedTuple):
+    """One image: ``relpath`` is relative to the data folder, with ``/`` separators (a tuple: cheap by the million)."""
 
     relpath: str
     label: str
@@ -32,6 +32,7 @@ class Dataset:
     samples: list[Sample]
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # relpath -> (size, mtime_ns) when listed
 
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
@@ -74,6 +75,7 @@ def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
     class_names: list[str] = []
+    stats: dict[str, tuple[int, int]] = {}
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
         if split is None or not (root / name).is_dir():
@@ -88,8 +90,8 @@ def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
             classes = _class_dirs(root / seen[split])
             if split == "train":
                 class_names = classes
-            _collect(root, seen[split], classes, split, samples, rejected, fence)
-    return Dataset(root, "split-folders", samples, class_names, rejected)
+            _collect(root, seen[split], classes, split, samples, rejected, fence, stats)
+    return Dataset(root, "split-folders", samples, class_names, rejected, stats)
 
 
 def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
@@ -101,8 +103,9 @@ def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
         )
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
-    _collect(root, "", classes, None, samples, rejected, fence)
-    return Dataset(root, "class-folders", samples, classes, rejected)
+    stats: dict[str, tuple[int, int]] = {}
+    _collect(root, "", classes, None, samples, rejected, fence, stats)
+    return Dataset(root, "class-folders", samples, classes, rejected, stats)
 
 
 def _class_dirs(folder: Path) -> list[str]:
@@ -110,40 +113,52 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
-def _collect(root, prefix, classes, split, samples, rejected, fence) -> None:
+def _collect(root, prefix, classes, split, samples, rejected, fence, stats) -> None:
     for label in classes:
-        base = root / prefix / label if prefix else root / label
-        for rel, reason in _walk_images(root, base, fence):
+        start = f"{prefix}/{label}/" if prefix else f"{label}/"
+        for rel, reason, stat in _walk_images(str(root / start), start, fence):
             if reason:
                 rejected.append((rel, reason))
             else:
                 samples.append(Sample(rel, label, split))
+                stats[rel] = stat
 
 
-def _walk_images(root: Path, folder: Path, fence: Path | None):
-    """Yield (relpath, None) for image files under ``folder`` and (relpath, reason) for refusals."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames + [d for d in dirnames if is_image_name(Path(d))]):
-            path = Path(dirpath) / name
-            if not is_image_name(path):
-                continue
-            rel = path.relative_to(root).as_posix()
-            yield rel, _refusal(path, fence)
+def _walk_images(folder: str, rel: str, fence: Path | None):
+    """Yield (relpath, None, (size, mtime_ns)) for image files under ``folder`` (``rel`` from the data
+    folder, ending in "/"), (relpath, reason, None)
+    for refusals: the files of a folder by name, then its sub-folders by name, hidden entries skipped.
+
+    Directory entries carry their type, so only a file that is kept costs a system call (its stat):
+    listing a million files must not cost four million.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if is_image_name(entry.name):
+            reason = _refusal(entry, fence)
+            stat = None if reason else entry.stat()
+            yield rel + entry.name, reason, stat and (stat.st_size, stat.st_mtime_ns)
+    for entry in entries:
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+            yield from _walk_images(entry.path, f"{rel}{entry.name}/", fence)
 
 
-def _refusal(path: Path, fence: Path | None) -> str | None:
-    """Why ``path`` cannot be read as an image file, or None; symlinks must stay inside ``fence``."""
-    if path.is_symlink():
+def _refusal(item, fence: Path | None) -> str | None:
+    """Why ``item`` (a Path or an os.DirEntry) cannot be read as an image file, or None; symlinks
+    must stay inside ``fence``."""
+    if item.is_symlink():
         try:
-            target = path.resolve(strict=True)
+            target = Path(item).resolve(strict=True)
         except (OSError, RuntimeError):
             return "broken symlink or symlink loop"
         if fence is not None and not target.is_relative_to(fence):
             return "symlink points outside the data folder"
-    if path.is_dir():
+    if item.is_dir():
         return "a folder, not a file"
-    if not path.is_file():
+    if not item.is_file():
         return "not a regular file"
     return None
 

@@ -14,6 +14,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,8 +34,7 @@ KNOWN = "known"
 READ_WHOLE_LIMIT = 64 << 20
 
 
-@dataclass(frozen=True)
-class ListedFile:
+class ListedFile(NamedTuple):
     """An image file of the listing: its stat, and its content hash when the cache already knows it."""
 
     sample: Sample

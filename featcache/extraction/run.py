@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,29 +177,33 @@ def _stat_memo(old: Cache | None, pool: VectorPool) -> dict[str, tuple[int, int,
 
 
 def _stat_all(dataset: Dataset, memo: dict) -> tuple[list[ListedFile], list[QuarantineEntry]]:
-    """Every listed file with its stat; the hash is filled in from the cache when size and mtime match."""
+    """Every listed file with its size and mtime (from the listing, else a stat); the hash is filled in
+    from the cache when both match."""
     files, unreadable = [], []
     for sample in dataset.samples:
-        try:
-            st = (dataset.root / sample.relpath).stat()
-        except OSError as exc:
-            unreadable.append(QuarantineEntry(sample.relpath, f"cannot read file: {exc.strerror}"))
-            continue
+        stat = dataset.stats.get(sample.relpath)
+        if stat is None:
+            try:
+                st = os.stat(os.path.join(dataset.root, sample.relpath))
+            except OSError as exc:
+                unreadable.append(QuarantineEntry(sample.relpath, f"cannot read file: {exc.strerror}"))
+                continue
+            stat = (st.st_size, st.st_mtime_ns)
         known = memo.get(sample.relpath)
-        same = known is not None and known[:2] == (st.st_size, st.st_mtime_ns)
-        files.append(ListedFile(sample, st.st_size, st.st_mtime_ns, known[2] if same else None))
+        same = known is not None and known[:2] == stat
+        files.append(ListedFile(sample, *stat, known[2] if same else None))
     return files, unreadable
 
 
 def _with_hashes(files: list[ListedFile], hashes: dict[str, str]) -> list[ListedFile]:
     """The files whose content hash is known, with the hashes the pipeline found filled in."""
-    found = [f if f.sha256 else replace(f, sha256=hashes.get(f.sample.relpath)) for f in files]
+    found = [f if f.sha256 else f._replace(sha256=hashes.get(f.sample.relpath)) for f in files]
     return [f for f in found if f.sha256 is not None]
 
 
 def _with_splits(files: list[ListedFile], config: ExtractConfig) -> list[ListedFile]:
     """Files without a split from the layout get one from their content hash."""
-    return [f if f.sample.split else replace(f, sample=_hash_split(f, config)) for f in files]
+    return [f if f.sample.split else f._replace(sample=_hash_split(f, config)) for f in files]
 
 
 def _hash_split(item: ListedFile, config: ExtractConfig) -> Sample:
