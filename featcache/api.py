@@ -99,7 +99,8 @@ def train_head(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_HEAD
 
     ``options`` are the fields of :class:`featcache.config.HeadConfig` (``lr``,
     ``batch_size``, ``epochs``, ``inner``, ``dropout``, ``seed``, ``early_stopping``,
-    ``val_fraction``); ``tensorboard`` is a log folder. Returns a
+    ``val_fraction``, ``memory_budget``: bytes or a size such as ``"1GB"``, above which the
+    splits are read from the cache in chunks); ``tensorboard`` is a log folder. Returns a
     :class:`featcache.training.head.HeadResult`.
     """
     return featcache.training.head.train_head(cache, out, HeadConfig(**options), tensorboard=tensorboard)
@@ -109,7 +110,8 @@ def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE
     """Compare the Keras head with a tuned logistic baseline on the same splits of ``cache``.
 
     The head is trained with ``options`` (as for :func:`train_head`), or loaded from the folder
-    ``head``. The report, figures and both models go into ``out``. Returns a
+    ``head``. Above ``memory_budget`` the baseline is a streaming SGD logistic regression, and
+    the report says so. The report, figures and both models go into ``out``. Returns a
     :class:`featcache.training.comparison.CompareResult`.
     """
     return featcache.training.comparison.compare(cache, out, HeadConfig(**options), head=head)

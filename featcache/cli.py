@@ -20,6 +20,7 @@ from featcache.config import (
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
     EXPORT_FORMATS,
+    MEMORY_BUDGET_FRACTION,
     PRECISIONS,
     RUNTIMES,
     WEIGHTS_ENV,
@@ -304,6 +305,13 @@ _HEAD_OPTIONS = [
         show_default=False,
     ),
     _option(HeadConfig, "val_fraction", "Share of train rows held out when the cache has no validation split."),
+    click.option(
+        "--memory-budget",
+        metavar="SIZE",
+        default=None,
+        help="Vectors to hold in memory, e.g. 1GB, 500MB, 2GiB or bytes; above it the splits are read from the "
+        f"cache in chunks, with the same results. Default: {MEMORY_BUDGET_FRACTION:.0%} of the available memory.",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -188,6 +189,53 @@ class VerifyConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
+#: the share of the memory available at start-up that stage two may fill with vectors by default
+MEMORY_BUDGET_FRACTION = 0.25
+#: the budget when the available memory cannot be read
+FALLBACK_MEMORY_BUDGET = 2 * 10**9
+SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new process (MemAvailable on Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_memory_budget() -> int:
+    """A quarter of the memory available now (MEMORY_BUDGET_FRACTION), or 2 GB when that is unknown."""
+    available = available_memory()
+    return int(available * MEMORY_BUDGET_FRACTION) if available else FALLBACK_MEMORY_BUDGET
+
+
+def parse_size(name: str, value) -> int:
+    """Bytes of a size given as a number of bytes or a string such as ``1GB``, ``500MB``, ``2GiB``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in SIZE_UNITS:
+        raise ConfigError(f"{name} must be a size such as 1GB, 500MB, 2GiB or a number of bytes, got {value!r}")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes in GB, MB or kB (powers of 1000) with two decimals, as summaries print it."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} bytes"
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """Options of ``featcache train-head`` (and of the head ``featcache compare`` trains).
@@ -196,7 +244,10 @@ class HeadConfig:
     categorical cross-entropy on one-hot labels, batch 32, 10 epochs. ``inner`` adds Dense relu
     layers before the output, ``dropout`` follows each of them (or the input when there are none),
     ``early_stopping`` is a patience in epochs on validation accuracy, and ``val_fraction`` is the
-    share of train rows held out when the cache has no validation split.
+    share of train rows held out when the cache has no validation split. ``memory_budget`` is the
+    bytes of vectors held in memory (an int, or a string such as ``1GB``; default a quarter of the
+    available memory): above it the splits are read from the cache in chunks, with the same
+    results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
     """
 
     lr: float = 0.01
@@ -207,9 +258,11 @@ class HeadConfig:
     seed: int = 0
     early_stopping: int | None = None
     val_fraction: float = 0.2
+    memory_budget: int = field(default_factory=default_memory_budget)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
+        object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("seed", self.seed, 0, "use a non-negative integer seed")
@@ -222,8 +275,10 @@ class HeadConfig:
         check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
 
     def to_dict(self) -> dict:
-        """The options as JSON values, as recorded in ``head.json``."""
-        return {**asdict(self), "inner": list(self.inner)}
+        """The options that make the head, as JSON values, as recorded in ``head.json``."""
+        options = {**asdict(self), "inner": list(self.inner)}
+        del options["memory_budget"]
+        return options
 
 
 def check_fraction(name: str, value, low: float, high: float, low_ok: bool, hint: str) -> None:

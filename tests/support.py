@@ -129,6 +129,35 @@ def handmade_cache(path: Path, labels, splits, class_names, dim: int = 4, seed: 
     return path
 
 
+def interleaved_cache(path: Path, n: int = 240, dim: int = 8, seed: int = 0) -> Path:
+    """A cache of ``n`` rows of three classes whose train, validation and test rows interleave, as hash splits do."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n).tolist()
+    splits = rng.choice(["train", "validation", "test"], n, p=[0.7, 0.15, 0.15]).tolist()
+    return handmade_cache(path, labels, splits, ["a", "b", "c"], dim=dim, seed=seed)
+
+
+def feature_reads(monkeypatch) -> list[int]:
+    """The rows of every read of a cache's ``/features`` from now on, recorded where h5py reads them."""
+    reads: list[int] = []
+    getitem, array = h5py.Dataset.__getitem__, h5py.Dataset.__array__
+
+    def counted_getitem(self, args, *more, **kwargs):
+        out = getitem(self, args, *more, **kwargs)
+        if self.name == "/features":
+            reads.append(len(out) if np.ndim(out) == 2 else 1)
+        return out
+
+    def counted_array(self, *args, **kwargs):
+        if self.name == "/features":
+            reads.append(self.shape[0])
+        return array(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted_getitem)
+    monkeypatch.setattr(h5py.Dataset, "__array__", counted_array)
+    return reads
+
+
 def with_vectors_of(cache: Path, other: Path, out: Path) -> Path:
     """A copy of ``cache`` whose vectors are those ``other`` holds for the same files (tests may use h5py)."""
     shutil.copy(cache, out)

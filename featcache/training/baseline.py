@@ -1,8 +1,13 @@
 """The scikit-learn baseline: standardized vectors + multinomial logistic regression, C tuned on validation.
 
-A fitted baseline is saved as plain arrays in one ``.npz`` file (no pickle): ``coef`` (k, dim),
+Splits too large for memory get a streaming fit instead: a ``StandardScaler`` fitted with
+``partial_fit`` over batches, then ``SGDClassifier(loss="log_loss")`` (one-vs-rest, constant
+step) with ``partial_fit`` epochs over the batches, alpha chosen on validation.
+
+Either is saved as plain arrays in one ``.npz`` file (no pickle): ``coef`` (k, dim),
 ``intercept`` (k,), ``classes`` (k,) class indices, ``mean`` and ``scale`` (dim,) of the
-standardization, the C grid and its validation accuracies, and ``meta`` (a JSON string).
+standardization, the C grid (for SGD, the C of each alpha) and its validation accuracies, and
+``meta`` (a JSON string, with ``solver`` lbfgs or sgd and SGD's ``alpha``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ log = logging.getLogger(__name__)
 
 BASELINE_FORMAT, BASELINE_FORMAT_VERSION = "featcache-logistic", 1
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 6))  # 1e-4, 1e-3, ..., 10
+#: SGD's regularization strengths, strongest first (alpha = 1 / (C * n_train)); ties go to the stronger
+ALPHA_GRID = (1e-3, 1e-4, 1e-5)
+SGD_EPOCHS = 5
+#: SGD's constant step on standardized vectors. sklearn's default "optimal" schedule starts with
+#: steps so large that the logits reach the hundreds: on the clothing data its validation accuracy
+#: is as good but its log loss is 5 and more, against 0.65 with this step (lbfgs: 0.60).
+SGD_ETA0 = 1e-3
 ARRAYS = ("coef", "intercept", "classes", "mean", "scale", "cs", "val_accuracy")
 
 
@@ -36,11 +48,20 @@ class LogisticBaseline:
         accuracy go to the smaller C.
     max_iter : int
         lbfgs iterations per C.
+    alphas : sequence of float
+        SGD's regularization strengths tried by :meth:`fit_streaming`, strongest first.
+    sgd_epochs : int
+        Passes over the train batches of :meth:`fit_streaming`.
+    seed : int
+        Seed of SGD's shuffling within each batch.
     """
 
-    def __init__(self, cs=C_GRID, max_iter: int = 1000):
+    def __init__(self, cs=C_GRID, max_iter: int = 1000, alphas=ALPHA_GRID, sgd_epochs: int = SGD_EPOCHS, seed: int = 0):
         self.cs = cs
         self.max_iter = max_iter
+        self.alphas = alphas
+        self.sgd_epochs = sgd_epochs
+        self.seed = seed
 
     def fit(self, x, y, x_val, y_val, n_classes: int | None = None) -> LogisticBaseline:
         """Fit on ``x`` float (n, dim) / ``y`` int (n,), pick C by accuracy on ``x_val`` / ``y_val``.
@@ -66,8 +87,40 @@ class LogisticBaseline:
         self.coef_, self.intercept_ = _multiclass(best[2], best[3])
         self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
         self.n_classes_ = int(n_classes or max(int(np.max(y)), int(np.max(y_val))) + 1)
-        self.metadata_: dict = {}
+        self.solver_, self.alpha_, self.metadata_ = "lbfgs", None, {}
         log.info("logistic baseline: C=%g (validation accuracy %.4f)", self.C_, best[0])
+        return self
+
+    def fit_streaming(self, train, validation, n_classes: int) -> LogisticBaseline:
+        """Fit from batches, holding one at a time: a streaming scaler, then SGD epochs, alpha by validation.
+
+        ``train(epoch)`` yields (x float32 (b, dim), y int (b,)) batches covering the train split
+        once (shuffled as epoch ``epoch`` wants); ``validation()`` yields the validation split's.
+        The result predicts and saves as :meth:`fit`'s; ``C_`` is the equivalent 1 / (alpha n_train).
+        """
+        from sklearn.linear_model import SGDClassifier
+
+        scaler, classes = _streaming_scaler(train(0))
+        mean, scale = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
+        models = [
+            SGDClassifier(loss="log_loss", alpha=a, learning_rate="constant", eta0=SGD_ETA0, random_state=self.seed)
+            for a in self.alphas
+        ]
+        for epoch in range(self.sgd_epochs):
+            for x, y in train(epoch):
+                for model in models:
+                    model.partial_fit((x - mean) / scale, y, classes=classes)
+        scores = _accuracies(models, ((((x - mean) / scale), y) for x, y in validation()))
+        best = int(np.argmax(scores))  # the first best: the strongest regularization
+        n_train = int(scaler.n_samples_seen_)
+        self.alphas_ = np.asarray(self.alphas, dtype=np.float64)
+        self.cs_, self.val_accuracy_ = 1.0 / (self.alphas_ * n_train), np.asarray(scores)
+        self.C_, self.alpha_, self.solver_ = float(self.cs_[best]), float(self.alphas_[best]), "sgd"
+        self.classes_ = classes.astype(np.int64)
+        self.coef_, self.intercept_ = _multiclass(models[best].coef_, models[best].intercept_)
+        self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+        self.n_classes_, self.metadata_ = int(n_classes), {}
+        log.info("streaming logistic baseline: alpha=%g (validation accuracy %.4f)", self.alpha_, scores[best])
         return self
 
     def decision_function(self, x) -> np.ndarray:
@@ -94,6 +147,8 @@ class LogisticBaseline:
             "C": self.C_,
             "n_classes": self.n_classes_,
             "max_iter": self.max_iter,
+            "solver": self.solver_,
+            **({"alpha": self.alpha_} if self.alpha_ is not None else {}),
             **(metadata or {}),
         }
         arrays = {name: getattr(self, f"{name}_") for name in ARRAYS}
@@ -123,7 +178,28 @@ class LogisticBaseline:
         for name, value in arrays.items():
             setattr(self, f"{name}_", value)
         self.C_, self.n_classes_, self.metadata_ = float(meta["C"]), int(meta["n_classes"]), meta
+        self.solver_, self.alpha_ = meta.get("solver", "lbfgs"), meta.get("alpha")
         return self
+
+
+def _streaming_scaler(batches):
+    """A StandardScaler fitted batch by batch, and the sorted classes seen: int64 (k,)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler, classes = StandardScaler(), np.zeros(0, dtype=np.int64)
+    for x, y in batches:
+        scaler.partial_fit(x)
+        classes = np.union1d(classes, y)
+    return scaler, classes
+
+
+def _accuracies(models, batches) -> list[float]:
+    """Accuracy of each model over all (x, y) batches."""
+    right, seen = np.zeros(len(models)), 0
+    for x, y in batches:
+        right += [np.sum(model.predict(x) == y) for model in models]
+        seen += len(y)
+    return (right / max(seen, 1)).tolist()
 
 
 def _fit_quietly(model, x, y) -> None:

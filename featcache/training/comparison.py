@@ -16,18 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
-from featcache.training import plots
+from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import fit_head, head_metadata
 from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
 from featcache.training.metrics import evaluate, paired_difference, softmax
-from featcache.training.splits import Splits, load_splits
+from featcache.training.splits import Split, Splits, load_splits
+from featcache.training.stream import EpochBatches
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT, REPORT_FORMAT_VERSION = "featcache-compare", 1
 KERAS, LOGISTIC = "keras_head", "logistic"
 BASELINE_FILE, REPORT_JSON, REPORT_MD, METRICS_PNG = "baseline.npz", "report.json", "report.md", "metrics.png"
+#: what the report calls the baseline fitted when the splits exceed the memory budget
+STREAMING_BASELINE = "streaming SGD (log loss)"
+#: train rows per SGD partial_fit call of the streaming baseline
+SGD_BATCH_ROWS = 4096
 TABLE_ROWS = (
     ("accuracy", "accuracy", ".4f"),
     ("macro_f1", "macro-F1", ".4f"),
@@ -47,12 +52,16 @@ class ModelRun:
     proba: dict[str, np.ndarray] = field(default_factory=dict)
     predict_seconds: dict[str, float] = field(default_factory=dict)
 
-    def run_on(self, split: str, x: np.ndarray) -> None:
-        """Predict ``x``; the time is of a second call, so one-off set-up (tracing, kernels) is not counted."""
-        self.predict(x)
-        start = time.perf_counter()
-        self.proba[split] = self.predict(x)
-        self.predict_seconds[split] = time.perf_counter() - start
+    def run_on(self, split: str, batches: EpochBatches) -> None:
+        """Predict every batch of ``batches``, then close them; the time is of a pass after a call on
+        the first batch, so one-off set-up (tracing, kernels) is not counted."""
+        try:
+            self.predict(batches.batch(0)[0])
+            start = time.perf_counter()
+            self.proba[split] = np.concatenate([self.predict(x) for x, _ in batches])
+            self.predict_seconds[split] = time.perf_counter() - start
+        finally:
+            batches.vectors.close()
 
 
 @dataclass
@@ -85,14 +94,14 @@ def compare(
     val_fraction = config.val_fraction
     if head is not None:  # carve the same validation rows the head was judged on
         val_fraction = read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
-    splits = load_splits(cache, val_fraction)
+    splits = load_splits(cache, val_fraction, config.memory_budget)
     if head is not None:  # refuse a foreign head before anything is written
         check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [_keras_run(splits, config, head, out), _logistic_run(splits, out)]
+    runs = [_keras_run(splits, config, head, out), _logistic_run(splits, out, config.seed)]
     for run in runs:
         for name, split in _eval_splits(splits).items():
-            run.run_on(name, split.x)
+            run.run_on(name, splits.batches(split, stream.CHUNK_ROWS))
     report = build_report(splits, runs)
     files = write_report(out, report, runs)
     return CompareResult(out, report, files)
@@ -127,23 +136,54 @@ def _head_shape(options: dict) -> str:
     return f"{' -> '.join(layers)}, Adam lr {options.get('lr')}{drop}, best epoch by validation accuracy"
 
 
-def _logistic_run(splits: Splits, out: Path) -> ModelRun:
+def _logistic_run(splits: Splits, out: Path, seed: int) -> ModelRun:
     start = time.perf_counter()
-    model = LogisticBaseline().fit(
-        splits.train.x, splits.train.y, splits.validation.x, splits.validation.y, n_classes=len(splits.class_names)
-    )
+    if splits.memory.streamed:
+        model = LogisticBaseline(seed=seed).fit_streaming(
+            _passes(splits, splits.train, shuffle=True, seed=seed),
+            _passes(splits, splits.validation),
+            n_classes=len(splits.class_names),
+        )
+    else:
+        model = LogisticBaseline().fit(
+            splits.train.x, splits.train.y, splits.validation.x, splits.validation.y, n_classes=len(splits.class_names)
+        )
     fit_seconds = time.perf_counter() - start
     model.save(
         out / BASELINE_FILE,
         {"cache_fingerprint": splits.fingerprint, "class_names": splits.class_names, "feature_dim": splits.feature_dim},
     )
-    about = {
-        "description": f"standardized features + multinomial LogisticRegression, C={model.C_:g} chosen on validation",
-        "C": model.C_,
-        "c_grid": {f"{c:g}": float(a) for c, a in zip(model.cs_, model.val_accuracy_)},
-        "source": f"fitted here, saved in {out / BASELINE_FILE}",
-    }
+    about = {"source": f"fitted here, saved in {out / BASELINE_FILE}", "C": model.C_}
+    if model.solver_ == "sgd":
+        about["description"] = (
+            f"{STREAMING_BASELINE} because {splits.memory.reason()}: standardized by a streaming StandardScaler, "
+            f"one-vs-rest SGDClassifier, alpha={model.alpha_:g} chosen on validation"
+        )
+        about["alpha"], about["alpha_grid"] = model.alpha_, _grid(model.alphas_, model.val_accuracy_)
+    else:
+        about["description"] = (
+            f"standardized features + multinomial LogisticRegression, C={model.C_:g} chosen on validation"
+        )
+        about["c_grid"] = _grid(model.cs_, model.val_accuracy_)
     return ModelRun(LOGISTIC, fit_seconds, about, model.predict_proba)
+
+
+def _grid(values, accuracies) -> dict[str, float]:
+    return {f"{v:g}": float(a) for v, a in zip(values, accuracies)}
+
+
+def _passes(splits: Splits, split: Split, shuffle: bool = False, seed: int = 0):
+    """A function of an epoch that yields ``split`` in batches of SGD_BATCH_ROWS, read once per call."""
+
+    def one_pass(epoch: int = 0):
+        batches = splits.batches(split, SGD_BATCH_ROWS, shuffle, seed)
+        batches.start_epoch(epoch)
+        try:
+            yield from batches
+        finally:
+            batches.vectors.close()
+
+    return one_pass
 
 
 def build_report(splits: Splits, runs: list[ModelRun]) -> dict:
@@ -167,6 +207,7 @@ def build_report(splits: Splits, runs: list[ModelRun]) -> dict:
         "class_names": names,
         "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test or [])},
         "validation_carved": splits.val_carved,
+        "memory": splits.memory.to_dict(),
         "models": models,
         "significance": {"split": judged, "a": a.name, "b": b.name, **significance},
     }
@@ -185,7 +226,10 @@ def format_table(report: dict) -> str:
     rows.append(("fit seconds", *(_seconds(report["models"][m]["fit_seconds"]) for m in models)))
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}" + "".join(f"{v:>14}" for v in r[1:]) for r in rows]
-    return "\n".join(lines + [significance_line(report["significance"])])
+    lines.append(significance_line(report["significance"]))
+    if report.get("memory", {}).get("streamed"):
+        lines.append(f"{LOGISTIC}: {STREAMING_BASELINE} because {report['memory']['reason']}")
+    return "\n".join(lines)
 
 
 def _seconds(value) -> str:
@@ -241,10 +285,9 @@ def markdown(report: dict) -> str:
         "```",
         "",
         "",
-        "predict s: one call on the whole split, after a warm-up call. fit seconds of a head loaded with --head "
-        "are those recorded in its head.json. Validation accuracy of each C tried: "
-        + ", ".join(f"C={c}: {a:.4f}" for c, a in models[LOGISTIC]["c_grid"].items())
-        + ".",
+        f"predict s: one pass over the whole split (in batches of {stream.CHUNK_ROWS} rows), after a warm-up call "
+        "on the first batch. fit seconds of a head loaded with --head are those recorded in its head.json. "
+        + _grid_sentence(models[LOGISTIC]),
         "",
         "![metric comparison](metrics.png)",
     ]
@@ -252,6 +295,14 @@ def markdown(report: dict) -> str:
     for name, model in models.items():
         lines += [f"![{name} {s}](confusion_{name}_{s}.png)" for s in model["evaluation"]]
     return "\n".join(lines) + "\n"
+
+
+def _grid_sentence(logistic: dict) -> str:
+    name = "alpha" if "alpha_grid" in logistic else "C"
+    grid = logistic.get("alpha_grid") or logistic["c_grid"]
+    return (
+        f"Validation accuracy of each {name} tried: " + ", ".join(f"{name}={v}: {a:.4f}" for v, a in grid.items()) + "."
+    )
 
 
 def per_class_table(report: dict) -> list[str]:

@@ -26,8 +26,12 @@ from featcache.training.head_files import (
     save_head,
 )
 from featcache.training.splits import Splits, load_splits, one_hot
+from featcache.training.stream import CHUNK_ROWS, EpochBatches
 
 log = logging.getLogger(__name__)
+
+#: validation rows per batch: evaluation keeps no gradients, so larger batches only go faster
+EVAL_BATCH_ROWS = 1024
 
 
 @dataclass
@@ -38,6 +42,8 @@ class FitResult:
     history: dict[str, list[float]]
     best_epoch: int
     seconds: float
+    streamed: bool = False
+    peak_rows_held: int = 0
 
     @property
     def epochs_run(self) -> int:
@@ -76,9 +82,16 @@ class HeadResult:
                 f"best epoch {self.best_epoch} of {m['epochs_run']}: train accuracy {m['train_accuracy']:.4f}, "
                 f"validation accuracy {m['val_accuracy']:.4f} (loss {m['train_loss']:.4f} / {m['val_loss']:.4f})",
                 f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows, validated on {m['n_validation']}{held}",
+                *_streaming_line(meta.get("memory")),
                 f"saved: {self.out / MODEL_FILE}, {META_FILE}, {HISTORY_FILE}, {CURVES_FILE}",
             ]
         )
+
+
+def _streaming_line(memory: dict | None) -> list[str]:
+    if not memory or not memory["streamed"]:
+        return []
+    return [f"read from the cache in chunks of {CHUNK_ROWS} rows: {memory['reason']}"]
 
 
 def train_head(
@@ -89,7 +102,7 @@ def train_head(
     check_out_folder(Path(out))
     if tensorboard is not None:
         _check_tensorboard()
-    splits = load_splits(cache, config.val_fraction)
+    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False)
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)
@@ -114,9 +127,10 @@ def build_head(feature_dim: int, n_classes: int, config: HeadConfig):
 def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
     """Train on ``splits.train``, judge each epoch on ``splits.validation``, restore the best epoch.
 
+    Batches follow :mod:`featcache.training.stream`, from memory or read from the cache in chunks
+    as ``splits`` holds them: the same splits, options and seed give the same history either way.
     The best epoch is the first with the highest validation accuracy, as
-    ``ModelCheckpoint(save_best_only=True)`` keeps it. Same splits, options and seed give the
-    same history.
+    ``ModelCheckpoint(save_best_only=True)`` keeps it.
     """
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
@@ -127,25 +141,60 @@ def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    with tempfile.TemporaryDirectory(prefix="featcache-head-") as tmp:
-        best_path = os.path.join(tmp, "best.weights.h5")
-        callbacks = _callbacks(keras, config, best_path, tensorboard)
-        start = time.perf_counter()
-        fitted = model.fit(
-            splits.train.x,
-            one_hot(splits.train.y, k),
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            validation_data=(splits.validation.x, one_hot(splits.validation.y, k)),
-            shuffle=True,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        seconds = time.perf_counter() - start
-        model.load_weights(best_path)
+    train = splits.batches(splits.train, config.batch_size, shuffle=True, seed=config.seed)
+    validation = splits.batches(splits.validation, max(config.batch_size, EVAL_BATCH_ROWS))
+    try:
+        with tempfile.TemporaryDirectory(prefix="featcache-head-") as tmp:
+            best_path = os.path.join(tmp, "best.weights.h5")
+            start = time.perf_counter()
+            fitted = model.fit(
+                keras_batches(train, k),
+                epochs=config.epochs,
+                validation_data=keras_batches(validation, k),
+                shuffle=False,  # the batches are shuffled already, chunk by chunk
+                callbacks=_callbacks(keras, config, best_path, tensorboard),
+                verbose=0,
+            )
+            seconds = time.perf_counter() - start
+            model.load_weights(best_path)
+    finally:
+        train.vectors.close()
+        validation.vectors.close()
     history = {key: [float(v) for v in fitted.history[key]] for key in HISTORY_KEYS}
     best_epoch = int(np.argmax(history["val_accuracy"])) + 1
-    return FitResult(model, history, best_epoch, seconds)
+    return FitResult(model, history, best_epoch, seconds, train.vectors.streamed, _peak_rows(train, validation))
+
+
+def keras_batches(batches: EpochBatches, n_classes: int):
+    """``batches`` as a ``keras.utils.PyDataset`` of (vectors, one-hot labels), one worker, in order.
+
+    The n-th epoch Keras begins batches the rows in the order of ``batches``' epoch n; Keras also
+    ends an epoch before the first one begins, so epochs are counted where they begin.
+    """
+    keras = import_keras()
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.begun = 0
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def __getitem__(self, index: int):
+            x, y = batches.batch(index)
+            return x, one_hot(y, n_classes)
+
+        def on_epoch_begin(self) -> None:
+            batches.start_epoch(self.begun)
+            self.begun += 1
+
+    return Batches()
+
+
+def _peak_rows(*batches: EpochBatches) -> int:
+    """The most rows each streamed split held at once, summed (0 in memory)."""
+    return sum(getattr(b.vectors, "peak_rows_held", 0) for b in batches)
 
 
 def _callbacks(keras, config: HeadConfig, best_path: str, tensorboard) -> list:
@@ -197,6 +246,7 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
             "n_validation": len(splits.validation),
             "validation_carved": splits.val_carved,
         },
+        "memory": splits.memory.to_dict(),
         "history_file": HISTORY_FILE,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,4 +1,9 @@
-"""The train / validation / test arrays of a cache, with a stable validation carve when it has none."""
+"""A cache's train / validation / test splits: row indices and labels, vectors in memory when they fit.
+
+The vectors of the splits in use are loaded only when they fit the memory budget; otherwise
+:meth:`Splits.vectors` reads them from the cache a chunk of rows at a time (see :mod:`stream`).
+A cache without validation rows gets a stable validation carve.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.layout import Cache, read_cache
+from featcache.cache.reader import FeatureReader, RowIndex, read_row_index, read_sha256
+from featcache.config import format_size
 from featcache.errors import CacheError
+from featcache.training import stream
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +26,51 @@ CARVE_SALT = "featcache-validation-carve:"
 
 @dataclass
 class Split:
-    """One split: ``x`` float32 (m, dim), ``y`` int64 (m,) class indices, ``rows`` their cache rows."""
+    """One split: ``rows`` int64 (m,) its cache rows in cache order, ``y`` int64 (m,) class indices,
+    ``x`` float32 (m, dim) its vectors when held in memory, None when they are read from the cache."""
 
-    x: np.ndarray
-    y: np.ndarray
     rows: np.ndarray
+    y: np.ndarray
+    x: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
 
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Whether the vectors of the splits in use (``names``) are held in memory or streamed, and why."""
+
+    vector_bytes: int
+    budget: int | None
+    names: tuple[str, ...]
+
+    @property
+    def streamed(self) -> bool:
+        return self.budget is not None and self.vector_bytes > self.budget
+
+    def reason(self) -> str:
+        """Why the vectors are streamed or held, in words for summaries and reports."""
+        names = ", ".join(self.names[:-1]) + " and " + self.names[-1] if len(self.names) > 1 else self.names[0]
+        what = f"the {names} vectors ({format_size(self.vector_bytes)})"
+        if self.budget is None:
+            return f"{what} are held in memory"
+        verb = "exceed" if self.streamed else "fit"
+        return f"{what} {verb} the memory budget ({format_size(self.budget)})"
+
+    def to_dict(self) -> dict:
+        """As ``head.json`` and ``report.json`` record it."""
+        return {
+            "streamed": self.streamed,
+            "vector_bytes": self.vector_bytes,
+            "memory_budget": self.budget,
+            "reason": self.reason(),
+        }
+
+
 @dataclass
 class Splits:
-    """The arrays a head is trained and judged on, and where they came from."""
+    """The splits a head is trained and judged on, and where they came from."""
 
     cache_path: Path
     attrs: dict
@@ -40,70 +79,99 @@ class Splits:
     validation: Split
     test: Split | None
     val_carved: bool
+    feature_dim: int
+    memory: MemoryPlan
 
     @property
     def fingerprint(self) -> str:
         return self.attrs["fingerprint"]
 
-    @property
-    def feature_dim(self) -> int:
-        return int(self.train.x.shape[1])
+    def vectors(self, split: Split):
+        """The vectors of ``split``: a :class:`stream.MemoryVectors` or :class:`stream.CacheVectors` (close it)."""
+        if split.x is not None:
+            return stream.MemoryVectors(split.x)
+        return stream.CacheVectors(self.cache_path, split.rows, self.feature_dim)
+
+    def batches(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0) -> stream.EpochBatches:
+        """``split`` in batches of ``batch_size`` (shuffled by :func:`stream.epoch_order` with ``seed``)."""
+        return stream.EpochBatches(split.rows, split.y, self.vectors(split), batch_size, shuffle, seed)
 
 
-def load_splits(cache_path: str | Path, val_fraction: float = 0.2) -> Splits:
-    """Read ``cache_path`` into splits; without validation rows, carve ``val_fraction`` of train.
+def load_splits(
+    cache_path: str | Path, val_fraction: float = 0.2, memory_budget: int | None = None, with_test: bool = True
+) -> Splits:
+    """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train.
 
-    The carve ranks train rows by a salted hash of their content hash, so the same images are
-    held out on every run and on every machine.
+    The vectors of train, validation (and test, ``with_test``) are loaded when together they take
+    at most ``memory_budget`` bytes (None: always); otherwise every split's ``x`` is None and
+    :meth:`Splits.vectors` streams them. The carve ranks train rows by a salted hash of their
+    content hash, so the same images are held out on every run and on every machine.
     """
-    cache = read_cache(Path(cache_path))
-    _check_trainable(cache)
-    features, labels = cache.features, np.asarray(cache.rows.label, dtype=np.int64)
-    train_rows = cache.split_indices("train")
-    val_rows = cache.split_indices("validation")
-    carved = len(val_rows) == 0
-    if carved:
-        train_rows, val_rows = carve_validation(train_rows, cache.rows.sha256, val_fraction, cache.path)
-        log.info("%s has no validation rows; holding out %d train rows", cache.path, len(val_rows))
-    test_rows = cache.split_indices("test")
+    index = read_row_index(Path(cache_path))
+    _check_trainable(index)
+    train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
+    test_rows = index.split_indices("test")
+    used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
+    plan = MemoryPlan(sum(len(r) for r in used.values()) * index.dim * 4, memory_budget, tuple(used))
+    vectors = dict.fromkeys(("train", "validation", "test"))
+    if not plan.streamed:
+        with FeatureReader(index.path) as reader:
+            vectors.update(zip(used, reader.gather(list(used.values()), stream.CHUNK_ROWS)))
+    log.info("%s: %s", index.path, plan.reason())
 
-    def split(rows: np.ndarray) -> Split:
-        return Split(features[rows], labels[rows], rows)
+    def split(name: str, rows: np.ndarray) -> Split:
+        return Split(rows, index.label[rows], vectors[name])
 
     return Splits(
         cache_path=Path(cache_path),
-        attrs=cache.attrs,
-        class_names=cache.class_names,
-        train=split(train_rows),
-        validation=split(val_rows),
-        test=split(test_rows) if len(test_rows) else None,
+        attrs=index.attrs,
+        class_names=index.class_names,
+        train=split("train", train_rows),
+        validation=split("validation", val_rows),
+        test=split("test", test_rows) if len(test_rows) else None,
         val_carved=carved,
+        feature_dim=index.dim,
+        memory=plan,
     )
 
 
-def _check_trainable(cache: Cache) -> None:
-    if len(cache.class_names) < 2:
+def _train_and_validation(index: RowIndex, val_fraction: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Train and validation rows, and whether validation was carved from train."""
+    train_rows, val_rows = index.split_indices("train"), index.split_indices("validation")
+    if len(val_rows):
+        return train_rows, val_rows, False
+    hashes = read_sha256(index.path, train_rows)
+    train_rows, val_rows = carve_validation(train_rows, hashes, val_fraction, index.path)
+    log.info("%s has no validation rows; holding out %d train rows", index.path, len(val_rows))
+    return train_rows, val_rows, True
+
+
+def _check_trainable(index: RowIndex) -> None:
+    if len(index.class_names) < 2:
         raise CacheError(
-            f"{cache.path} has {len(cache.class_names)} class(es); a classifier needs at least two — "
+            f"{index.path} has {len(index.class_names)} class(es); a classifier needs at least two — "
             f"extract a dataset with two or more class folders"
         )
-    train = cache.split_indices("train")
+    train = index.split_indices("train")
     if len(train) == 0:
         raise CacheError(
-            f"{cache.path} has no train rows; extract a dataset with a train split (or class folders only)"
+            f"{index.path} has no train rows; extract a dataset with a train split (or class folders only)"
         )
-    if len({cache.rows.label[i] for i in train}) < 2:
-        raise CacheError(f"{cache.path} has train rows of one class only; add train images of at least one more class")
+    if len(np.unique(index.label[train])) < 2:
+        raise CacheError(f"{index.path} has train rows of one class only; add train images of at least one more class")
 
 
 def carve_validation(train_rows: np.ndarray, sha256s: list[str], fraction: float, path: Path):
-    """Split ``train_rows`` into (train, validation) by a salted hash rank; both keep cache order."""
+    """Split ``train_rows`` into (train, validation) by a salted hash rank; both keep cache order.
+
+    ``sha256s`` are the content hashes of ``train_rows``, in the same order.
+    """
     n_val = max(1, round(fraction * len(train_rows)))
     if len(train_rows) - n_val < 1:
         raise CacheError(
             f"{path} has {len(train_rows)} train row(s) and no validation rows; add images or a validation split"
         )
-    keys = [hashlib.sha256((CARVE_SALT + sha256s[r]).encode()).hexdigest() for r in train_rows]
+    keys = [hashlib.sha256((CARVE_SALT + sha).encode()).hexdigest() for sha in sha256s]
     order = sorted(range(len(train_rows)), key=lambda i: (keys[i], int(train_rows[i])))
     held = np.zeros(len(train_rows), dtype=bool)
     held[order[:n_val]] = True

@@ -16,7 +16,7 @@ from featcache.cache.layout import read_cache
 from featcache.cli import main
 from featcache.errors import WeightsError
 from featcache.training.head_files import head_logits, load_head
-from tests.support import FakeBackbone, make_split_dataset, write_head
+from tests.support import FakeBackbone, feature_reads, make_split_dataset, write_head
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,13 @@ def test_predict_replays_the_cache_exactly(fake_setup):
     for p in result.predictions:
         np.testing.assert_allclose(p.logits, expected[p.path], atol=1e-5)
         assert p.label == p.path.parent.name  # the fitted head tells red cats from green dogs
+
+
+def test_predict_reads_no_vector_of_the_cache(fake_setup, monkeypatch):
+    data, _, head = fake_setup
+    reads = feature_reads(monkeypatch)
+    result = predict([data / "test"], head, backbone=FakeBackbone())
+    assert len(result.predictions) == 2 and reads == []
 
 
 def test_top_k_probabilities_are_sorted_and_capped(fake_setup):

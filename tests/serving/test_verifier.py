@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from featcache.api import extract, verify
 from featcache.cli import main
 from featcache.errors import CacheError, ConfigError
-from tests.support import FakeBackbone, fake_embed, make_split_dataset, with_vectors_of
+from tests.support import FakeBackbone, fake_embed, feature_reads, make_split_dataset, with_vectors_of
 
 
 class OtherWeights(FakeBackbone):
@@ -36,6 +36,12 @@ def test_an_unchanged_cache_passes(fake_cache):
     result = verify(fake_cache, backbone=FakeBackbone(), sample=4)
     assert result.passed and result.compared == result.sampled == 4
     assert result.max_abs_diff == 0.0 and result.min_cosine == pytest.approx(1.0) and not result.causes
+
+
+def test_only_the_sampled_vectors_are_read(fake_cache, monkeypatch):
+    reads = feature_reads(monkeypatch)
+    result = verify(fake_cache, backbone=FakeBackbone(), sample=3)
+    assert result.compared == 3 and sum(reads) == 3  # of 10 rows: /features is never read whole
 
 
 def test_the_sample_is_seeded(fake_cache):

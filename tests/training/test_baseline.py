@@ -89,3 +89,28 @@ def test_load_refuses_what_is_not_a_baseline(tmp_path):
     np.savez(tmp_path / "other.npz", meta=np.asarray(json.dumps({"format": "other"})), **arrays)
     with pytest.raises(HeadError, match="not a featcache baseline"):
         LogisticBaseline.load(tmp_path / "other.npz")
+
+
+def test_streaming_fit_learns_from_batches_and_saves_as_plain_arrays(three_class, tmp_path):
+    x, y, xv, yv, full = three_class
+
+    def train(epoch):
+        order = np.random.default_rng(epoch).permutation(len(y))
+        return ((x[order[i : i + 16]], y[order[i : i + 16]]) for i in range(0, len(y), 16))
+
+    def validation():
+        return iter([(xv[:20], yv[:20]), (xv[20:], yv[20:])])
+
+    model = LogisticBaseline(alphas=(1e-1, 1e-2, 1e-3), sgd_epochs=8, seed=0).fit_streaming(train, validation, 4)
+    assert model.solver_ == "sgd" and model.alpha_ in (1e-1, 1e-2, 1e-3)
+    assert model.coef_.shape == (3, 6) and model.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(model.mean_, x.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.scale_, x.std(axis=0), rtol=1e-4)
+    assert model.C_ == pytest.approx(1 / (model.alpha_ * len(y)))
+    assert model.val_accuracy_.max() == pytest.approx(np.mean(model.predict(xv) == yv))
+    assert np.mean(model.predict(xv) == yv) >= np.mean(full.predict(xv) == yv) - 0.1
+    proba = model.predict_proba(xv)
+    assert proba.shape == (len(yv), 4) and np.all(proba[:, 3] == 0)
+    loaded = LogisticBaseline.load(model.save(tmp_path / "sgd.npz"))
+    assert loaded.solver_ == "sgd" and loaded.alpha_ == model.alpha_
+    np.testing.assert_array_equal(loaded.predict_proba(xv), proba)

@@ -145,3 +145,25 @@ def test_missing_or_foreign_cache_is_a_one_line_error(tmp_path):
     for path in (tmp_path / "none.h5", tmp_path / "x.h5"):
         out = CliRunner().invoke(main, ["compare", str(path), "--out", str(tmp_path / "r")])
         assert out.exit_code == 1 and "featcache extract" in out.output and isinstance(out.exception, SystemExit)
+
+
+def test_above_the_budget_the_baseline_streams_and_the_report_says_so(cache, run, tmp_path):
+    out = tmp_path / "streamed"
+    result = CliRunner().invoke(main, ["compare", str(cache), "--out", str(out), *FAST, "--memory-budget", "1KB"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["memory"]["streamed"] and report["memory"]["vector_bytes"] == 30 * 16 * 4
+    said = "logistic: streaming SGD (log loss) because the train, validation and test vectors (1.92 kB) exceed"
+    assert said in result.output and said in (out / "report.md").read_text()
+    logistic = report["models"]["logistic"]
+    assert logistic["description"].startswith("streaming SGD (log loss) because") and "alpha_grid" in logistic
+    assert logistic["evaluation"]["test"]["accuracy"] >= 0.8
+    baseline = LogisticBaseline.load(out / "baseline.npz")
+    assert baseline.solver_ == "sgd" and baseline.alpha_ == logistic["alpha"]
+    test = load_splits(cache).test
+    accuracy = np.mean(baseline.predict(test.x) == test.y)
+    assert accuracy == pytest.approx(logistic["evaluation"]["test"]["accuracy"])
+    in_memory = json.loads((run[0] / "report.json").read_text())["models"]["keras_head"]["evaluation"]
+    for split in ("validation", "test"):  # the head trained on streamed batches is the one trained in memory
+        for key in ("accuracy", "log_loss"):
+            assert report["models"]["keras_head"]["evaluation"][split][key] == pytest.approx(in_memory[split][key])

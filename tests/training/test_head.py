@@ -13,6 +13,7 @@ from PIL import Image
 from featcache.cli import main
 from featcache.config import HeadConfig
 from featcache.errors import ConfigError, HeadError
+from featcache.training import stream
 from featcache.training.head import fit_head, train_head
 from featcache.training.head_files import (
     CURVES_FILE,
@@ -25,7 +26,7 @@ from featcache.training.head_files import (
     read_history,
 )
 from featcache.training.splits import load_splits
-from tests.support import tiny_cache
+from tests.support import feature_reads, interleaved_cache, tiny_cache
 
 FAST = HeadConfig(epochs=4, batch_size=8)
 
@@ -122,6 +123,8 @@ def test_cli_prints_a_summary(cache, tmp_path):
         (["--inner", "0"], "inner must be"),
         (["--early-stopping", "0"], "early_stopping must be"),
         (["--val-fraction", "1"], "val_fraction must be"),
+        (["--memory-budget", "lots"], "memory_budget must be a size such as 1GB"),
+        (["--memory-budget", "-1GB"], "memory_budget must be a size"),
     ],
 )
 def test_nonsense_options_are_one_line_errors(cache, tmp_path, options, message):
@@ -196,3 +199,44 @@ def test_out_must_be_a_folder(cache, tmp_path):
     (tmp_path / "file").write_text("x")
     out = CliRunner().invoke(main, ["train-head", str(cache), "--out", str(tmp_path / "file"), "--epochs", "1"])
     assert out.exit_code == 1 and "not a directory" in out.output and isinstance(out.exception, SystemExit)
+
+
+def test_streamed_training_gives_the_in_memory_history(tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 16)  # 300 interleaved rows make 19 chunks
+    monkeypatch.setattr(stream, "BUFFER_CHUNKS", 2)
+    cache = interleaved_cache(tmp_path / "c.h5", n=300)
+    config = HeadConfig(epochs=4, batch_size=8, inner=(6,), dropout=0.1)
+    in_memory = fit_head(load_splits(cache, memory_budget=10**9, with_test=False), config)
+    splits = load_splits(cache, memory_budget=1000, with_test=False)
+    assert splits.memory.streamed and splits.train.x is None and splits.validation.x is None
+    reads = feature_reads(monkeypatch)
+    streamed = fit_head(splits, config)
+    assert streamed.streamed and not in_memory.streamed
+    assert 0 < streamed.peak_rows_held < 300 and max(reads) <= 16
+    for key in HISTORY_KEYS:
+        np.testing.assert_allclose(streamed.history[key], in_memory.history[key], rtol=1e-6, atol=1e-7)
+    assert streamed.best_epoch == in_memory.best_epoch
+    x = load_splits(cache).validation.x
+    np.testing.assert_allclose(streamed.model(x), in_memory.model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_says_when_it_streams(cache, tmp_path):
+    args = ["train-head", str(cache), "--out", str(tmp_path / "h"), "--epochs", "2", "--memory-budget", "1KB"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert (
+        "read from the cache in chunks" in out.output and "(1.02 kB) exceed the memory budget (1.00 kB)" in out.output
+    )
+    memory = json.loads((tmp_path / "h" / META_FILE).read_text())["memory"]
+    assert memory["streamed"] and memory["memory_budget"] == 1000 and memory["vector_bytes"] == 16 * 16 * 4
+
+
+def test_memory_budget_sizes():
+    assert HeadConfig(memory_budget="1GB").memory_budget == 10**9
+    assert HeadConfig(memory_budget="500 MB").memory_budget == 500 * 10**6
+    assert HeadConfig(memory_budget="1.5GiB").memory_budget == int(1.5 * 2**30)
+    assert HeadConfig(memory_budget="4096").memory_budget == HeadConfig(memory_budget=4096).memory_budget == 4096
+    assert 0 < HeadConfig().memory_budget and "memory_budget" not in HeadConfig().to_dict()
+    for bad in ("1 parsec", "", -5, True, 1.5):
+        with pytest.raises(ConfigError, match="memory_budget must be a size"):
+            HeadConfig(memory_budget=bad)

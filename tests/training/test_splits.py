@@ -31,7 +31,7 @@ def test_carve_depends_on_content_not_order():
     shas = [f"{i:064x}" for i in range(40)]
     rows = np.arange(40)
     _, held = carve_validation(rows, shas, 0.2, "c.h5")
-    _, held_reversed = carve_validation(rows[::-1].copy(), shas, 0.2, "c.h5")
+    _, held_reversed = carve_validation(rows[::-1].copy(), shas[::-1], 0.2, "c.h5")
     assert len(held) == 8 and set(held) == set(held_reversed)
 
 
