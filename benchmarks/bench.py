@@ -23,13 +23,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks import report
+from benchmarks import report, scale
 from benchmarks import workloads as w
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 #: in the order they run: the long recipe section early, so that a run cut short still has it
-SECTIONS = ("startup", "memory", "time-saved", "stage-one", "process", "precision")
+SECTIONS = ("startup", "memory", "time-saved", "stage-one", "process", "precision", "scale")
+#: sections that make their own inputs and need neither the dataset nor the weights
+SELF_CONTAINED = ("memory", "scale")
 #: name -> (runtime, precision) of each way to run the backbone; "fp32" is the exact default
 OPTIONS = {"fp32": ("tensorflow", "float32"), "ov-fp32": ("openvino", "float32"), "bf16": ("openvino", "bfloat16")}
 #: the recipe's length that every "10 epochs" figure refers to
@@ -375,6 +377,11 @@ def _compare(b: Bench, option: str, rates: dict, full: dict, fp32: dict) -> dict
     }
 
 
+def scale_section(b: Bench) -> dict:
+    """benchmarks/scale.py: an add to a large cache, train-head under a memory budget, peak RSS as rows grow."""
+    return scale.run(b.work / "scale", rows=b.o["scale_rows"], big_rows=b.o["scale_big_rows"])
+
+
 RUNNERS = {
     "startup": startup,
     "memory": memory,
@@ -382,6 +389,7 @@ RUNNERS = {
     "process": process,
     "time-saved": time_saved,
     "precision": precision,
+    "scale": scale_section,
 }
 
 
@@ -419,12 +427,16 @@ EPOCHS = click.IntRange(1, RECIPE_EPOCHS)
 @click.option("--rounds", type=int, default=3, show_default=True, help="Rounds (and subsets of the data) side by side.")
 @click.option("--precision-rounds", type=int, default=3, show_default=True, help="Rounds of the precision runs.")
 @click.option("--precision-images", type=int, default=320, show_default=True, help="Images per precision round.")
+@click.option("--scale-rows", type=int, default=200_000, show_default=True, help="scale: rows of the cache added to.")
+@click.option(
+    "--scale-big-rows", type=int, default=1_000_000, show_default=True, help="scale: rows of train-head's cache."
+)
 def main(data, weights, out, sections, **options):
     """Benchmark featcache against the lesson's recipe, plain Keras and a plain script on this machine."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
     chosen = _sections(sections)
-    if not (data / "train").is_dir():
+    if not set(chosen) <= set(SELF_CONTAINED) and not (data / "train").is_dir():
         raise click.BadParameter(f"{data} has no train/ folder; pass --data or set FEATCACHE_DATA", param_hint="--data")
     work = Path(out) / "work"
     shutil.rmtree(work, ignore_errors=True)

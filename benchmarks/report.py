@@ -72,6 +72,48 @@ TARGETS = [
     ("precision", "bf16_cosine_p1", "cosine bf16 vs fp32: 1st percentile", ">= 0.999", lambda v: v >= 0.999),
     ("precision", "bf16_cosine_min", "cosine bf16 vs fp32: min", ">= 0.995", lambda v: v >= 0.995),
     ("precision", "bf16_accuracy_gap", "head val accuracy, bf16 - fp32", ">= -0.01", lambda v: v >= -0.01),
+    (
+        "scale",
+        "add_write_ratio",
+        "add {added} images to a {rows}-row cache: bytes written (/proc/self/io) / (new vectors + entry file)",
+        "<= 1.2",
+        lambda v: v <= 1.2,
+    ),
+    (
+        "scale",
+        "add_time_ratio",
+        "add {added} images: seconds on {rows} rows / on {small_rows} rows (in process)",
+        "<= 3",
+        lambda v: v <= 3,
+    ),
+    (
+        "scale",
+        "budget_rss_over_tensorflow_mb",
+        "train-head 1 epoch, --memory-budget 1GB, {big_rows} rows: peak RSS - TensorFlow's baseline, MB",
+        "<= 1536",
+        lambda v: v <= 1536,
+    ),
+    (
+        "scale",
+        "memory_vs_budget_rate",
+        "train-head 1 epoch, {big_rows} rows: train rows/s of fit, in memory / --memory-budget 1GB",
+        "<= 2",
+        lambda v: v <= 2,
+    ),
+    (
+        "scale",
+        "compare_rss_over_tensorflow_mb",
+        "compare 1 epoch, --memory-budget 1GB, {big_rows} rows: peak RSS - TensorFlow's baseline, MB",
+        "<= 1536",
+        lambda v: v <= 1536,
+    ),
+    (
+        "scale",
+        "verify_rss_mb",
+        "verify, {big_rows} rows: peak RSS, MB (fake backbone, no TensorFlow; rows skipped, no images)",
+        "<= 1536",
+        lambda v: v <= 1536,
+    ),
 ]
 
 # (section, key, label): measurements shown beside the targets, grouped by section
@@ -148,6 +190,25 @@ DETAILS = [
     ("precision", "ov_fp32_max_abs_diff", "OpenVINO fp32 vs TensorFlow fp32: max abs diff"),
     ("precision", "ov_fp32_accuracy_gap", "head val accuracy, OpenVINO fp32 - TensorFlow fp32"),
     ("precision", "fp32_head_val_accuracy", "head val accuracy, TensorFlow fp32"),
+    ("scale", "add_written_mb", "add {added} images to {rows} rows: written, MB (whole operation)"),
+    ("scale", "add_new_vectors_mb", "add {added} images: the new vectors, MB"),
+    ("scale", "add_entry_file_mb", "add {added} images to {rows} rows: the entry file after, MB"),
+    ("scale", "add_seconds", "add {added} images to {rows} rows: s (in process)"),
+    ("scale", "add_seconds_small", "add {added} images to {small_rows} rows: s (in process)"),
+    ("scale", "extract_rerun_rss_mb_per_100k", "extract rerun, nothing new: peak RSS growth, MB per 100k rows"),
+    ("scale", "info_rss_mb_per_100k", "info: peak RSS growth, MB per 100k rows (synthetic caches)"),
+    ("scale", "verify_rss_mb_per_100k", "verify: peak RSS growth, MB per 100k rows (synthetic caches)"),
+    ("scale", "tensorflow_baseline_rss_mb", "TensorFlow's baseline: peak RSS, MB (plain Keras default head, tiny fit)"),
+    (
+        "scale",
+        "train_head_memory_rows",
+        "train-head 1 epoch in memory: rows of its cache (smaller when {big_rows} do not fit)",
+    ),
+    ("scale", "train_head_memory_rss_mb", "train-head 1 epoch in memory: peak RSS, MB"),
+    ("scale", "train_head_memory_rows_per_s", "train-head 1 epoch in memory: train rows/s of fit"),
+    ("scale", "train_head_budget_rss_mb", "train-head 1 epoch, --memory-budget 1GB: peak RSS, MB"),
+    ("scale", "train_head_budget_rows_per_s", "train-head 1 epoch, --memory-budget 1GB: train rows/s of fit"),
+    ("scale", "compare_budget_rss_mb", "compare 1 epoch, --memory-budget 1GB: peak RSS, MB"),
 ]
 
 
@@ -195,13 +256,14 @@ def _version(package: str) -> str:
 
 def _context(results: dict) -> dict:
     """What labels name: each recipe's 10-epoch basis (measured or extrapolated), the epochs compared."""
-    saved, options = results.get("time-saved", {}), results.get("options", {})
+    saved, options, scale = results.get("time-saved", {}), results.get("options", {}), results.get("scale", {})
     return {
         "lesson_ten": saved.get("lesson_ten_label", "10 epochs"),
         "tf_data_ten": saved.get("tf_data_ten_label", "10 epochs"),
         "lesson_k": saved.get("lesson_accuracy_epochs", 10),
         "tf_data_k": saved.get("tf_data_accuracy_epochs", 10),
         "head_epochs": options.get("head_epochs", 10),
+        **{key: f"{scale[key]:,}" if key in scale else "N" for key in ("rows", "small_rows", "big_rows", "added")},
     }
 
 
@@ -210,10 +272,13 @@ def _headline(value):
     return value["median"] if isinstance(value, dict) and "median" in value else value
 
 
-def checks(results: dict) -> list[dict]:
-    """Each target with its measured value and whether it is met (None when not measured)."""
+def checks(results: dict, sections=None) -> list[dict]:
+    """Each target (of ``sections``, default all) with its measured value and whether it is met (None when not
+    measured)."""
     rows, context = [], _context(results)
     for section, key, label, target, test in TARGETS:
+        if sections is not None and section not in sections:
+            continue
         value = results.get(section, {}).get(key)
         rows.append(
             {
@@ -228,19 +293,21 @@ def checks(results: dict) -> list[dict]:
     return rows
 
 
-def table(results: dict) -> str:
-    """The targets and the measurements behind them, as a Markdown table."""
+def table(results: dict, sections=None) -> str:
+    """The targets and the measurements behind them (of ``sections``, default all), as Markdown tables."""
     lines = ["| measure | value | target | met |", "| --- | --- | --- | --- |"]
-    for row in checks(results):
+    for row in checks(results, sections):
         met = {True: "yes", False: "**no**", None: "not run"}[row["met"]]
         lines.append(f"| {row['label']} | {_fmt(row['value'])} | {row['target']} | {met} |")
     lines += ["", "| measurement | value |", "| --- | --- |"]
     context = _context(results)
     for section, key, label in DETAILS:
         value = results.get(section, {}).get(key)
-        if value is not None:
+        if value is not None and (sections is None or section in sections):
             lines.append(f"| {label.format(**context)} | {_fmt(value)} |")
-    return "\n".join(lines + _footer(results))
+    if "table" in results.get("scale", {}):  # the scale section's own table: one row per measured process
+        lines += ["", results["scale"]["table"]]
+    return "\n".join(lines + (_footer(results) if sections is None else []))
 
 
 def _footer(results: dict) -> list[str]:
@@ -257,7 +324,9 @@ def _footer(results: dict) -> list[str]:
             f"CPU share taken by other processes during the timed runs: mean {sum(shares) / len(shares):.1%}, "
             f"max {max(shares):.1%} (per run in bench.json; above a few % the ratios are noisy)"
         )
-    env = results.get("environment", {})
+    env = results.get("environment")
+    if not env:
+        return lines
     lines.append(
         f"CPU: {env.get('cpu')}, {env.get('cores')} cores, avx512_bf16 {env.get('avx512_bf16')}, "
         f"load average {_fmt(env.get('load_average_start'))} -> {_fmt(env.get('load_average_end'))}"
