@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -159,12 +158,16 @@ def feature_reads(monkeypatch) -> list[int]:
 
 
 def with_vectors_of(cache: Path, other: Path, out: Path) -> Path:
-    """A copy of ``cache`` whose vectors are those ``other`` holds for the same files (tests may use h5py)."""
-    shutil.copy(cache, out)
-    with h5py.File(other, "r") as src, h5py.File(out, "r+") as h5:
-        where = {sha: i for i, sha in enumerate(src["sha256"].asstr()[:])}
-        rows = [where[sha] for sha in h5["sha256"].asstr()[:]]
-        h5["features"][...] = src["features"][:][rows]
+    """A cache ``out`` with the rows of ``cache`` and the vectors ``other`` holds for the same files."""
+    source, donor = read_cache(cache), read_cache(other)
+    where = {sha: i for i, sha in enumerate(donor.rows.sha256)}
+    shas = list(dict.fromkeys(source.rows.sha256))
+    ShardWriter(shards_dir(out), source.fingerprint).write(shas, donor.features[[where[s] for s in shas]])
+    pool = VectorPool()
+    pool.add_shards(shards_dir(out), source.fingerprint)
+    located = pool.locations(source.rows.sha256)
+    pool.close()
+    write_cache(out, source.attrs, source.class_names, source.rows, located, source.quarantine)
     return out
 
 
