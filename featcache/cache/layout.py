@@ -111,6 +111,7 @@ class Cache:
     quarantine: list[QuarantineEntry]
     features: np.ndarray | None = None
     locations: Locations | None = None  # None for a format-1 cache
+    n_rows: int = 0  # rows of the cache, also when ``rows`` was not read
 
     @property
     def shards_folder(self) -> Path:
@@ -154,25 +155,57 @@ def decode_strings(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_cache(path: Path, with_vectors: bool = True) -> Cache:
-    """Read a whole cache; with ``with_vectors=False`` only its metadata (fast for ``info``)."""
+def read_cache(path: Path, with_vectors: bool = True, with_rows: bool = True) -> Cache:
+    """Read a whole cache; with ``with_vectors=False`` only its metadata, with ``with_rows=False`` not even
+    the per-row lists (``Cache.n_rows`` still counts them): what ``info`` and ``verify`` need at any size."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
-        if attrs.get("format") != FORMAT:
-            raise CacheError(
-                f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract"
-            )
-        if int(attrs.get("format_version", -1)) > FORMAT_VERSION:
-            raise CacheError(f"{path} has cache format {attrs['format_version']}; upgrade featcache to read it")
+        check_format(path, attrs)
         try:
-            return _read_body(path, h5, attrs, with_vectors)
+            return _read_body(path, h5, attrs, with_vectors, with_rows)
         except (KeyError, OSError, ValueError) as exc:
             raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
 
 
-def _read_body(path, h5, attrs, with_vectors: bool) -> Cache:
-    rows = Rows(
+def check_format(path: Path, attrs: dict) -> None:
+    """CacheError unless ``attrs`` are those of a featcache cache of a format this version reads."""
+    if attrs.get("format") != FORMAT:
+        raise CacheError(
+            f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract"
+        )
+    if int(attrs.get("format_version", -1)) > FORMAT_VERSION:
+        raise CacheError(f"{path} has cache format {attrs['format_version']}; upgrade featcache to read it")
+
+
+def read_rows(path: Path, indices) -> Rows:
+    """The metadata of the rows ``indices`` only (increasing), so sampling a huge cache stays cheap."""
+    idx = np.asarray(indices, dtype=np.int64)
+    with open_h5(path) as h5:
+        column = lambda name: h5[name][idx] if len(idx) else h5[name][:0]  # noqa: E731
+        return Rows(
+            path=decode_strings(column(PATH)),
+            sha256=decode_strings(column(SHA256)),
+            label=column(LABEL).astype(int).tolist(),
+            split=decode_strings(column(SPLIT)),
+            size=column(SIZE).astype(int).tolist(),
+            mtime_ns=column(MTIME).astype(int).tolist(),
+        )
+
+
+def _read_body(path, h5, attrs, with_vectors: bool, with_rows: bool) -> Cache:
+    rows = _all_rows(h5) if with_rows else Rows()
+    q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
+    quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
+    vectors = h5[FEATURES][:] if with_vectors else None
+    names = decode_strings(h5[CLASS_NAMES][:])
+    cache = Cache(path, attrs, names, rows, quarantine, vectors, read_locations(h5))
+    cache.n_rows = len(h5[LABEL])
+    return cache
+
+
+def _all_rows(h5) -> Rows:
+    return Rows(
         path=decode_strings(h5[PATH][:]),
         sha256=decode_strings(h5[SHA256][:]),
         label=h5[LABEL][:].astype(int).tolist(),
@@ -180,10 +213,6 @@ def _read_body(path, h5, attrs, with_vectors: bool) -> Cache:
         size=h5[SIZE][:].astype(int).tolist(),
         mtime_ns=h5[MTIME][:].astype(int).tolist(),
     )
-    q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
-    quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
-    vectors = h5[FEATURES][:] if with_vectors else None
-    return Cache(path, attrs, decode_strings(h5[CLASS_NAMES][:]), rows, quarantine, vectors, read_locations(h5))
 
 
 def read_locations(h5) -> Locations | None:

@@ -15,13 +15,12 @@ import numpy as np
 from featcache.cache.layout import (
     CLASS_NAMES,
     FEATURES,
-    FORMAT,
-    FORMAT_VERSION,
     LABEL,
     SHA256,
     SPLIT,
     SPLITS,
     attr_value,
+    check_format,
     decode_strings,
     open_h5,
 )
@@ -61,24 +60,13 @@ def read_row_index(path: str | Path) -> RowIndex:
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
-        _check_format(path, attrs)
+        check_format(path, attrs)
         try:
             label = h5[LABEL][:].astype(np.int64)
             split = _split_codes(h5[SPLIT])
             return RowIndex(path, attrs, decode_strings(h5[CLASS_NAMES][:]), label, split, int(h5[FEATURES].shape[1]))
         except (KeyError, OSError, ValueError, IndexError) as exc:
             raise CacheError(f"{path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
-
-
-def _check_format(path: Path, attrs: dict) -> None:
-    """Refuse what ``layout.read_cache`` refuses: a file of another format, or of a newer version."""
-    version = int(attrs.get("format_version", -1))
-    if attrs.get("format") != FORMAT:
-        raise CacheError(
-            f"{path} is an HDF5 file but not a featcache feature cache; pass a file made by featcache extract"
-        )
-    if version > FORMAT_VERSION:
-        raise CacheError(f"{path} has cache format {version}; upgrade featcache to read it")
 
 
 def _split_codes(dataset) -> np.ndarray:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featcache.cache.layout import QuarantineEntry, read_cache
+import numpy as np
+
+from featcache.cache.layout import SPLITS, QuarantineEntry, read_cache
+from featcache.cache.reader import read_row_index
 from featcache.cache.shards import ShardProblem, check_shards, list_shards, shards_dir
 
 
@@ -64,14 +67,21 @@ class CacheInfo:
 
 
 def info(cache: str | Path) -> CacheInfo:
-    """Summarise the cache at ``cache`` without loading its vectors; every shard is opened and checked."""
-    data = read_cache(Path(cache), with_vectors=False)
-    per_split, per_class = data.rows.counts(data.class_names)
+    """Summarise the cache at ``cache`` from its labels and splits (no vectors, no per-row strings);
+    every shard is opened and checked."""
+    data = read_cache(Path(cache), with_vectors=False, with_rows=False)
+    index = read_row_index(cache)
+    per_split = {s: int(np.sum(index.split == i)) for i, s in enumerate(SPLITS)}
+    per_class = {}
+    for i, split in enumerate(SPLITS):
+        counts = np.bincount(index.label[index.split == i], minlength=len(data.class_names))
+        if counts.sum():
+            per_class[split] = {name: int(n) for name, n in zip(data.class_names, counts) if n}
     used = set(data.locations.files) if data.locations else set()
     pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]
     return CacheInfo(
         path=Path(cache),
-        rows=len(data.rows),
+        rows=len(index),
         per_split=per_split,
         per_class=per_class,
         class_names=data.class_names,

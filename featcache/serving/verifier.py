@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.layout import Rows, read_cache, read_features
+from featcache.cache.layout import Rows, read_cache, read_features, read_rows
 from featcache.cache.shards import ShardProblem, check_shards
 from featcache.config import VerifyConfig
 from featcache.errors import CacheError
@@ -35,14 +35,14 @@ class VerifyResult:
     cache: Path
     sampled: int
     compared: int
-    max_abs_diff: float
-    max_rel_diff: float
-    min_cosine: float
     tolerance: float
     rel_tolerance: float
-    worst_path: str | None
     weights: str
     weights_id: str
+    max_abs_diff: float = 0.0
+    max_rel_diff: float = 0.0
+    min_cosine: float = 1.0
+    worst_path: str | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
     shard_problems: list[ShardProblem] = field(default_factory=list)
@@ -96,27 +96,24 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
     refused: finding that they disagree is the point.
     """
-    cache = read_cache(config.cache, with_vectors=False)
-    if not len(cache.rows):
+    cache = read_cache(config.cache, with_vectors=False, with_rows=False)
+    if not cache.n_rows:
         raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)
-    rows = _sample_rows(len(cache.rows), config.sample, config.seed)
+    rows = _sample_rows(cache.n_rows, config.sample, config.seed)
     root = config.data_dir or Path(cache.attrs["data_dir"])
     problems = check_shards(cache)
     damaged = _damaged_rows(cache, problems)
-    kept, pixels, skipped = _load_rows(cache.rows, [i for i in rows if i not in damaged], root, recipe)
-    skipped += [(cache.rows.path[i], damaged[i]) for i in rows if i in damaged]
+    sampled = dict(zip(rows, _rows_of(read_rows(config.cache, rows))))
+    kept, pixels, skipped = _load_rows(sampled, [i for i in rows if i not in damaged], root, recipe)
+    skipped += [(sampled[i][0], damaged[i]) for i in rows if i in damaged]
     live = live_backbone(recipe, config.weights, backbone)
     result = VerifyResult(
         cache=config.cache,
         sampled=len(rows),
         compared=len(kept),
-        max_abs_diff=0.0,
-        max_rel_diff=0.0,
-        min_cosine=1.0,
         tolerance=config.tolerance,
         rel_tolerance=config.rel_tolerance,
-        worst_path=None,
         weights=str(live.weights),
         weights_id=live.weights_id,
         skipped=skipped,
@@ -125,7 +122,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     if kept:
         stored = read_features(config.cache, kept)
         recomputed = _embed(live.backbone.build(), pixels, config.batch_size)
-        _compare(result, stored, recomputed, [cache.rows.path[i] for i in kept])
+        _compare(result, stored, recomputed, [sampled[i][0] for i in kept])
     if not result.passed:
         result.causes = likely_causes(result, recipe, live, cache.attrs, root)
     return result
@@ -146,16 +143,20 @@ def _sample_rows(n: int, sample: int, seed: int) -> list[int]:
     return sorted(int(i) for i in chosen)
 
 
-def _load_rows(rows: Rows, indices, root: Path, recipe: Recipe):
-    """Pixels of the sampled rows whose file is still the one that was extracted."""
+def _rows_of(rows: Rows) -> list[tuple[str, str]]:
+    return list(zip(rows.path, rows.sha256))
+
+
+def _load_rows(sampled: dict[int, tuple[str, str]], indices, root: Path, recipe: Recipe):
+    """Pixels of the sampled rows (row -> (path, sha256)) whose file is still the one that was extracted."""
     kept, pixels, skipped = [], [], []
     for i in indices:
-        rel = rows.path[i]
+        rel, sha = sampled[i]
         path = root / rel
         if not path.is_file():
             skipped.append((rel, "file not found"))
             continue
-        if file_sha256(path) != rows.sha256[i]:
+        if file_sha256(path) != sha:
             skipped.append((rel, "file changed since extraction"))
             continue
         decoded = decode(path, recipe.spec)
