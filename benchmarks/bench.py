@@ -307,10 +307,12 @@ def memory(b: Bench) -> dict:
         data = w.synthetic_images(b.work / f"synthetic-{count}", count, size=(48, 36))
         command = w.module_command("fake_extract", str(data), str(b.work / f"synthetic-{count}.h5"))
         done = b.process("fake extract", command)
-        peaks[count] = {"max_rss_mb": round(done.max_rss_mb, 1), "seconds": round(done.seconds, 1)}
+        rows = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
+        peaks[count] = {"max_rss_mb": round(done.max_rss_mb, 1), "seconds": round(done.seconds, 1), "rows": rows}
     growth = (peaks[10 * n]["max_rss_mb"] - peaks[n]["max_rss_mb"]) / (9 * n) * 1000
     return {
         "n": n,
+        "rows_n_10n": [peaks[n]["rows"], peaks[10 * n]["rows"]],
         "max_rss_mb_n": peaks[n]["max_rss_mb"],
         "max_rss_mb_10n": peaks[10 * n]["max_rss_mb"],
         "growth_mb_per_1000": round(growth, 2),

@@ -174,6 +174,7 @@ DETAILS = [
     ("process", "full_extract_summary", "full extract summary"),
     ("process", "reextract_seconds", "re-extract unchanged: whole process, s"),
     ("memory", "n", "N: tiny synthetic JPEGs; featcache extract with a fake backbone, no TensorFlow"),
+    ("memory", "rows_n_10n", "rows in the caches made at N and 10N"),
     ("memory", "max_rss_mb_n", "peak RSS at N images, MB (whole process)"),
     ("memory", "max_rss_mb_10n", "peak RSS at 10N images, MB (whole process)"),
     ("memory", "growth_mb_per_1000", "peak RSS growth per 1000 images, MB (N to 10N)"),
