@@ -33,7 +33,7 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
-# The benchmark suite (about an hour on 2 free cores): table on stdout, Markdown, JSON and PNG in bench-results/.
+# The benchmark suite (well over an hour on 2 cores): table on stdout, Markdown, JSON and PNG in bench-results/.
 bench: install
 	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
 	$(BIN)/python -m benchmarks.bench --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)" $(BENCH_ARGS)
