@@ -35,7 +35,6 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -48,8 +47,8 @@ from featcache.cache.layout import Locations, Rows, write_cache
 from featcache.cache.shards import COPY_ROWS, ShardWriter, shards_dir
 from featcache.config import ExtractConfig
 from featcache.extraction.dataset import split_for_hash
-from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of
-from featcache.versions import package_version
+from featcache.extraction.fingerprint import fingerprint_fields
+from featcache.extraction.run import cache_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = FakeBackbone.dim
@@ -112,33 +111,9 @@ class ScaleRun:
 
 
 def cache_attrs(data_dir: Path, layout: str) -> dict:
-    """The attributes extract records (see extraction/run.py), with the fake backbone's fingerprint."""
+    """The attributes extract records, with the fake backbone's fingerprint."""
     config = ExtractConfig(data_dir=data_dir, **EXTRACT_OPTIONS)
-    fields = fingerprint_fields(config, FakeBackbone())
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    return {
-        "fingerprint": fingerprint_of(fields),
-        "fingerprint_fields": json.dumps(fields, sort_keys=True),
-        "backbone": config.backbone,
-        "pooling": fields["pooling"],
-        "weights": config.weights,
-        "weights_id": fields["weights_id"],
-        "image_size": config.image_size,
-        "interpolation": config.interpolation,
-        "preprocessing": json.dumps(config.preprocess.to_dict(), sort_keys=True),
-        "precision": config.precision,
-        "dtype": "float32",
-        "feature_dim": fields["feature_dim"],
-        "tensorflow_version": package_version("tensorflow"),
-        "keras_version": package_version("keras"),
-        "featcache_version": package_version("featcache"),
-        "created_at": now,
-        "updated_at": now,
-        "data_dir": str(Path(data_dir).resolve()),
-        "layout": layout,
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-    }
+    return cache_attributes(config, layout, fingerprint_fields(config, FakeBackbone()))
 
 
 def class_names() -> list[str]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -181,3 +184,21 @@ def extract_command(data: Path, out: Path, *options: str) -> list[str]:
     """``featcache extract`` as a real process: random weights, 71 px, no progress bar, and ``options``."""
     base = ["extract", str(data), "-o", str(out), "--weights", "none", "--image-size", "71", "-q"]
     return [sys.executable, "-m", "featcache", *base, *options]
+
+
+def kill_when(command: list[str], hit, timeout: float = 300, poll: float = 0.0005) -> bool:
+    """Run ``command`` as a process and SIGKILL it the moment ``hit(pid)`` holds; False when it ended first."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if hit(proc.pid):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(poll)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -67,7 +67,7 @@ def compact(cache_path: str | Path) -> CompactResult:
             )
         pool = VectorPool()
         try:
-            pool.add_cache(path)
+            pool.add_cache(path, cache)
             distinct = list(dict.fromkeys(cache.rows.sha256))
             pool.copy_into(distinct, ShardWriter(folder, cache.fingerprint))
             locations = pool.locations(cache.rows.sha256)

@@ -19,14 +19,12 @@ import numpy as np
 
 from featcache.cache.layout import (
     FEATURES,
-    QUARANTINE,
-    SHA256,
     Cache,
     Locations,
     attr_value,
     decode_strings,
     open_h5,
-    read_locations,
+    read_cache,
     temporary_name,
     write_error,
     write_file,
@@ -92,6 +90,7 @@ class ShardWriter:
         self.fingerprint = fingerprint
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seq = 0
+        self._token = os.urandom(4).hex()  # writers on other nodes of a shared folder may have the same pid
         self.rows_written = 0
 
     def write(self, sha256s, vectors: np.ndarray, bad: list[tuple[str, str]] = ()) -> Path:
@@ -99,7 +98,7 @@ class ShardWriter:
         self._seq += 1
         data = self._hdf5_bytes(sha256s, vectors, bad)
         final = self.directory / f"{bytes_sha256(data)[:32]}.h5"
-        tmp = self.directory / f".shard-{os.getpid()}-{self._seq:06d}.h5.tmp"
+        tmp = self.directory / f".shard-{os.getpid()}-{self._seq:06d}-{self._token}.h5.tmp"
         try:
             # HDF5 is built in memory and written with plain file I/O, so a full disk is an
             # ordinary OSError and never leaves the HDF5 library with a half-flushed file.
@@ -130,52 +129,107 @@ class ShardWriter:
 
 
 class VectorPool:
-    """Where the vector of each content hash can be read: shards, or the file of a format-1 cache."""
+    """Where the vector of each content hash can be read: shards, or the file of a format-1 cache.
+
+    Each known content hash has an entry: a source file and a row in it, kept as numpy columns, so
+    indexing and locating a cache of millions of rows costs a few dictionary operations per row.
+    """
 
     def __init__(self, max_open: int = 32):
-        self._where: dict[str, tuple[Path, int]] = {}
+        self._id: dict[str, int] = {}  # sha256 -> entry
+        self._source: list[np.ndarray] = []  # per entry: index into _sources (chunks, joined on demand)
+        self._row: list[np.ndarray] = []  # per entry: row in that source
+        self._sources: list[Path] = []
+        self._source_rows: list[int] = []
         self.quarantine: dict[str, str] = {}
         self.dim: int | None = None
         self.known: set[Path] = set()  # shards already indexed
-        self._rows: dict[Path, int] = {}  # rows of each shard
         self._handles: OrderedDict[Path, object] = OrderedDict()
         self._max_open = max_open
 
     def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._where
+        return sha256 in self._id
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._id)
 
-    def add_cache(self, cache_path: Path) -> None:
-        """Index the rows and quarantine of an existing cache; rows of missing or damaged shards are left out."""
-        with open_h5(cache_path) as h5:
-            shas = decode_strings(h5[SHA256][:])
-            q = h5[QUARANTINE]
-            for sha, reason in zip(decode_strings(q[SHA256][:]), decode_strings(q["reason"][:])):
-                if sha:
-                    self.quarantine.setdefault(sha, reason)
-            if len(shas):
-                self.dim = int(h5[FEATURES].shape[1])
-            locations = read_locations(h5)
-        if locations is None:  # format 1: the vectors are in the cache file itself
-            self._where.update((sha, (Path(cache_path), row)) for row, sha in enumerate(shas))
+    def hashes(self):
+        """Every content hash the pool holds a vector of."""
+        return self._id.keys()
+
+    def contains(self, sha256s) -> np.ndarray:
+        """Which of ``sha256s`` the pool holds, bool (n,)."""
+        return np.fromiter(map(self._id.__contains__, sha256s), dtype=bool, count=len(sha256s))
+
+    def add_cache(self, cache_path: Path, cache: Cache | None = None) -> None:
+        """Index the rows and quarantine of an existing cache (``cache``, when already read, saves reading
+        it again); rows of missing or damaged shards are left out."""
+        if cache is None:
+            cache = read_cache(cache_path, with_vectors=False, arrays=True)
+        for entry in cache.quarantine:
+            if entry.sha256:
+                self.quarantine.setdefault(entry.sha256, entry.reason)
+        shas = list(cache.rows.sha256)
+        if not shas:
             return
-        self._add_located(shards_dir(cache_path), shas, locations)
+        loc = cache.locations
+        if loc is None:  # format 1: the vectors are in the cache file itself
+            with open_h5(cache_path) as h5:
+                self.dim = int(h5[FEATURES].shape[1])
+            source = self._source_id(Path(cache_path), len(shas))
+            self._add(shas, np.full(len(shas), source, dtype=np.int64), np.arange(len(shas), dtype=np.int64))
+            return
+        self.dim = loc.dim
+        self._add_located(shards_dir(cache_path), shas, loc)
 
     def _add_located(self, folder: Path, shas: list[str], loc: Locations) -> None:
-        usable = [_intact(folder / name, size) for name, size in zip(loc.files, loc.file_bytes)]
-        for i, name in enumerate(loc.files):
-            if not usable[i]:
-                log.warning("shard %s is missing or damaged; its rows will be computed again", name)
-        for name, rows, ok in zip(loc.files, loc.file_rows, usable):
-            if ok:
+        ids = np.full(len(loc.files), -1, dtype=np.int64)
+        for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes)):
+            if _intact(folder / name, size):
                 self.known.add(folder / name)
-                self._rows[folder / name] = rows
-        paths = [folder / name if ok else None for name, ok in zip(loc.files, usable)]
-        for sha, index, row in zip(shas, loc.index.tolist(), loc.row.tolist()):
-            if paths[index] is not None:
-                self._where.setdefault(sha, (paths[index], row))
+                ids[i] = self._source_id(folder / name, rows)
+            else:
+                log.warning("shard %s is missing or damaged; its rows will be computed again", name)
+        source = ids[np.asarray(loc.index, dtype=np.int64)]
+        keep = np.flatnonzero(source >= 0)
+        kept = shas if len(keep) == len(shas) else [shas[i] for i in keep.tolist()]
+        self._add(kept, source[keep], np.asarray(loc.row, dtype=np.int64)[keep])
+
+    def _source_id(self, path: Path, rows: int) -> int:
+        self._sources.append(path)
+        self._source_rows.append(rows)
+        return len(self._sources) - 1
+
+    def _add(self, shas: list[str], source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
+        """New entries for ``shas``; a hash keeps its first entry unless ``replace``."""
+        first = self._entries()
+        self._source.append(source)
+        self._row.append(row)
+        ids = range(first, first + len(shas))
+        if replace:
+            self._id.update(zip(shas, ids))
+            return
+        if not self._id:
+            self._id = dict(zip(reversed(shas), reversed(ids)))  # the first of repeated hashes wins
+            return
+        for sha, i in zip(shas, ids):
+            self._id.setdefault(sha, i)
+
+    def _entries(self) -> int:
+        return sum(len(chunk) for chunk in self._row)
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Source and row of every entry, joined into one chunk each."""
+        if len(self._row) != 1:
+            self._source = [np.concatenate(self._source or [np.zeros(0, np.int64)])]
+            self._row = [np.concatenate(self._row or [np.zeros(0, np.int64)])]
+        return self._source[0], self._row[0]
+
+    def _where(self, sha256s) -> tuple[np.ndarray, np.ndarray]:
+        """Source index and row of each of ``sha256s`` (all known)."""
+        ids = np.fromiter(map(self._id.__getitem__, sha256s), dtype=np.int64, count=len(sha256s))
+        source, row = self._columns()
+        return source[ids], row[ids]
 
     def add_shards(self, directory: Path, fingerprint: str) -> int:
         """Index the shards of ``fingerprint`` not indexed yet; unreadable leftovers are deleted."""
@@ -197,54 +251,50 @@ class VectorPool:
         with h5py.File(shard, "r") as h5:
             if attr_value(h5.attrs["fingerprint"]) != fingerprint:
                 raise ValueError("shard made with other settings")
-            for row, sha in enumerate(decode_strings(h5[SHARD_SHA256][:])):
-                self._where.setdefault(sha, (shard, row))
+            shas = decode_strings(h5[SHARD_SHA256][:])
             for sha, reason in zip(decode_strings(h5[SHARD_Q_SHA256][:]), decode_strings(h5[SHARD_Q_REASON][:])):
                 self.quarantine.setdefault(sha, reason)
-            if len(h5[SHARD_SHA256]):
+            if shas:
                 self.dim = int(h5[SHARD_FEATURES].shape[1])
-            self._rows[shard] = len(h5[SHARD_SHA256])
+        source = self._source_id(shard, len(shas))
+        self._add(shas, np.full(len(shas), source, dtype=np.int64), np.arange(len(shas), dtype=np.int64))
         self.known.add(shard)
 
     def gather(self, sha256s) -> np.ndarray:
         """Vectors of ``sha256s`` in that order, float32 (len(sha256s), dim)."""
         out = np.empty((len(sha256s), self.dim or 0), dtype=np.float32)
-        by_file: dict[Path, list[tuple[int, int]]] = {}
-        for i, sha in enumerate(sha256s):
-            source, row = self._where[sha]
-            by_file.setdefault(source, []).append((row, i))
-        for source, pairs in by_file.items():
-            pairs.sort()
-            rows = np.array([r for r, _ in pairs])
-            unique, inverse = np.unique(rows, return_inverse=True)
-            block = self._dataset(source)[unique]
-            out[[i for _, i in pairs]] = block[inverse]
+        source, row = self._where(sha256s)
+        for s in np.unique(source).tolist():
+            at = np.flatnonzero(source == s)
+            unique, inverse = np.unique(row[at], return_inverse=True)
+            out[at] = _read_rows(self._dataset(self._sources[s]), unique)[inverse]
         return out
 
-    def locate(self, sha256s: list[str], writer: ShardWriter) -> Locations:
+    def locate(self, sha256s, writer: ShardWriter) -> Locations:
         """Where each of ``sha256s`` lies in a shard; vectors still in a format-1 file are copied into new shards."""
-        self.copy_into(sorted({sha for sha in sha256s if self._where[sha][0].parent != writer.directory}), writer)
+        if any(path.parent != writer.directory for path in self._sources):
+            source, _ = self._where(sha256s)
+            outside = np.array([path.parent != writer.directory for path in self._sources])[source]
+            self.copy_into(sorted({sha256s[i] for i in np.flatnonzero(outside).tolist()}), writer)
         return self.locations(sha256s)
 
     def copy_into(self, sha256s: list[str], writer: ShardWriter) -> None:
         """Write the vectors of ``sha256s`` into new shards of up to COPY_ROWS rows, and read them from there."""
         for start in range(0, len(sha256s), COPY_ROWS):
-            chunk = sha256s[start : start + COPY_ROWS]
+            chunk = list(sha256s[start : start + COPY_ROWS])
             shard = writer.write(chunk, self.gather(chunk))
-            self._where.update((sha, (shard, row)) for row, sha in enumerate(chunk))
-            self._rows[shard] = len(chunk)
+            source = self._source_id(shard, len(chunk))
+            rows = np.arange(len(chunk), dtype=np.int64)
+            self._add(chunk, np.full(len(chunk), source, dtype=np.int64), rows, replace=True)
 
-    def locations(self, sha256s: list[str]) -> Locations:
+    def locations(self, sha256s) -> Locations:
         """The shard and row of each of ``sha256s``, all of which must lie in shards."""
-        files: dict[Path, int] = {}
-        index = np.empty(len(sha256s), dtype=np.int32)
-        row = np.empty(len(sha256s), dtype=np.int64)
-        for i, sha in enumerate(sha256s):
-            shard, row[i] = self._where[sha]
-            index[i] = files.setdefault(shard, len(files))
-        rows = [self._rows[shard] for shard in files]
-        sizes = [shard.stat().st_size for shard in files]
-        return Locations([p.name for p in files], rows, sizes, index, row, self.dim or 0)
+        source, row = self._where(sha256s)
+        used, index = np.unique(source, return_inverse=True)
+        paths = [self._sources[s] for s in used.tolist()]
+        rows = [self._source_rows[s] for s in used.tolist()]
+        sizes = [path.stat().st_size for path in paths]
+        return Locations([p.name for p in paths], rows, sizes, index.astype(np.int32).reshape(-1), row, self.dim or 0)
 
     def _dataset(self, source: Path):
         import h5py
@@ -260,6 +310,13 @@ class VectorPool:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+
+
+def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for increasing ``rows``, as one slice when they are consecutive."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+        return dataset[int(rows[0]) : int(rows[-1]) + 1]
+    return dataset[rows]
 
 
 def _intact(shard: Path, size: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ class Dataset:
     samples: list[Sample]
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
-    stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # relpath -> (size, mtime_ns) when listed
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each sample, when listed
 
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
@@ -75,7 +76,7 @@ def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
     class_names: list[str] = []
-    stats: dict[str, tuple[int, int]] = {}
+    stats: list[tuple[int, int]] = []
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
         if split is None or not (root / name).is_dir():
@@ -103,7 +104,7 @@ def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
         )
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
-    stats: dict[str, tuple[int, int]] = {}
+    stats: list[tuple[int, int]] = []
     _collect(root, "", classes, None, samples, rejected, fence, stats)
     return Dataset(root, "class-folders", samples, classes, rejected, stats)
 
@@ -113,37 +114,50 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
+class _Found(NamedTuple):
+    """What a walk finds: samples with their (size, mtime_ns), and refused files with the reason."""
+
+    samples: list[Sample]
+    stats: list[tuple[int, int]]
+    rejected: list[tuple[str, str]]
+
+
 def _collect(root, prefix, classes, split, samples, rejected, fence, stats) -> None:
+    found = _Found(samples, stats, rejected)
     for label in classes:
         start = f"{prefix}/{label}/" if prefix else f"{label}/"
-        for rel, reason, stat in _walk_images(str(root / start), start, fence):
-            if reason:
-                rejected.append((rel, reason))
-            else:
-                samples.append(Sample(rel, label, split))
-                stats[rel] = stat
+        _walk_images(str(root / start), start, fence, (label, split), found)
 
 
-def _walk_images(folder: str, rel: str, fence: Path | None):
-    """Yield (relpath, None, (size, mtime_ns)) for image files under ``folder`` (``rel`` from the data
-    folder, ending in "/"), (relpath, reason, None)
-    for refusals: the files of a folder by name, then its sub-folders by name, hidden entries skipped.
+def _walk_images(folder: str, rel: str, fence: Path | None, label_split: tuple, found: _Found) -> None:
+    """Add the image files under ``folder`` (``rel`` from the data folder, ending in "/") to ``found``:
+    the files of a folder by name, then its sub-folders by name, hidden entries skipped.
 
     Directory entries carry their type, so only a file that is kept costs a system call (its stat):
     listing a million files must not cost four million.
     """
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        entries = sorted(os.scandir(folder), key=_name)
     except OSError:
         return
+    label, split = label_split
     for entry in entries:
-        if is_image_name(entry.name):
-            reason = _refusal(entry, fence)
-            stat = None if reason else entry.stat()
-            yield rel + entry.name, reason, stat and (stat.st_size, stat.st_mtime_ns)
+        name = entry.name
+        if not is_image_name(name):
+            continue
+        reason = None if entry.is_file(follow_symlinks=False) else _refusal(entry, fence)
+        if reason:
+            found.rejected.append((rel + name, reason))
+            continue
+        stat = entry.stat()
+        found.samples.append(Sample(rel + name, label, split))
+        found.stats.append((stat.st_size, stat.st_mtime_ns))
     for entry in entries:
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-            yield from _walk_images(entry.path, f"{rel}{entry.name}/", fence)
+            _walk_images(entry.path, f"{rel}{entry.name}/", fence, label_split, found)
+
+
+_name = operator.attrgetter("name")
 
 
 def _refusal(item, fence: Path | None) -> str | None:

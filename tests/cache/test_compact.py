@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -20,7 +16,7 @@ from featcache.cache.layout import read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cli import main
 from featcache.errors import CacheError
-from tests.support import FakeBackbone, handmade_cache, make_split_dataset, shards_in_use
+from tests.support import FakeBackbone, handmade_cache, kill_when, make_split_dataset, shards_in_use
 
 FORMAT1 = Path(__file__).resolve().parents[1] / "data" / "format1"
 
@@ -99,20 +95,8 @@ def test_a_damaged_shard_is_reported_and_recomputed_by_the_next_extract(tmp_path
 
 def _compact_killed_when(cache: Path, appears) -> bool:
     """Run `featcache compact` as a process and SIGKILL it once ``appears(pid)`` is a file that exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "featcache", "compact", str(cache)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if any(p.exists() for p in appears(proc.pid)):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.0002)
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-m", "featcache", "compact", str(cache)]
+    return kill_when(command, lambda pid: any(p.exists() for p in appears(pid)), timeout=120, poll=0.0002)
 
 
 @pytest.mark.parametrize("moment", ["shard", "entry"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ import pytest
 from featcache.cache.layout import read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
-from tests.support import extract_command, make_split_dataset, shards_in_use
+from tests.support import extract_command, kill_when, make_split_dataset, shards_in_use
 
 BATCH = 4
 
@@ -81,20 +79,14 @@ class Watched:
 def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
     """Run an extract, SIGKILL it the moment ``predicate(watched)`` holds; (moment hit, rows committed)."""
     watched = Watched(out)
-    proc = subprocess.Popen(_command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watched.pid = proc.pid
-    try:
-        while proc.poll() is None and watched.seconds() < 300:
-            if predicate(watched):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return watched.moment(), _committed_rows(out)
-            time.sleep(0.0005)
+
+    def hit(pid: int) -> bool:
+        watched.pid = pid
+        return predicate(watched)
+
+    if not kill_when(_command(data, out), hit, timeout=300):
         return None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return watched.moment(), _committed_rows(out)
 
 
 def _committed_rows(out: Path) -> int:
