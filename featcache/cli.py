@@ -19,9 +19,11 @@ from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    ENGINES,
     EXPORT_FORMATS,
     MEMORY_BUDGET_FRACTION,
     PRECISIONS,
+    RAY_ADDRESS_ENV,
     RUNTIMES,
     WEIGHTS_ENV,
     ExportConfig,
@@ -145,6 +147,26 @@ _EXTRACT_OPTIONS = [
         help="Who runs the model. Default: tensorflow for float32, openvino for bfloat16 "
         "(pip install 'featcache[openvino]'). Part of the cache fingerprint.",
     ),
+    _option(
+        ExtractConfig,
+        "engine",
+        "local: this process. ray: actors on a Ray cluster (pip install 'featcache[ray]'); the cluster must see "
+        "DATA_DIR, the cache's folder and the weights file at the same paths.",
+        type=click.Choice(ENGINES),
+    ),
+    click.option(
+        "--ray-address",
+        default=None,
+        help=f"Ray cluster to run on (--engine ray). Default: ${RAY_ADDRESS_ENV}, else a local Ray for this run.",
+    ),
+    click.option(
+        "--ray-actors",
+        type=int,
+        default=None,
+        help="Actors that embed (--engine ray). Default: the cluster's CPUs / --ray-cpus.",
+    ),
+    _option(ExtractConfig, "ray_cpus", "CPUs each Ray actor reserves.", type=float),
+    _option(ExtractConfig, "ray_gpus", "GPUs each Ray actor reserves.", type=float),
     click.option("--strict", is_flag=True, help="Fail instead of quarantining files that cannot be used."),
     click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings."),
     click.option("--allow-outside", is_flag=True, help="Follow symlinks and manifest paths that lead out of DATA_DIR."),

@@ -21,6 +21,12 @@ RUNTIMES = ("tensorflow", "openvino")
 WEIGHTS_ENV = "FEATCACHE_WEIGHTS"
 
 
+#: Who runs stage one: this process (threads), or a Ray cluster (pip install 'featcache[ray]').
+ENGINES = ("local", "ray")
+#: the environment variable that names a running Ray cluster, as for every Ray program
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
 def env_weights() -> str | None:
     """``$FEATCACHE_WEIGHTS``, or None when it is not set."""
     return os.environ.get(WEIGHTS_ENV) or None
@@ -52,6 +58,11 @@ class ExtractConfig:
     overwrite: bool = False
     workers: int = 2
     allow_outside: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_actors: int | None = None  # None: as many as the cluster's CPUs allow
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -66,6 +77,7 @@ class ExtractConfig:
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
         _resolve_runtime(self)
+        _check_engine(self)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -286,3 +298,15 @@ def check_fraction(name: str, value, low: float, high: float, low_ok: bool, hint
     if not number or not (low <= value < high if low_ok else low < value < high):
         allowed = f"[{low:g}, {high:g})" if low_ok else f"({low:g}, {high:g})"
         raise ConfigError(f"{name} must be a number in {allowed}, got {value!r} ({hint})")
+
+
+def _check_engine(config: ExtractConfig) -> None:
+    _check_choice("engine", config.engine, ENGINES)
+    if config.ray_actors is not None:
+        check_int("ray_actors", config.ray_actors, 1, "use at least 1 actor, or leave it out for one per CPU")
+    for name in ("ray_cpus", "ray_gpus"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+    if config.ray_cpus == 0 and config.ray_gpus == 0:
+        raise ConfigError("ray_cpus and ray_gpus are both 0; give each actor at least part of a CPU or a GPU")

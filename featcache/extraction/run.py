@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from featcache.cache.layout import Cache, QuarantineEntry, Rows, read_cache, read_fingerprint, write_cache
 from featcache.cache.lock import CacheLock
@@ -79,6 +82,10 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
         from featcache.backbones import backbone_for
 
         backbone = backbone_for(config.weights, config.image_size, config.precision, config.runtime)
+    if config.engine == "ray":
+        from featcache.extraction.ray_engine import require_ray
+
+        require_ray()
     dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     fields = fingerprint_fields(config, backbone)
     _prepare_output(config.output)
@@ -96,19 +103,24 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
     pool, old = _open_pool(config, fingerprint, fields)
     folder = shards_dir(config.output)
     try:
-        files, unreadable = _stat_all(dataset, _stat_memo(old, pool))
+        listing, unreadable = _listing(dataset)
+        hashes = _known_hashes(listing, old, pool)
+        unknown = np.flatnonzero(np.equal(hashes, None)).tolist()
+        new = [ListedFile(listing.samples[i], int(listing.size[i]), int(listing.mtime_ns[i])) for i in unknown]
         compute_start = time.perf_counter()
-        computed = compute([f for f in files if f.sha256 is None], pool, backbone, config, fingerprint, progress)
+        computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
-        hashed = _with_splits(_with_hashes(files, computed.hashes), config)
-        rows, quarantine = _assemble(dataset, hashed, unreadable + computed.unreadable, pool)
+        for i, item in zip(unknown, new):
+            hashes[i] = computed.hashes.get(item.sample.relpath)
+        rows, quarantine = _assemble(dataset, listing, hashes, unknown, pool, config)
+        quarantine += unreadable + computed.unreadable
         if config.strict and quarantine:
             raise BadImagesError(_strict_message(quarantine))
         locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint))
         write_cache(
             config.output,
-            _attrs(config, dataset, fields, fingerprint, old),
+            _attrs(config, dataset, fields, old),
             dataset.class_names,
             rows,
             locations,
@@ -118,6 +130,15 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
         pool.close()
     remove_unreferenced(folder, locations.files)
     return _result(config, dataset, rows, quarantine, computed.vectors, compute_seconds)
+
+
+def _compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fields: dict, progress: bool):
+    """Compute ``new`` with the engine of ``config``: threads of this process, or a Ray cluster."""
+    if config.engine == "ray":
+        from featcache.extraction.ray_engine import compute_on_ray
+
+        return compute_on_ray(new, pool, backbone, config, fields, progress)
+    return compute(new, pool, backbone, config, fingerprint_of(fields), progress)
 
 
 def _prepare_output(output: Path) -> None:
@@ -137,7 +158,7 @@ def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     old = _read_existing(config, fingerprint, fields)
     pool = VectorPool()
     if old is not None:
-        pool.add_cache(config.output)
+        pool.add_cache(config.output, old)
     stale = shard_fingerprints(folder, skip=pool.known) - {fingerprint}
     if stale and not config.overwrite:
         raise FingerprintMismatch(
@@ -150,7 +171,8 @@ def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     return pool, old
 
 
-def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict):
+def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cache | None:
+    """The existing cache's metadata (rows as arrays), or None when there is none to update."""
     try:
         found = read_fingerprint(config.output)
     except CacheError:
@@ -162,72 +184,86 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict):
     if found != fingerprint:
         if config.overwrite:
             return None
-        old = read_cache(config.output, with_vectors=False)
+        old = read_cache(config.output, with_vectors=False, with_rows=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
-    return read_cache(config.output, with_vectors=False)
+    return read_cache(config.output, with_vectors=False, arrays=True)
 
 
-def _stat_memo(old: Cache | None, pool: VectorPool) -> dict[str, tuple[int, int, str]]:
-    """path -> (size, mtime_ns, sha256) of the existing cache's rows whose vector is at hand, to skip
-    re-reading unchanged files (rows of a missing or damaged shard are read and computed again)."""
-    if old is None:
-        return {}
-    r = old.rows
-    return {p: (s, m, h) for p, s, m, h in zip(r.path, r.size, r.mtime_ns, r.sha256) if h in pool}
+class Listing(NamedTuple):
+    """The listed samples that could be stat-ed, with their size and mtime as int64 (n,) arrays."""
+
+    samples: list[Sample]
+    size: np.ndarray
+    mtime_ns: np.ndarray
 
 
-def _stat_all(dataset: Dataset, memo: dict) -> tuple[list[ListedFile], list[QuarantineEntry]]:
-    """Every listed file with its size and mtime (from the listing, else a stat); the hash is filled in
-    from the cache when both match."""
-    files, unreadable = [], []
-    for sample in dataset.samples:
-        stat = dataset.stats.get(sample.relpath)
-        if stat is None:
+def _listing(dataset: Dataset) -> tuple[Listing, list[QuarantineEntry]]:
+    """Every listed file with its size and mtime (from the listing, else a stat), and those that cannot be read."""
+    samples, stats, unreadable = dataset.samples, dataset.stats, []
+    if len(stats) != len(samples):  # a manifest: its files are stat-ed here
+        samples, stats = [], []
+        for sample in dataset.samples:
             try:
                 st = os.stat(os.path.join(dataset.root, sample.relpath))
             except OSError as exc:
                 unreadable.append(QuarantineEntry(sample.relpath, f"cannot read file: {exc.strerror}"))
                 continue
-            stat = (st.st_size, st.st_mtime_ns)
-        known = memo.get(sample.relpath)
-        same = known is not None and known[:2] == stat
-        files.append(ListedFile(sample, *stat, known[2] if same else None))
-    return files, unreadable
+            samples.append(sample)
+            stats.append((st.st_size, st.st_mtime_ns))
+    n = len(samples)
+    size = np.fromiter((s for s, _ in stats), dtype=np.int64, count=n)
+    mtime = np.fromiter((m for _, m in stats), dtype=np.int64, count=n)
+    return Listing(samples, size, mtime), unreadable
 
 
-def _with_hashes(files: list[ListedFile], hashes: dict[str, str]) -> list[ListedFile]:
-    """The files whose content hash is known, with the hashes the pipeline found filled in."""
-    found = [f if f.sha256 else f._replace(sha256=hashes.get(f.sample.relpath)) for f in files]
-    return [f for f in found if f.sha256 is not None]
+def _known_hashes(listing: Listing, old: Cache | None, pool: VectorPool) -> np.ndarray:
+    """The content hash of each listed file whose path, size and mtime match a row of the existing cache
+    with its vector at hand (object (n,), None elsewhere): those files are not read again."""
+    n = len(listing.samples)
+    hashes = np.full(n, None, dtype=object)
+    if old is None or not old.n_rows:
+        return hashes
+    r = old.rows
+    row_of = dict(zip(r.path.tolist(), range(len(r))))
+    at = np.fromiter((row_of.get(s.relpath, -1) for s in listing.samples), dtype=np.int64, count=n)
+    listed = np.flatnonzero(at >= 0)
+    rows = at[listed]
+    same = (r.size[rows] == listing.size[listed]) & (r.mtime_ns[rows] == listing.mtime_ns[listed])
+    same &= pool.contains(r.sha256[rows])
+    hashes[listed[same]] = r.sha256[rows[same]]
+    return hashes
 
 
-def _with_splits(files: list[ListedFile], config: ExtractConfig) -> list[ListedFile]:
-    """Files without a split from the layout get one from their content hash."""
-    return [f if f.sample.split else f._replace(sample=_hash_split(f, config)) for f in files]
-
-
-def _hash_split(item: ListedFile, config: ExtractConfig) -> Sample:
-    split = split_for_hash(item.sha256, config.val_fraction, config.test_fraction)
-    return Sample(item.sample.relpath, item.sample.label, split)
-
-
-def _assemble(dataset, hashed, unreadable, pool):
-    """Rows of the new cache in listing order, and its quarantine."""
+def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config):
+    """Rows of the new cache in listing order (numpy columns), and its quarantine; ``read`` are the files
+    read in this run, the only ones that can be bad."""
+    quarantine = [QuarantineEntry(p, r) for p, r in dataset.rejected]
+    keep = np.not_equal(hashes, None)
+    for i in read:
+        sha = hashes[i]
+        if sha is not None and sha in pool.quarantine and sha not in pool:
+            quarantine.append(QuarantineEntry(listing.samples[i].relpath, pool.quarantine[sha], sha))
+            keep[i] = False
+    kept = np.flatnonzero(keep)
+    samples = [listing.samples[i] for i in kept.tolist()] if len(kept) < len(keep) else listing.samples
+    sha256 = hashes[kept]
     index = {name: i for i, name in enumerate(dataset.class_names)}
-    rows, quarantine = Rows(), [QuarantineEntry(p, r) for p, r in dataset.rejected]
-    quarantine += unreadable
-    for item in hashed:
-        if item.sha256 in pool.quarantine and item.sha256 not in pool:
-            quarantine.append(QuarantineEntry(item.sample.relpath, pool.quarantine[item.sha256], item.sha256))
-            continue
-        s = item.sample
-        rows.path.append(s.relpath)
-        rows.sha256.append(item.sha256)
-        rows.label.append(index[s.label])
-        rows.split.append(s.split)
-        rows.size.append(item.size)
-        rows.mtime_ns.append(item.mtime_ns)
+    rows = Rows(
+        path=np.array([s.relpath for s in samples], dtype=object).reshape(-1),
+        sha256=sha256,
+        label=np.fromiter((index[s.label] for s in samples), dtype=np.int64, count=len(samples)),
+        split=_splits(samples, sha256, config),
+        size=listing.size[kept],
+        mtime_ns=listing.mtime_ns[kept],
+    )
     return rows, quarantine
+
+
+def _splits(samples: list[Sample], sha256: np.ndarray, config: ExtractConfig) -> np.ndarray:
+    """Each row's split: from the layout, else from its content hash."""
+    v, t = config.val_fraction, config.test_fraction
+    found = [s.split or split_for_hash(h, v, t) for s, h in zip(samples, sha256)]
+    return np.array(found, dtype=object).reshape(-1)
 
 
 def _strict_message(quarantine) -> str:
@@ -238,11 +274,18 @@ def _strict_message(quarantine) -> str:
     )
 
 
-def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, fingerprint: str, old) -> dict:
+def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, old: Cache | None) -> dict:
+    created = old.attrs.get("created_at") if old is not None else None
+    return cache_attributes(config, dataset.layout, fields, created)
+
+
+def cache_attributes(config: ExtractConfig, layout: str, fields: dict, created_at: str | None = None) -> dict:
+    """The attributes of a cache made with ``config`` from a data folder of ``layout``, whose fingerprint
+    fields are ``fields``; ``created_at`` is kept from the cache being updated (else now)."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    created = old.attrs.get("created_at", now) if old is not None else now
+    created = created_at or now
     return {
-        "fingerprint": fingerprint,
+        "fingerprint": fingerprint_of(fields),
         "fingerprint_fields": json.dumps(fields, sort_keys=True),
         "backbone": config.backbone,
         "pooling": fields["pooling"],
@@ -260,7 +303,7 @@ def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, fingerprint: s
         "created_at": created,
         "updated_at": now,
         "data_dir": str(Path(config.data_dir).resolve()),
-        "layout": dataset.layout,
+        "layout": layout,
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
     }
