@@ -16,14 +16,17 @@ import featcache.serving.predictor
 import featcache.serving.verifier
 import featcache.training.comparison
 import featcache.training.head
+import featcache.training.sweep
 from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_SWEEP_DIR,
     ExportConfig,
     ExtractConfig,
     HeadConfig,
     PredictConfig,
+    SweepConfig,
     VerifyConfig,
 )
 
@@ -104,6 +107,17 @@ def train_head(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_HEAD
     :class:`featcache.training.head.HeadResult`.
     """
     return featcache.training.head.train_head(cache, out, HeadConfig(**options), tensorboard=tensorboard)
+
+
+def sweep(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_SWEEP_DIR, *, progress: bool = False, **options):
+    """Train every configuration of a grid of heads on ``cache`` for several seeds, rank them, keep the best.
+
+    ``options`` are the fields of :class:`featcache.config.SweepConfig` (``lr``, ``inner``, ``dropout``
+    as sequences, ``seeds``, ``epochs``, ``batch_size``, ``jobs``, ``cs``, ``heatmap``, ``val_fraction``,
+    ``memory_budget``). Results go into the folder ``out``; returns a
+    :class:`featcache.training.sweep.SweepResult`.
+    """
+    return featcache.training.sweep.run_sweep(cache, out, SweepConfig(**options), progress=progress)
 
 
 def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE_DIR, *, head=None, **options):

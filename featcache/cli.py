@@ -19,6 +19,7 @@ from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_SWEEP_DIR,
     ENGINES,
     EXPORT_FORMATS,
     MEMORY_BUDGET_FRACTION,
@@ -30,6 +31,7 @@ from featcache.config import (
     ExtractConfig,
     HeadConfig,
     PredictConfig,
+    SweepConfig,
     VerifyConfig,
 )
 from featcache.errors import FeatcacheError
@@ -335,6 +337,60 @@ _HEAD_OPTIONS = [
         f"cache in chunks, with the same results. Default: {MEMORY_BUDGET_FRACTION:.0%} of the available memory.",
     ),
 ]
+
+
+class _NumberList(click.ParamType):
+    """A comma-separated list of numbers, e.g. 0.001,0.01."""
+
+    name = "LIST"
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.kind(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of {self.kind.__name__} values, e.g. 0,10,100", param)
+
+
+def _grid_option(name: str, kind, help: str):
+    default = ",".join(f"{v:g}" for v in getattr(SweepConfig, name))
+    return click.option(f"--{name}", type=_NumberList(kind), default=default, show_default=True, help=help)
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), default=DEFAULT_SWEEP_DIR, show_default=True,
+    help="Folder of the sweep: runs/, sweep.csv, sweep.json, sweep.md, plots, best-head/.",
+)  # fmt: skip
+@_grid_option("lr", float, "Adam learning rates.")
+@_grid_option("inner", int, "Units of one inner Dense relu layer; 0 for none.")
+@_grid_option("dropout", float, "Dropout rates.")
+@_option(SweepConfig, "seeds", "Seeds per configuration.")
+@_option(SweepConfig, "epochs", "Epochs per run.")
+@_option(SweepConfig, "batch_size", "Vectors per training step.")
+@click.option("--jobs", type=int, default=None, help="Worker processes. Default: the number of cores.")
+@click.option("--c", "cs", type=_NumberList(float), default=None, help="Logistic baseline C values to sweep too.")
+@click.option("--heatmap", default="lr,inner", show_default=True, help="The two axes of the heatmap.")
+@_option(SweepConfig, "val_fraction", "Share of train rows held out when the cache has no validation split.")
+@click.option("--memory-budget", metavar="SIZE", default=None, help="As for train-head.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_errors_as_messages
+def sweep(cache, out, quiet, heatmap, **options):
+    """Train every head configuration of a grid for several seeds on CACHE, rank them, keep the best.
+
+    Runs that share a learning rate and a seed train together on the same batches; each group's
+    result is committed on its own, so an interrupted sweep resumes where it stopped. The best
+    configuration is trained again with train-head into OUT/best-head, for predict and export.
+    """
+    from featcache import api
+
+    result = api.sweep(cache, out, progress=not quiet, heatmap=tuple(heatmap.split(",")), **_given(options))
+    click.echo(result.summary())
 
 
 @main.command("train-head")

@@ -13,6 +13,7 @@ from featcache.images import INTERPOLATIONS, MIN_IMAGE_SIZE, PreprocessSpec
 DEFAULT_CACHE = Path("cache") / "features.h5"
 DEFAULT_HEAD_DIR = Path("cache") / "head"
 DEFAULT_COMPARE_DIR = Path("cache") / "compare"
+DEFAULT_SWEEP_DIR = Path("cache") / "sweep"
 BACKBONES = ("xception",)
 #: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
 PRECISIONS = ("float32", "bfloat16")
@@ -310,3 +311,50 @@ def _check_engine(config: ExtractConfig) -> None:
             raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
     if config.ray_cpus == 0 and config.ray_gpus == 0:
         raise ConfigError("ray_cpus and ray_gpus are both 0; give each actor at least part of a CPU or a GPU")
+
+
+SWEEP_AXES = ("lr", "inner", "dropout")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Options of ``featcache sweep``: the grid (``lr``, ``inner`` units of one inner Dense layer, 0 for
+    none, ``dropout``), ``seeds`` seeds per configuration, the head's ``epochs``, ``batch_size``,
+    ``val_fraction`` and ``memory_budget`` as in :class:`HeadConfig`, ``jobs`` worker processes,
+    ``cs`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the heatmap.
+    The defaults are the grid the reference recipe's lesson explores next."""
+
+    lr: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.1)
+    inner: tuple[int, ...] = (0, 10, 100, 1000)
+    dropout: tuple[float, ...] = (0.0, 0.2, 0.5, 0.8)
+    seeds: int = 3
+    epochs: int = 10
+    batch_size: int = 32
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cs: tuple[float, ...] = ()
+    heatmap: tuple[str, str] = ("lr", "inner")
+    val_fraction: float = 0.2
+    memory_budget: int = field(default_factory=default_memory_budget)
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "inner", "dropout", "cs", "heatmap"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
+        for name in ("lr", "inner", "dropout"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} needs at least one value, e.g. --{name} {getattr(SweepConfig, name)[0]}")
+        for lr in self.lr:
+            check_fraction("lr", lr, 0.0, 10.0, False, "e.g. 0.001,0.01")
+        for units in self.inner:
+            check_int("inner", units, 0, "0 means no inner layer, e.g. --inner 0,100")
+        for rate in self.dropout:
+            check_fraction("dropout", rate, 0.0, 1.0, True, "e.g. 0,0.2,0.5")
+        for c in self.cs:
+            check_fraction("c", c, 0.0, 1e9, False, "e.g. --c 0.01,0.1,1")
+        check_int("seeds", self.seeds, 1, "use at least one seed")
+        check_int("epochs", self.epochs, 1, "train for at least one epoch")
+        check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
+        check_int("jobs", self.jobs, 1, "use at least one process")
+        check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
+        if len(self.heatmap) != 2 or not set(self.heatmap) <= set(SWEEP_AXES) or len(set(self.heatmap)) != 2:
+            raise ConfigError(f"heatmap needs two of {', '.join(SWEEP_AXES)}, got {','.join(map(str, self.heatmap))}")

@@ -109,7 +109,7 @@ def train_head(
     return HeadResult(Path(out), metadata, fit.history, splits.val_carved, cache)
 
 
-def build_head(feature_dim: int, n_classes: int, config: HeadConfig):
+def build_head(feature_dim: int, n_classes: int, config: HeadConfig, name: str = "featcache_head"):
     """The functional head: Input((feature_dim,)) -> [Dense relu, Dropout]* -> Dense(n_classes) logits."""
     keras = import_keras()
     inputs = keras.Input((feature_dim,), name="features")
@@ -121,7 +121,7 @@ def build_head(feature_dim: int, n_classes: int, config: HeadConfig):
         if config.dropout:
             x = keras.layers.Dropout(config.dropout)(x)
     outputs = keras.layers.Dense(n_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="featcache_head")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
@@ -165,8 +165,9 @@ def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
     return FitResult(model, history, best_epoch, seconds, train.vectors.streamed, _peak_rows(train, validation))
 
 
-def keras_batches(batches: EpochBatches, n_classes: int):
-    """``batches`` as a ``keras.utils.PyDataset`` of (vectors, one-hot labels), one worker, in order.
+def keras_batches(batches: EpochBatches, n_classes: int, outputs: int = 1):
+    """``batches`` as a ``keras.utils.PyDataset`` of (vectors, one-hot labels), one worker, in order; with
+    several ``outputs``, a tuple of the same labels for each.
 
     The n-th epoch Keras begins batches the rows in the order of ``batches``' epoch n; Keras also
     ends an epoch before the first one begins, so epochs are counted where they begin.
@@ -183,7 +184,8 @@ def keras_batches(batches: EpochBatches, n_classes: int):
 
         def __getitem__(self, index: int):
             x, y = batches.batch(index)
-            return x, one_hot(y, n_classes)
+            labels = one_hot(y, n_classes)
+            return x, labels if outputs == 1 else (labels,) * outputs
 
         def on_epoch_begin(self) -> None:
             batches.start_epoch(self.begun)

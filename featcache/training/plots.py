@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -22,7 +22,7 @@ def _figure(width: float, height: float):
 
 def learning_curves(history: dict[str, list[float]], best_epoch: int, path: Path, title: str) -> Path:
     """Train vs validation accuracy and loss per epoch, the best epoch marked, the gap written on it."""
-    fig = _figure(10, 4)
+    fig = figure(10, 4)
     epochs = np.arange(1, len(history["loss"]) + 1)
     for ax, key, name in zip(fig.subplots(1, 2), ("accuracy", "loss"), ("Accuracy", "Loss")):
         ax.plot(epochs, history[key], "o-", label=f"train {key}")
@@ -43,7 +43,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, tit
     """A confusion matrix (rows true class, columns predicted) with its counts written in the cells."""
     matrix = np.asarray(matrix)
     k = len(class_names)
-    fig = _figure(1.0 + 0.6 * max(k, 4), 0.8 + 0.55 * max(k, 4))
+    fig = figure(1.0 + 0.6 * max(k, 4), 0.8 + 0.55 * max(k, 4))
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -63,7 +63,7 @@ def metric_comparison(scores: dict[str, dict[str, float]], path: Path, title: st
     """Grouped bars: for each metric (e.g. "validation accuracy"), one bar per model."""
     models = list(scores)
     metrics = list(next(iter(scores.values())))
-    fig = _figure(max(6, 1.6 * len(metrics)), 4)
+    fig = figure(max(6, 1.6 * len(metrics)), 4)
     ax = fig.subplots()
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(metrics))

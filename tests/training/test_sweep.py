@@ -1,0 +1,133 @@
+"""sweep.py and sweep_report.py: the grid trained in groups, ranked, resumed after a kill; the best head usable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featcache.api import predict, sweep
+from featcache.cli import main
+from featcache.config import HeadConfig, SweepConfig
+from featcache.errors import ConfigError
+from featcache.training.head import fit_head
+from featcache.training.splits import load_splits
+from featcache.training.sweep import Group, train_group
+from tests.support import REAL_DATA, FakeBackbone, kill_when, require_real, tiny_cache
+
+GRID = {"lr": (0.01, 0.1), "inner": (0, 8), "dropout": (0.0, 0.5), "seeds": 2, "epochs": 3, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tiny_cache(tmp_path_factory.mktemp("sweep"), counts={"train": 12, "validation": 4, "test": 2})
+
+
+@pytest.fixture(scope="module")
+def swept(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("swept") / "sweep"
+    return sweep(cache, out, jobs=1, cs=(0.1, 1.0), **GRID), out
+
+
+def test_every_run_is_recorded_with_its_epochs_and_the_ranking_is_the_mean_over_seeds(swept):
+    result, out = swept
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert len(rows) == 2 * 2 * 2 * 2 and len(result.runs) == 16
+    assert all(len(run["history"]["val_accuracy"]) == 3 for run in result.runs)
+    by_config: dict = {}
+    for row in rows:  # recomputed from the CSV, not from featcache's ranking code
+        by_config.setdefault((float(row["lr"]), int(row["inner"]), float(row["dropout"])), []).append(
+            float(row["best_val_accuracy"])
+        )
+    means = sorted((float(np.mean(v)) for v in by_config.values()), reverse=True)
+    assert [r["mean"] for r in result.ranking] == pytest.approx(means)
+    top = result.ranking[0]
+    assert top["mean"] == pytest.approx(np.mean(by_config[(top["lr"], top["inner"], top["dropout"])]))
+    document = json.loads((out / "sweep.json").read_text())
+    assert document["ranking"][0] == top and len(document["runs"]) == 16
+    assert [b["C"] for b in document["baseline"]] == [0.1, 1.0]
+    lines = (out / "sweep.md").read_text().splitlines()
+    assert sum(line.startswith("| ") and "---" not in line for line in lines) == (1 + 8) + (1 + 2)  # heads, rows
+    for name in ("val_accuracy_by_lr", "val_accuracy_by_inner", "val_accuracy_by_dropout", "heatmap_lr_inner"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_best_configuration_is_saved_as_a_head_that_predict_uses(swept, cache, tmp_path):
+    result, out = swept
+    meta = json.loads((out / "best-head" / "head.json").read_text())
+    top = result.ranking[0]
+    assert (meta["options"]["lr"], meta["options"]["dropout"]) == (top["lr"], top["dropout"])
+    assert meta["options"]["inner"] == ([top["inner"]] if top["inner"] else [])
+    images = sorted((cache.parent / "data" / "test").rglob("*.jpg"))
+    found = predict(images, out / "best-head", backbone=FakeBackbone())
+    assert len(found.predictions) == len(images) and all(p.error is None for p in found.predictions)
+
+
+def test_a_branch_learns_exactly_as_it_would_alone_on_the_same_batches(cache):
+    splits = load_splits(cache, 0.2, None, with_test=False)
+    alone = SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), epochs=4, batch_size=8)
+    together = SweepConfig(lr=(0.01,), inner=(0, 8, 16), dropout=(0.0,), epochs=4, batch_size=8)
+    one = train_group(splits, Group(0.01, 0), alone)[0]
+    shared = train_group(splits, Group(0.01, 0), together)[0]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(shared["history"][key], one["history"][key], rtol=1e-5, atol=1e-6)
+    # and alone, it is train-head's own fit of that configuration
+    fit = fit_head(splits, HeadConfig(lr=0.01, epochs=4, batch_size=8, seed=0))
+    np.testing.assert_allclose(one["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--lr", "0.001,0.01,0.1", "--inner", "0,8", "--dropout", "0", "--seeds", "2", "--epochs", "3"]
+    command = [sys.executable, "-m", "featcache", "sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args]
+    runs = out / "runs"
+    killed = kill_when(command, lambda pid: runs.is_dir() and len(list(runs.glob("*.json"))) >= 2, timeout=300)
+    if not killed:
+        pytest.skip("the sweep finished before it could be killed")
+    before = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert not list(runs.glob(".*")) or all(p.name.startswith(".") for p in runs.glob(".*"))
+    result = CliRunner().invoke(main, ["sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args])
+    assert result.exit_code == 0, result.output
+    total_groups = 3 * 2
+    assert f"{(total_groups - len(before)) * 2} trained now" in result.output
+    assert all((runs / name).read_bytes() == data for name, data in before.items())
+    assert len(list(runs.glob("*.json"))) == total_groups
+
+
+def test_two_jobs_give_the_same_runs_as_one(cache, tmp_path, swept):
+    result, _ = swept
+    grid = {**GRID, "lr": (0.1,), "seeds": 2}
+    two = sweep(cache, tmp_path / "two", jobs=2, **grid)
+    mine = {(r["inner"], r["dropout"], r["seed"]): r["history"] for r in result.runs if r["lr"] == 0.1}
+    for run in two.runs:
+        got = run["history"]["val_loss"]
+        np.testing.assert_allclose(got, mine[(run["inner"], run["dropout"], run["seed"])]["val_loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"lr": ()}, "lr needs"), ({"inner": (-1,)}, "inner"), ({"dropout": (1.0,)}, "dropout"), ({"heatmap": ("lr",)}, "heatmap")],
+)
+def test_bad_sweep_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        SweepConfig(**options)
+
+
+def test_a_bad_list_on_the_command_line_is_one_line(cache, tmp_path):
+    result = CliRunner().invoke(main, ["sweep", str(cache), "-o", str(tmp_path / "s"), "--lr", "fast"])
+    assert result.exit_code != 0 and "comma-separated list" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.real
+def test_on_the_clothing_cache_the_best_head_reaches_80_percent(real_cache, tmp_path):
+    require_real()
+    assert REAL_DATA.is_dir()
+    result = sweep(real_cache, tmp_path / "sweep", lr=(0.001, 0.01), inner=(0, 100), dropout=(0.0, 0.5), seeds=1)
+    meta = json.loads((tmp_path / "sweep" / "best-head" / "head.json").read_text())
+    assert result.ranking[0]["mean"] >= 0.80
+    assert meta["metrics"]["val_accuracy"] >= 0.80
