@@ -94,7 +94,7 @@ def test_two_node_cluster_with_real_weights_survives_killed_actor_and_killed_dri
     local = extract(data, expected, weights=str(REAL_WEIGHTS), batch_size=8)
     out = tmp_path / "cluster.h5"
     report = _scenario(tmp_path, "cluster", str(data), str(out), "--", *options, timeout=1500)
-    print({k: v if not isinstance(v, dict) else {a: b for a, b in v.items() if a != "stderr"} for k, v in report.items()})
+    print({k: {a: b for a, b in v.items() if a != "stderr"} if isinstance(v, dict) else v for k, v in report.items()})
     assert "error" not in report, report["error"]
     want = read_cache(expected)
 

@@ -110,7 +110,12 @@ def test_two_jobs_give_the_same_runs_as_one(cache, tmp_path, swept):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"lr": ()}, "lr needs"), ({"inner": (-1,)}, "inner"), ({"dropout": (1.0,)}, "dropout"), ({"heatmap": ("lr",)}, "heatmap")],
+    [
+        ({"lr": ()}, "lr needs"),
+        ({"inner": (-1,)}, "inner"),
+        ({"dropout": (1.0,)}, "dropout"),
+        ({"heatmap": ("lr",)}, "heatmap"),
+    ],
 )
 def test_bad_sweep_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
