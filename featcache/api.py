@@ -10,6 +10,7 @@ from pathlib import Path
 
 import featcache.cache.compact
 import featcache.cache.summary
+import featcache.config
 import featcache.extraction.run
 import featcache.serving.exporter
 import featcache.serving.predictor
@@ -26,7 +27,6 @@ from featcache.config import (
     ExtractConfig,
     HeadConfig,
     PredictConfig,
-    SweepConfig,
     VerifyConfig,
 )
 
@@ -117,7 +117,7 @@ def sweep(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_SWEEP_DIR
     ``memory_budget``). Results go into the folder ``out``; returns a
     :class:`featcache.training.sweep.SweepResult`.
     """
-    return featcache.training.sweep.run_sweep(cache, out, SweepConfig(**options), progress=progress)
+    return featcache.training.sweep.run_sweep(cache, out, featcache.config.SweepConfig(**options), progress=progress)
 
 
 def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE_DIR, *, head=None, **options):
