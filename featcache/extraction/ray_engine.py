@@ -92,7 +92,7 @@ def _connect(ray, config: ExtractConfig) -> bool:
         return False
     from ray.data import DataContext
 
-    address = config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+    address = config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or "local"  # "local": always a new one
     _quiet_ray()
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,10 +27,14 @@ def in_loopback(command: list[str], timeout: float, home: Path) -> subprocess.Co
     """Run ``command`` in a new network namespace with only loopback up, HOME=``home``; the tests' modules
     importable by every process it starts (Ray workers included)."""
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": path}
+    ray_tmp = tempfile.mkdtemp(prefix="fcray", dir="/tmp")  # Ray's own files, apart from any other Ray's; short
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": path, "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
     wrapped = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
-    return subprocess.run(wrapped, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(wrapped, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def scenario_command(*args: str) -> list[str]:
@@ -43,7 +48,7 @@ def local(data: Path, out: Path) -> dict:
     from featcache.api import extract
     from tests.support import FakeBackbone
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = extract(data, out, backbone=FakeBackbone(), engine="ray", ray_actors=2, image_size=71, batch_size=4)
     finally:
@@ -240,6 +245,7 @@ def cluster(data: Path, out: Path, options: list[str]) -> dict:
         report["error"] = f"{type(exc).__name__}: {exc} | {nodes.logs()}"
     finally:
         nodes.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return report
 
 
