@@ -19,6 +19,7 @@ by the next run, with either engine. Nothing here is imported unless ``engine="r
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -186,6 +187,8 @@ class ShardActor:
                 f"({_difference(found, fields)}); give every node the same weights file at the same path"
             )
         self.backbone, self.config = backbone, config
+        # TensorFlow, imported later by build(), would otherwise use every core of the node, not the actor's share
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, math.ceil(config.ray_cpus))))
         self.writer = ShardWriter(shards_dir(config.output), fingerprint_of(fields))
         self.claims = KnownHashes(known if isinstance(known, np.ndarray) else require_ray().get(known))
         self.embed = None
