@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from featcache import errors as featcache_errors
 from featcache.cache.layout import QuarantineEntry
 from featcache.cache.shards import ShardWriter, VectorPool, shards_dir
 from featcache.config import RAY_ADDRESS_ENV, ExtractConfig
@@ -142,22 +144,33 @@ def _fold(done: Computed, batch: dict) -> None:
 
 
 def _as_error(exc: Exception) -> FeatcacheError:
-    """A failure on the cluster as one featcache error; one raised by featcache on a worker keeps its message."""
-    root = _innermost(exc)
-    if isinstance(root, FeatcacheError):
-        return root
-    reason = f"{type(root).__name__}: {(str(root).strip().splitlines() or [''])[0][:200]}"
+    """A failure on the cluster as one featcache error: one that featcache raised on a worker keeps its type and
+    message (Ray passes it on as an object, or only as the text of the actor's death); else the innermost reason."""
+    chain = _chain(exc)
+    for link in chain:
+        if isinstance(link, FeatcacheError):
+            return link
+    for link in chain:
+        found = re.search(r"featcache\.errors\.(\w+): (.+)", str(link))
+        if found:
+            kind = getattr(featcache_errors, found.group(1), None)
+            kind = kind if isinstance(kind, type) and issubclass(kind, FeatcacheError) else FeatcacheError
+            return kind(found.group(2).strip())
+    said = [link for link in chain if str(link).strip()] or chain
+    text = str(said[-1]).strip().splitlines()
+    reason = f"{type(said[-1]).__name__}: {text[0][:200] if text else ''}"
     return FeatcacheError(f"the Ray run failed ({reason}); fix the cause and rerun: committed work is kept")
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    """The exception at the bottom of Ray's wrappers (``cause``) and Python's chains (``__cause__``)."""
-    for _ in range(20):
-        inner = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(inner, BaseException) or inner is exc:
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: Ray's ``cause`` and Python's ``__cause__``, outermost first."""
+    chain = [exc]
+    while len(chain) < 20:
+        inner = getattr(chain[-1], "cause", None) or chain[-1].__cause__
+        if not isinstance(inner, BaseException) or inner in chain:
             break
-        exc = inner
-    return exc
+        chain.append(inner)
+    return chain
 
 
 class KnownHashes:

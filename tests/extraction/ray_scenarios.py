@@ -56,6 +56,38 @@ def local(data: Path, out: Path) -> dict:
     return {"computed": result.computed, "rows": result.rows}
 
 
+class NodeBoundBackbone:
+    """A fake backbone whose identity names the process it is in, as if each node had another weights file."""
+
+    def __init__(self):
+        from tests.support import FakeBackbone
+
+        self.fake = FakeBackbone()
+
+    def identity(self) -> dict:
+        return {**self.fake.identity(), "weights_id": f"weights seen by pid {os.getpid()}"}
+
+    def build(self):
+        return self.fake.build()
+
+
+def mismatch(data: Path, out: Path) -> dict:
+    """A local Ray whose actors see other weights than the driver: the run must stop with featcache's error."""
+    import ray
+
+    from featcache.api import extract
+    from featcache.errors import FeatcacheError
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        extract(data, out, backbone=NodeBoundBackbone(), engine="ray", ray_actors=2, image_size=71, batch_size=4)
+    except FeatcacheError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    finally:
+        ray.shutdown()
+    return {"error": None}
+
+
 class Cluster:
     """A head node and a worker node on this machine, 1 CPU each, each ``ray start --block`` in a session of its
     own, so stopping them kills their process groups and nothing else."""
@@ -253,6 +285,8 @@ def main(argv: list[str]) -> None:
     what, data, out, *rest = argv
     if what == "local":
         report = local(Path(data), Path(out))
+    elif what == "mismatch":
+        report = mismatch(Path(data), Path(out))
     else:
         report = cluster(Path(data), Path(out), [a for a in rest if a != "--"])
     print(json.dumps(report))

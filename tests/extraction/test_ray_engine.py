@@ -57,6 +57,15 @@ def test_local_ray_with_the_fake_backbone_equals_the_local_engine_row_for_row(tm
     assert extract(data, out, backbone=FakeBackbone(), image_size=71, batch_size=4).computed == 0
 
 
+def test_a_node_that_sees_other_weights_stops_the_run_with_one_line(tmp_path):
+    data = make_split_dataset(tmp_path / "data")
+    out = tmp_path / "c.h5"
+    report = _scenario(tmp_path, "mismatch", str(data), str(out), timeout=600)
+    assert report["error"] == "ConfigError"
+    assert "differs from the driver's" in report["message"] and "same weights file" in report["message"]
+    assert "\n" not in report["message"] and not out.exists()
+
+
 def test_engine_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch):
     data = make_split_dataset(tmp_path / "data")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
