@@ -86,15 +86,19 @@ class Rows:
     def counts(self, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Rows per split (train, validation, test), and per split and class (classes sorted)."""
         split = np.asarray(self.split, dtype=object).reshape(-1)
-        label = np.asarray(self.label, dtype=np.int64).reshape(-1)
-        per_split, per_class = {}, {}
-        for name in SPLITS:
-            mask = split == name
-            per_split[name] = int(np.count_nonzero(mask))
-            found = np.bincount(label[mask], minlength=len(class_names))
-            if per_split[name]:
-                per_class[name] = {class_names[i]: int(found[i]) for i in np.flatnonzero(found)}
-        return per_split, per_class
+        masks = [split == name for name in SPLITS]
+        return split_counts(masks, np.asarray(self.label, dtype=np.int64).reshape(-1), class_names)
+
+
+def split_counts(masks, label: np.ndarray, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Rows per split and per split and class, from a boolean mask of the rows of each of SPLITS and the labels."""
+    per_split, per_class = {}, {}
+    for name, mask in zip(SPLITS, masks):
+        per_split[name] = int(np.count_nonzero(mask))
+        found = np.bincount(label[mask], minlength=len(class_names))
+        if per_split[name]:
+            per_class[name] = {class_names[i]: int(found[i]) for i in np.flatnonzero(found)}
+    return per_split, per_class
 
 
 @dataclass(frozen=True)

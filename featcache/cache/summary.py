@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from featcache.cache.layout import SPLITS, QuarantineEntry, read_cache
+from featcache.cache.layout import SPLITS, QuarantineEntry, read_cache, split_counts
 from featcache.cache.reader import read_row_index
 from featcache.cache.shards import ShardProblem, check_shards, list_shards, shards_dir
 
@@ -71,12 +69,8 @@ def info(cache: str | Path) -> CacheInfo:
     every shard is opened and checked."""
     data = read_cache(Path(cache), with_vectors=False, with_rows=False)
     index = read_row_index(cache)
-    per_split = {s: int(np.sum(index.split == i)) for i, s in enumerate(SPLITS)}
-    per_class = {}
-    for i, split in enumerate(SPLITS):
-        counts = np.bincount(index.label[index.split == i], minlength=len(data.class_names))
-        if counts.sum():
-            per_class[split] = {name: int(n) for name, n in zip(data.class_names, counts) if n}
+    masks = [index.split == i for i in range(len(SPLITS))]
+    per_split, per_class = split_counts(masks, index.label, data.class_names)
     used = set(data.locations.files) if data.locations else set()
     pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]
     return CacheInfo(
