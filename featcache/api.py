@@ -39,7 +39,8 @@ def extract(
     ``options`` are the fields of :class:`featcache.config.ExtractConfig` (``image_size``,
     ``batch_size``, ``weights``, ``manifest``, ``val_fraction``, ``test_fraction``,
     ``interpolation``, ``exif_transpose``, ``precision``, ``runtime``, ``strict``, ``overwrite``,
-    ``workers``, ``allow_outside``). ``backbone`` replaces the frozen Xception (tests pass a small
+    ``workers``, ``allow_outside``, ``engine`` and ``ray_*``, ``augment``, ``augment_policy``,
+    ``augment_seed``). ``backbone`` replaces the frozen Xception (tests pass a small
     fake). Returns a :class:`featcache.extraction.run.ExtractResult`.
     """
     config = ExtractConfig(data_dir=Path(data_dir), output=Path(output), **options)

@@ -169,6 +169,21 @@ _EXTRACT_OPTIONS = [
     ),
     _option(ExtractConfig, "ray_cpus", "CPUs each Ray actor reserves.", type=float),
     _option(ExtractConfig, "ray_gpus", "GPUs each Ray actor reserves.", type=float),
+    click.option(
+        "--augment",
+        type=int,
+        default=None,
+        help="Augmented views to keep per train image besides its clean vector (0: none). Default: as many "
+        "as the cache has. Raising it computes only the new views.",
+    ),
+    click.option(
+        "--augment-policy",
+        default=None,
+        help="Transforms of the views: lesson (shear 10, zoom 0.1, vertical flip), flip (horizontal flip), "
+        "light (flip, rotation 10, zoom 0.05), or a JSON file of ImageDataGenerator parameters. "
+        "Default: the cache's, else lesson.",
+    ),
+    click.option("--augment-seed", type=int, default=None, help="Seed of the views. Default: the cache's, else 0."),
     click.option("--strict", is_flag=True, help="Fail instead of quarantining files that cannot be used."),
     click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings."),
     click.option("--allow-outside", is_flag=True, help="Follow symlinks and manifest paths that lead out of DATA_DIR."),

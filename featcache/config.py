@@ -64,6 +64,9 @@ class ExtractConfig:
     ray_actors: int | None = None  # None: as many as the cluster's CPUs allow
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
+    augment: int | None = None  # views per train image; None: as many as the cache has
+    augment_policy: str | None = None  # a built-in policy or a JSON file; None: the cache's, else lesson
+    augment_seed: int | None = None  # None: the cache's, else 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -79,6 +82,7 @@ class ExtractConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _resolve_runtime(self)
         _check_engine(self)
+        _check_augment(self)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -129,6 +133,17 @@ def _resolve_runtime(config: ExtractConfig) -> None:
     _check_choice("runtime", config.runtime, RUNTIMES)
     if config.precision == "bfloat16" and config.runtime != "openvino":
         raise ConfigError("precision bfloat16 runs on the openvino runtime; pass --runtime openvino or leave it out")
+
+
+def _check_augment(config: ExtractConfig) -> None:
+    if config.augment is not None:
+        check_int("augment", config.augment, 0, "use the number of augmented views per train image, 0 for none")
+    if config.augment_seed is not None:
+        check_int("augment_seed", config.augment_seed, 0, "use a non-negative integer seed")
+    if config.augment_policy is not None:
+        from featcache.augment import policy_for
+
+        policy_for(config.augment_policy)  # a clear error now rather than after the clean vectors
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -13,17 +13,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from featcache.cache.layout import read_cache, write_cache
+from featcache.cache.layout import Views, read_cache, read_views, views_folder, write_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import (
     ShardWriter,
     VectorPool,
     adopt_legacy_parts,
     check_shards,
+    check_views,
     list_shards,
     remove_unreferenced,
     shards_dir,
     sweep_temporaries,
+    view_key,
 )
 from featcache.errors import CacheError
 
@@ -59,7 +61,8 @@ def compact(cache_path: str | Path) -> CompactResult:
         folder = shards_dir(path)
         before = _usage(folder)
         cache = read_cache(path, with_vectors=False)
-        problems = check_shards(cache)
+        views = read_views(path)
+        problems = check_shards(cache) + check_views(path, views)
         if problems:
             raise CacheError(
                 f"{path} has {len(problems)} damaged shard(s), first {problems[0].file}: {problems[0].reason}; "
@@ -71,13 +74,29 @@ def compact(cache_path: str | Path) -> CompactResult:
             distinct = list(dict.fromkeys(cache.rows.sha256))
             pool.copy_into(distinct, ShardWriter(folder, cache.fingerprint))
             locations = pool.locations(cache.rows.sha256)
-            write_cache(path, cache.attrs, cache.class_names, cache.rows, locations, cache.quarantine)
+            views = _compact_views(path, views, cache.rows.sha256)
+            write_cache(path, cache.attrs, cache.class_names, cache.rows, locations, cache.quarantine, views)
         finally:
             pool.close()
         remove_unreferenced(folder, locations.files)
+        remove_unreferenced(views_folder(path), views.locations.files if views is not None else [])
         after = _usage(folder)
     seconds = time.perf_counter() - start
     return CompactResult(path, len(cache.rows), len(distinct), before[0], after[0], before[1], after[1], seconds)
+
+
+def _compact_views(path: Path, views: Views | None, sha256s) -> Views | None:
+    """The views of the cache copied, each distinct one once, into few full shards of views."""
+    if views is None:
+        return None
+    pool = VectorPool()
+    try:
+        pool.add_views(path, views, sha256s)
+        keys = [view_key(sha256s[r], v) for r, v in zip(views.row.tolist(), views.view.tolist())]
+        pool.copy_into(list(dict.fromkeys(keys)), ShardWriter(views_folder(path), views.fingerprint))
+        return Views(views.row, views.view, pool.locations(keys), views.attrs)
+    finally:
+        pool.close()
 
 
 def _usage(folder: Path) -> tuple[int, int]:

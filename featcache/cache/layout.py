@@ -24,11 +24,19 @@ plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
     /shards/bytes           int64   (s,)       each shard's size, to notice a damaged one
     /shards/index           int32   (n,)       the shard of row i ...
     /shards/row             int64   (n,)       ... and its row there
+    /augmented              group, only in a cache with augmented views of its train rows; attributes
+                            fingerprint, fingerprint_fields, policy (JSON), seed, count (views per image)
+    /augmented/features     float32 (m, dim)   virtual dataset over <cache>.views/: view i's pooled vector
+    /augmented/row          int64   (m,)       the row of the image view i was made from
+    /augmented/view         int32   (m,)       which view of that image (0 .. count-1)
+    /augmented/shards/...                      as /shards, for the view shards
 
 The entry file is only ever replaced whole (written beside it, then renamed), so it is never
 half-written, and shards are never changed once committed (:mod:`featcache.cache.shards`): an
 update writes its new shards and a new entry file, whatever the size of the cache. A missing
-shard reads as NaN rows through ``/features``. Version 1 kept the vectors in ``/features`` itself
+shard reads as NaN rows through ``/features``. Views are kept apart from the clean vectors (their
+own shards folder, fingerprint and virtual dataset), so adding or dropping views never touches the
+clean rows. Version 1 kept the vectors in ``/features`` itself
 and had no ``/shards``; it is read as it is and rewritten as version 2 by the next write.
 """
 
@@ -52,6 +60,8 @@ FORMAT_VERSION = 2
 FEATURES, LABEL, SPLIT, PATH, SHA256 = "features", "label", "split", "path", "sha256"
 SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quarantine"
 SHARDS = "shards"
+AUGMENTED, VIEW_ROW, VIEW = "augmented", "row", "view"
+VIEWS_SUFFIX = ".views"
 SPLITS = ("train", "validation", "test")
 
 
@@ -66,6 +76,34 @@ class Locations:
     index: np.ndarray
     row: np.ndarray
     dim: int
+
+
+@dataclass
+class Views:
+    """Augmented views of a cache's train rows: view i is view ``view[i]`` (int32 (m,)) of the image of
+    row ``row[i]`` (int64 (m,)), lying where ``locations`` says; ``attrs`` holds their fingerprint, policy,
+    seed and count."""
+
+    row: np.ndarray
+    view: np.ndarray
+    locations: Locations
+    attrs: dict
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @property
+    def count(self) -> int:
+        return int(self.attrs.get("count", 0))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+
+def views_folder(cache_path: Path) -> Path:
+    """Where the shards of a cache's views lie."""
+    return Path(str(cache_path) + VIEWS_SUFFIX)
 
 
 @dataclass
@@ -263,12 +301,14 @@ def read_fingerprint(path: Path) -> str | None:
         return attr_value(h5.attrs["fingerprint"])
 
 
-def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quarantine) -> None:
-    """Write the entry file of a cache whose vectors are in shards beside it, then rename it over ``path``."""
+def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quarantine, views: Views | None = None):
+    """Write the entry file of a cache whose vectors are in shards beside it (and its ``views``, if any),
+    then rename it over ``path``."""
     import h5py
 
     path = Path(path)
-    _check_space(path, len(rows) * 256 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
+    n_views = len(views) if views is not None else 0
+    _check_space(path, len(rows) * 256 + n_views * 32 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
     tmp = path.with_name(temporary_name(path, os.getpid()))
     try:
         with h5py.File(tmp, "w") as h5:
@@ -280,6 +320,8 @@ def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quar
             write_strings(q, PATH, [e.path for e in quarantine])
             write_strings(q, "reason", [e.reason for e in quarantine])
             write_strings(q, SHA256, [e.sha256 for e in quarantine])
+            if views is not None:
+                _write_views(h5, views, path.name + VIEWS_SUFFIX)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
@@ -313,8 +355,31 @@ def _write_rows(h5, rows: Rows) -> None:
     h5.create_dataset(MTIME, data=np.asarray(rows.mtime_ns, dtype=np.int64).reshape(n))
 
 
+def _write_views(h5, views: Views, folder: str) -> None:
+    g = h5.create_group(AUGMENTED)
+    g.attrs.update(views.attrs)
+    g.create_dataset(VIEW_ROW, data=np.asarray(views.row, dtype=np.int64).reshape(len(views)))
+    g.create_dataset(VIEW, data=np.asarray(views.view, dtype=np.int32).reshape(len(views)))
+    _write_locations(g, views.locations, folder)
+
+
+def read_views(path: Path) -> Views | None:
+    """The augmented views of the cache at ``path``, or None when it has none."""
+    path = Path(path)
+    with open_h5(path) as h5:
+        if AUGMENTED not in h5:
+            return None
+        g = h5[AUGMENTED]
+        try:
+            attrs = {k: attr_value(v) for k, v in g.attrs.items()}
+            return Views(g[VIEW_ROW][:].astype(np.int64), g[VIEW][:].astype(np.int32), read_locations(g), attrs)
+        except (KeyError, OSError, ValueError) as exc:
+            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+
+
 def _write_locations(h5, loc: Locations, folder: str) -> None:
-    """``/shards`` and ``/features``, a virtual dataset with one mapping per run of consecutive shard rows."""
+    """``shards`` and ``features`` of a group (the file, or ``/augmented``): a virtual dataset with one
+    mapping per run of consecutive shard rows."""
     import h5py
 
     g = h5.create_group(SHARDS)

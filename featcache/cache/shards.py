@@ -21,11 +21,13 @@ from featcache.cache.layout import (
     FEATURES,
     Cache,
     Locations,
+    Views,
     attr_value,
     decode_strings,
     open_h5,
     read_cache,
     temporary_name,
+    views_folder,
     write_error,
     write_file,
     write_strings,
@@ -46,6 +48,11 @@ def shards_dir(cache_path: Path) -> Path:
     return Path(str(cache_path) + SHARDS_SUFFIX)
 
 
+def view_key(sha256: str, view: int) -> str:
+    """The key of view ``view`` of the image of content ``sha256`` in the shards of views."""
+    return f"{sha256}/{view}"
+
+
 def sweep_temporaries(cache_path: Path) -> list[Path]:
     """Delete what killed runs left half-written beside ``cache_path``; returns what was deleted.
 
@@ -55,7 +62,7 @@ def sweep_temporaries(cache_path: Path) -> list[Path]:
     cache_path = Path(cache_path)
     prefix = temporary_name(cache_path)
     found = [p for p in cache_path.parent.iterdir() if p.name.startswith(prefix)]
-    for folder in (shards_dir(cache_path), Path(str(cache_path) + LEGACY_PARTS_SUFFIX)):
+    for folder in (shards_dir(cache_path), views_folder(cache_path), Path(str(cache_path) + LEGACY_PARTS_SUFFIX)):
         if folder.is_dir():
             found += [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     for leftover in found:
@@ -181,6 +188,15 @@ class VectorPool:
             return
         self.dim = loc.dim
         self._add_located(shards_dir(cache_path), shas, loc)
+
+    def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
+        """Index the augmented views of an existing cache by :func:`view_key`; ``sha256s`` are the content
+        hashes of its rows. Views in missing or damaged shards are left out."""
+        if not len(views):
+            return
+        keys = [view_key(sha256s[r], v) for r, v in zip(views.row.tolist(), views.view.tolist())]
+        self.dim = views.locations.dim
+        self._add_located(views_folder(cache_path), keys, views.locations)
 
     def _add_located(self, folder: Path, shas: list[str], loc: Locations) -> None:
         ids = np.full(len(loc.files), -1, dtype=np.int64)
@@ -378,13 +394,22 @@ class ShardProblem:
 
 def check_shards(cache: Cache) -> list[ShardProblem]:
     """Open every shard of ``cache`` and compare it with what the entry file recorded (none for format 1)."""
-    loc = cache.locations
+    return check_located(cache.shards_folder, cache.locations)
+
+
+def check_views(cache_path: Path, views: Views | None) -> list[ShardProblem]:
+    """As :func:`check_shards`, for the shards of a cache's augmented views."""
+    return check_located(views_folder(cache_path), views.locations) if views is not None else []
+
+
+def check_located(folder: Path, loc: Locations | None) -> list[ShardProblem]:
+    """Open every shard ``loc`` points at in ``folder`` and compare it with what was recorded."""
     if loc is None:
         return []
     affected = np.bincount(loc.index, minlength=len(loc.files)) if len(loc.index) else np.zeros(len(loc.files), int)
     problems = []
     for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes)):
-        reason = _shard_fault(cache.shards_folder / name, rows, size, loc.dim)
+        reason = _shard_fault(folder / name, rows, size, loc.dim)
         if reason:
             problems.append(ShardProblem(name, reason, int(affected[i])))
     return problems

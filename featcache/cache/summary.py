@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featcache.cache.layout import SPLITS, QuarantineEntry, read_cache, split_counts
+from featcache.cache.layout import SPLITS, QuarantineEntry, Views, read_cache, read_views, split_counts
 from featcache.cache.reader import read_row_index
-from featcache.cache.shards import ShardProblem, check_shards, list_shards, shards_dir
+from featcache.cache.shards import ShardProblem, check_shards, check_views, list_shards, shards_dir
 
 
 @dataclass
@@ -24,6 +25,7 @@ class CacheInfo:
     pending_shards: int  # committed by a run that did not finish
     shard_problems: list[ShardProblem] = field(default_factory=list)
     shards: int = 0
+    views: dict | None = None  # per split, views and the policy they were made with
 
     def to_dict(self) -> dict:
         return {
@@ -37,6 +39,7 @@ class CacheInfo:
             "pending_shards": self.pending_shards,
             "shards": self.shards,
             "shard_problems": [{"file": p.file, "reason": p.reason, "rows": p.rows} for p in self.shard_problems],
+            "views": self.views,
         }
 
     def summary(self) -> str:
@@ -47,6 +50,7 @@ class CacheInfo:
         for name in self.class_names:
             counts = "".join(f"{self.per_class.get(s, {}).get(name, 0):>12}" for s in self.per_split)
             lines.append(f"  {name[:12]:<12}{counts}")
+        lines += _views_lines(self.views)
         lines.append("provenance:")
         lines += [f"  {key}: {self.attrs[key]}" for key in sorted(self.attrs) if key != "fingerprint_fields"]
         lines.append(f"quarantine: {len(self.quarantine)} file(s)")
@@ -64,6 +68,30 @@ class CacheInfo:
         return "\n".join(lines)
 
 
+def _views_lines(views: dict | None) -> list[str]:
+    if not views:
+        return []
+    per = "  ".join(f"{s} {views['per_split'].get(s, 0)}" for s in SPLITS)
+    return [
+        f"augmented views: {views['count']} per train image, policy {views['policy']['name']}, seed {views['seed']}",
+        f"  views per split: {per}",
+    ]
+
+
+def views_summary(views: Views | None, split) -> dict | None:
+    """Views per split (by their clean row's split, int8 codes into SPLITS), count, policy and seed."""
+    if views is None:
+        return None
+    codes = split[views.row] if len(views) else split[:0]
+    return {
+        "count": views.count,
+        "policy": json.loads(views.attrs.get("policy", "{}")),
+        "seed": int(views.attrs.get("seed", 0)),
+        "views": len(views),
+        "per_split": {name: int((codes == i).sum()) for i, name in enumerate(SPLITS)},
+    }
+
+
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` from its labels and splits (no vectors, no per-row strings);
     every shard is opened and checked."""
@@ -73,6 +101,7 @@ def info(cache: str | Path) -> CacheInfo:
     per_split, per_class = split_counts(masks, index.label, data.class_names)
     used = set(data.locations.files) if data.locations else set()
     pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]
+    views = read_views(Path(cache))
     return CacheInfo(
         path=Path(cache),
         rows=len(index),
@@ -82,6 +111,7 @@ def info(cache: str | Path) -> CacheInfo:
         attrs=data.attrs,
         quarantine=data.quarantine,
         pending_shards=len(pending),
-        shard_problems=check_shards(data),
+        shard_problems=check_shards(data) + check_views(Path(cache), views),
         shards=len(used),
+        views=views_summary(views, index.split),
     )

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from featcache.cache.layout import Cache, QuarantineEntry, Rows, read_cache, read_fingerprint, write_cache
+from featcache.cache.layout import Cache, QuarantineEntry, Rows, read_cache, read_fingerprint, read_views, write_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import (
     ShardWriter,
@@ -26,6 +26,7 @@ from featcache.cache.shards import (
 )
 from featcache.config import ExtractConfig
 from featcache.errors import BadImagesError, CacheError, ConfigError, FingerprintMismatch
+from featcache.extraction.augmentation import ViewsDone, drop_views, update_views
 from featcache.extraction.dataset import Dataset, Sample, scan, split_for_hash
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
@@ -46,6 +47,8 @@ class ExtractResult:
     seconds: float
     class_names: list[str] = field(default_factory=list)
     compute_seconds: float = 0.0  # building the model, decoding and forward passes
+    views: ViewsDone | None = None
+    views_seconds: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -65,10 +68,26 @@ class ExtractResult:
             f"computed {self.computed}, reused {self.reused}, quarantined {len(self.quarantine)}; "
             f"{self.seconds:.1f} s in all{rate}"
         )
+        lines += self._views_lines()
         lines += [f"  quarantined {entry.path}: {entry.reason}" for entry in self.quarantine[:10]]
         if len(self.quarantine) > 10:
             lines.append(f"  ... and {len(self.quarantine) - 10} more (featcache info {self.output})")
         return "\n".join(lines)
+
+    def _views_lines(self) -> list[str]:
+        done = self.views
+        if done is None or done.views is None:
+            return []
+        plan = done.plan
+        lines = [
+            f"views: {plan.count} per train image (policy {plan.policy.name}, seed {plan.seed}), "
+            f"{len(done.views)} in all; computed {done.computed}, {self.views_seconds:.1f} s"
+        ]
+        if done.replaced:
+            lines.append("  the views of the cache's former policy or seed were replaced")
+        if done.failed:
+            lines.append(f"  {done.failed} train image(s) could not be read again for views; their rows keep none")
+        return lines
 
 
 def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> ExtractResult:
@@ -118,6 +137,9 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
         if config.strict and quarantine:
             raise BadImagesError(_strict_message(quarantine))
         locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint))
+        views_start = time.perf_counter()
+        views = update_views(config, rows, _old_views(config, old), fingerprint, backbone, progress)
+        views_seconds = time.perf_counter() - views_start
         write_cache(
             config.output,
             _attrs(config, dataset, fields, old),
@@ -125,11 +147,23 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
             rows,
             locations,
             quarantine,
+            views.views,
         )
     finally:
         pool.close()
     remove_unreferenced(folder, locations.files)
-    return _result(config, dataset, rows, quarantine, computed.vectors, compute_seconds)
+    drop_views(config.output, views.views)
+    result = _result(config, dataset, rows, quarantine, computed.vectors, compute_seconds)
+    result.views, result.views_seconds = views, views_seconds
+    return result
+
+
+def _old_views(config: ExtractConfig, old: Cache | None):
+    """The existing cache's views and the content hashes of its rows, or None."""
+    if old is None:
+        return None
+    views = read_views(config.output)
+    return (views, old.rows.sha256) if views is not None else None
 
 
 def _compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fields: dict, progress: bool):

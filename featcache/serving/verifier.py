@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.layout import Rows, read_cache, read_features, read_rows
-from featcache.cache.shards import ShardProblem, check_shards
+from featcache.cache.layout import Rows, read_cache, read_features, read_rows, read_views
+from featcache.cache.shards import ShardProblem, check_shards, check_views
 from featcache.config import VerifyConfig
 from featcache.errors import CacheError
 from featcache.hashing import file_sha256
@@ -102,7 +102,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)
     rows = _sample_rows(cache.n_rows, config.sample, config.seed)
     root = config.data_dir or Path(cache.attrs["data_dir"])
-    problems = check_shards(cache)
+    problems = check_shards(cache) + check_views(config.cache, read_views(config.cache))
     damaged = _damaged_rows(cache, problems)
     sampled = dict(zip(rows, _rows_of(read_rows(config.cache, rows))))
     kept, pixels, skipped = _load_rows(sampled, [i for i in rows if i not in damaged], root, recipe)
