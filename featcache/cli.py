@@ -351,6 +351,12 @@ _HEAD_OPTIONS = [
         help="Vectors to hold in memory, e.g. 1GB, 500MB, 2GiB or bytes; above it the splits are read from the "
         f"cache in chunks, with the same results. Default: {MEMORY_BUDGET_FRACTION:.0%} of the available memory.",
     ),
+    click.option(
+        "--augmented",
+        is_flag=True,
+        help="Train on the cache's augmented views (extract --augment K): each epoch shows each train image as "
+        "its clean vector or one of its views, drawn uniformly. compare also fits the baseline on all views.",
+    ),
 ]
 
 
@@ -393,6 +399,7 @@ def _grid_option(name: str, kind, help: str):
 @click.option("--heatmap", default="lr,inner", show_default=True, help="The two axes of the heatmap.")
 @_option(SweepConfig, "val_fraction", "Share of train rows held out when the cache has no validation split.")
 @click.option("--memory-budget", metavar="SIZE", default=None, help="As for train-head.")
+@click.option("--augmented", is_flag=True, help="Train on the cache's augmented views, as train-head --augmented.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_errors_as_messages
 def sweep(cache, out, quiet, heatmap, **options):

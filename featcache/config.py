@@ -276,6 +276,8 @@ class HeadConfig:
     bytes of vectors held in memory (an int, or a string such as ``1GB``; default a quarter of the
     available memory): above it the splits are read from the cache in chunks, with the same
     results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
+    ``augmented`` trains on the cache's augmented views: each epoch shows each train image as its
+    clean vector or one of its K views, drawn uniformly (seeded).
     """
 
     lr: float = 0.01
@@ -287,10 +289,12 @@ class HeadConfig:
     early_stopping: int | None = None
     val_fraction: float = 0.2
     memory_budget: int = field(default_factory=default_memory_budget)
+    augmented: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
         object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
+        _check_bool("augmented", self.augmented)
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("seed", self.seed, 0, "use a non-negative integer seed")
@@ -336,7 +340,8 @@ class SweepConfig:
     """Options of ``featcache sweep``: the grid (``lr``, ``inner`` units of one inner Dense layer, 0 for
     none, ``dropout``), ``seeds`` seeds per configuration, the head's ``epochs``, ``batch_size``,
     ``val_fraction`` and ``memory_budget`` as in :class:`HeadConfig`, ``jobs`` worker processes,
-    ``cs`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the heatmap.
+    ``cs`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the heatmap,
+    ``augmented`` heads (and baselines) trained on the cache's augmented views as ``HeadConfig`` does.
     The defaults are the grid the reference recipe's lesson explores next."""
 
     lr: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.1)
@@ -350,11 +355,13 @@ class SweepConfig:
     heatmap: tuple[str, str] = ("lr", "inner")
     val_fraction: float = 0.2
     memory_budget: int = field(default_factory=default_memory_budget)
+    augmented: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lr", "inner", "dropout", "cs", "heatmap"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
+        _check_bool("augmented", self.augmented)
         for name in ("lr", "inner", "dropout"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} needs at least one value, e.g. --{name} {getattr(SweepConfig, name)[0]}")

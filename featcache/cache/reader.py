@@ -98,8 +98,9 @@ class FeatureReader:
     Opens the file on first use; use it as a context manager (or call :meth:`close`).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, dataset: str = FEATURES):
         self.path = Path(path)
+        self.dataset = dataset  # /features, or /augmented/features for the views
         self.rows_read = 0
         self._h5 = None
 
@@ -119,9 +120,9 @@ class FeatureReader:
     def _features(self):
         if self._h5 is None:
             self._h5 = open_h5(self.path)
-        if FEATURES not in self._h5:
-            raise CacheError(f"{self.path} has no {FEATURES} dataset; rerun featcache extract with --overwrite")
-        return self._h5[FEATURES]
+        if self.dataset not in self._h5:
+            raise CacheError(f"{self.path} has no {self.dataset} dataset; rerun featcache extract with --overwrite")
+        return self._h5[self.dataset]
 
     def gather(self, row_sets: list[np.ndarray], chunk_rows: int) -> list[np.ndarray]:
         """Vectors of each increasing array of row indices in ``row_sets``, in one pass over the cache.

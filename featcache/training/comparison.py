@@ -94,7 +94,7 @@ def compare(
     val_fraction = config.val_fraction
     if head is not None:  # carve the same validation rows the head was judged on
         val_fraction = read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
-    splits = load_splits(cache, val_fraction, config.memory_budget)
+    splits = load_splits(cache, val_fraction, config.memory_budget, augmented=config.augmented)
     if head is not None:  # refuse a foreign head before anything is written
         check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,8 +145,9 @@ def _logistic_run(splits: Splits, out: Path, seed: int) -> ModelRun:
             n_classes=len(splits.class_names),
         )
     else:
+        x, y = splits.train.with_views()
         model = LogisticBaseline().fit(
-            splits.train.x, splits.train.y, splits.validation.x, splits.validation.y, n_classes=len(splits.class_names)
+            x, y, splits.validation.x, splits.validation.y, n_classes=len(splits.class_names)
         )
     fit_seconds = time.perf_counter() - start
     model.save(
@@ -161,8 +162,13 @@ def _logistic_run(splits: Splits, out: Path, seed: int) -> ModelRun:
         )
         about["alpha"], about["alpha_grid"] = model.alpha_, _grid(model.alphas_, model.val_accuracy_)
     else:
+        views = (
+            f", fitted on the clean vectors and all {len(x) - len(splits.train)} augmented views"
+            if splits.train.views is not None
+            else ""
+        )
         about["description"] = (
-            f"standardized features + multinomial LogisticRegression, C={model.C_:g} chosen on validation"
+            f"standardized features + multinomial LogisticRegression, C={model.C_:g} chosen on validation{views}"
         )
         about["c_grid"] = _grid(model.cs_, model.val_accuracy_)
     return ModelRun(LOGISTIC, fit_seconds, about, model.predict_proba)

@@ -81,11 +81,19 @@ class HeadResult:
                 f"head: {self.out}  ({shape})",
                 f"best epoch {self.best_epoch} of {m['epochs_run']}: train accuracy {m['train_accuracy']:.4f}, "
                 f"validation accuracy {m['val_accuracy']:.4f} (loss {m['train_loss']:.4f} / {m['val_loss']:.4f})",
-                f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows, validated on {m['n_validation']}{held}",
+                f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows{_views(m)}, "
+                f"validated on {m['n_validation']}{held}",
                 *_streaming_line(meta.get("memory")),
                 f"saved: {self.out / MODEL_FILE}, {META_FILE}, {HISTORY_FILE}, {CURVES_FILE}",
             ]
         )
+
+
+def _views(metrics: dict) -> str:
+    views = metrics.get("n_views", 0)
+    return (
+        f" (each epoch drawing each row's clean vector or one of its {views} augmented views in all)" if views else ""
+    )
 
 
 def _streaming_line(memory: dict | None) -> list[str]:
@@ -102,7 +110,7 @@ def train_head(
     check_out_folder(Path(out))
     if tensorboard is not None:
         _check_tensorboard()
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False)
+    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False, augmented=config.augmented)
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)
@@ -246,6 +254,7 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
             "fit_seconds": round(fit.seconds, 3),
             "n_train": len(splits.train),
             "n_validation": len(splits.validation),
+            "n_views": len(splits.train.views.x) if splits.train.views is not None else 0,
             "validation_carved": splits.val_carved,
         },
         "memory": splits.memory.to_dict(),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.layout import AUGMENTED, FEATURES, Views, read_views
 from featcache.cache.reader import FeatureReader, RowIndex, read_row_index, read_sha256
 from featcache.config import format_size
 from featcache.errors import CacheError
@@ -32,9 +33,38 @@ class Split:
     rows: np.ndarray
     y: np.ndarray
     x: np.ndarray | None = None
+    views: TrainViews | None = None  # augmented views, when training asks for them
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def with_views(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every clean vector and every view of the split, with their labels: what a model that takes
+        all views at once (the logistic baseline) is fitted on."""
+        if self.views is None:
+            return self.x, self.y
+        return np.concatenate([self.x, self.views.x]), np.concatenate([self.y, self.y[self.views.all_rows()]])
+
+
+@dataclass
+class TrainViews:
+    """The augmented views of a train split: ``x`` float32 (v, dim), ``at`` int64 (m, K) the index into
+    ``x`` of view j of the split's row i (-1 where it lacks one), and the views' attributes."""
+
+    x: np.ndarray
+    at: np.ndarray
+    attrs: dict
+
+    @property
+    def count(self) -> int:
+        return self.at.shape[1]
+
+    def all_rows(self) -> np.ndarray:
+        """For each view in ``x``, the position of its row in the split: int64 (v,)."""
+        rows = np.full(len(self.x), -1, dtype=np.int64)
+        i, _ = np.nonzero(self.at >= 0)
+        rows[self.at[self.at >= 0]] = i
+        return rows
 
 
 @dataclass(frozen=True)
@@ -86,33 +116,49 @@ class Splits:
     def fingerprint(self) -> str:
         return self.attrs["fingerprint"]
 
-    def vectors(self, split: Split):
-        """The vectors of ``split``: a :class:`stream.MemoryVectors` or :class:`stream.CacheVectors` (close it)."""
+    def vectors(self, split: Split, seed: int = 0):
+        """The vectors of ``split``: a :class:`stream.MemoryVectors`, :class:`stream.AugmentedVectors` (a train
+        split with views, drawn with ``seed``) or :class:`stream.CacheVectors` (close it)."""
+        if split.views is not None:
+            return stream.AugmentedVectors(split.x, split.views.x, split.views.at, seed)
         if split.x is not None:
             return stream.MemoryVectors(split.x)
         return stream.CacheVectors(self.cache_path, split.rows, self.feature_dim)
 
     def batches(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0) -> stream.EpochBatches:
         """``split`` in batches of ``batch_size`` (shuffled by :func:`stream.epoch_order` with ``seed``)."""
-        return stream.EpochBatches(split.rows, split.y, self.vectors(split), batch_size, shuffle, seed)
+        return stream.EpochBatches(split.rows, split.y, self.vectors(split, seed), batch_size, shuffle, seed)
 
 
 def load_splits(
-    cache_path: str | Path, val_fraction: float = 0.2, memory_budget: int | None = None, with_test: bool = True
+    cache_path: str | Path,
+    val_fraction: float = 0.2,
+    memory_budget: int | None = None,
+    with_test: bool = True,
+    augmented: bool = False,
 ) -> Splits:
     """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train.
 
     The vectors of train, validation (and test, ``with_test``) are loaded when together they take
     at most ``memory_budget`` bytes (None: always); otherwise every split's ``x`` is None and
     :meth:`Splits.vectors` streams them. The carve ranks train rows by a salted hash of their
-    content hash, so the same images are held out on every run and on every machine.
+    content hash, so the same images are held out on every run and on every machine. With
+    ``augmented`` the train split also holds the cache's augmented views (in memory).
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
     train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
     test_rows = index.split_indices("test")
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
-    plan = MemoryPlan(sum(len(r) for r in used.values()) * index.dim * 4, memory_budget, tuple(used))
+    views = _views_of(index, augmented)
+    extra = len(views.row) * index.dim * 4 if views is not None else 0
+    names = tuple(used) + (("augmented train",) if views is not None else ())
+    plan = MemoryPlan(sum(len(r) for r in used.values()) * index.dim * 4 + extra, memory_budget, names)
+    if plan.streamed and views is not None:
+        raise CacheError(
+            f"{index.path}: {plan.reason()}; training on augmented views needs them in memory — "
+            f"raise --memory-budget, or leave out --augmented"
+        )
     vectors = dict.fromkeys(("train", "validation", "test"))
     if not plan.streamed:
         with FeatureReader(index.path) as reader:
@@ -122,17 +168,47 @@ def load_splits(
     def split(name: str, rows: np.ndarray) -> Split:
         return Split(rows, index.label[rows], vectors[name])
 
+    train = split("train", train_rows)
+    if views is not None:
+        train.views = _train_views(index.path, views, train_rows)
     return Splits(
         cache_path=Path(cache_path),
         attrs=index.attrs,
         class_names=index.class_names,
-        train=split("train", train_rows),
+        train=train,
         validation=split("validation", val_rows),
         test=split("test", test_rows) if len(test_rows) else None,
         val_carved=carved,
         feature_dim=index.dim,
         memory=plan,
     )
+
+
+def _views_of(index: RowIndex, augmented: bool):
+    if not augmented:
+        return None
+    views = read_views(index.path)
+    if views is None or not len(views):
+        raise CacheError(
+            f"{index.path} has no augmented views; run featcache extract DATA_DIR -o {index.path} --augment 10 "
+            f"to add them, or leave out --augmented"
+        )
+    return views
+
+
+def _train_views(path: Path, views: Views, train_rows: np.ndarray) -> TrainViews:
+    """The views of ``train_rows`` (views of rows carved into validation are left out)."""
+    position = np.full(int(max(views.row.max(), train_rows.max(initial=0))) + 1, -1, dtype=np.int64)
+    position[train_rows] = np.arange(len(train_rows))
+    mine = np.flatnonzero(position[views.row] >= 0)
+    at = np.full((len(train_rows), views.count), -1, dtype=np.int64)
+    at[position[views.row[mine]], views.view[mine]] = np.arange(len(mine))
+    with FeatureReader(path, f"{AUGMENTED}/{FEATURES}") as reader:
+        x = np.concatenate(
+            [reader.read(s, min(s + stream.CHUNK_ROWS, len(views))) for s in range(0, len(views), stream.CHUNK_ROWS)]
+            or [np.zeros((0, reader.dim), np.float32)]
+        )
+    return TrainViews(x[mine], at, views.attrs)
 
 
 def _train_and_validation(index: RowIndex, val_fraction: float) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -44,12 +44,46 @@ class MemoryVectors:
     def __init__(self, x: np.ndarray):
         self.x = x
 
-    def plan(self, order: np.ndarray, batch_size: int) -> None:
+    def plan(self, order: np.ndarray, batch_size: int, epoch: int = 0) -> None:
         """Nothing to plan: every row is at hand."""
 
     def take(self, positions: np.ndarray, batch: int) -> np.ndarray:
         """Vectors of the split's rows at ``positions``: float32 (len(positions), dim)."""
         return self.x[positions]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class AugmentedVectors:
+    """A train split's clean vectors ``x`` (m, dim) and views in memory; each epoch draws, per row, its
+    clean vector or one of its views, uniformly among the 1 + K (with probability 1/(K+1) each).
+
+    ``views`` is float32 (v, dim) and ``view_at`` int64 (m, K) the index into ``views`` of view j of
+    row i (-1 where a row lacks that view: the clean vector is used). The draw of epoch ``e`` is a
+    function of ``seed`` and ``e`` only, so the same seed gives the same batches.
+    """
+
+    streamed = False
+
+    def __init__(self, x: np.ndarray, views: np.ndarray, view_at: np.ndarray, seed: int):
+        self.x, self.views, self.view_at, self.seed = x, views, view_at, seed
+        self.choice = np.zeros(len(x), dtype=np.int64)
+
+    def plan(self, order: np.ndarray, batch_size: int, epoch: int = 0) -> None:
+        """Draw, for every row, what epoch ``epoch`` shows of it: 0 the clean vector, j + 1 view j."""
+        rng = np.random.default_rng([self.seed, epoch, 0xA06])
+        self.choice = rng.integers(0, self.view_at.shape[1] + 1, size=len(self.x))
+
+    def take(self, positions: np.ndarray, batch: int) -> np.ndarray:
+        """Vectors of the rows at ``positions`` as drawn for this epoch: float32 (len(positions), dim)."""
+        out = self.x[positions]
+        pick = self.choice[positions]
+        drawn = np.flatnonzero(pick > 0)
+        at = self.view_at[positions[drawn], pick[drawn] - 1]
+        has = at >= 0
+        out[drawn[has]] = self.views[at[has]]
+        return out
 
     def close(self) -> None:
         """Nothing to release."""
@@ -73,7 +107,7 @@ class CacheVectors:
         self._last_batch: dict[int, int] = {}
         self.peak_rows_held = 0
 
-    def plan(self, order: np.ndarray, batch_size: int) -> None:
+    def plan(self, order: np.ndarray, batch_size: int, epoch: int = 0) -> None:
         """Note the last batch that needs each chunk when batches of ``batch_size`` follow ``order``."""
         present, index = np.unique(self._chunk[order], return_inverse=True)
         last = np.full(len(present), -1, dtype=np.int64)
@@ -124,7 +158,7 @@ class EpochBatches:
         """Batch the rows in the order of epoch ``epoch`` from now on."""
         self.epoch = epoch
         self.order = epoch_order(self.rows, self.seed, self.epoch) if self.shuffle else np.arange(len(self.rows))
-        self.vectors.plan(self.order, self.batch_size)
+        self.vectors.plan(self.order, self.batch_size, epoch)
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)

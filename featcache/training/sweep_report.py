@@ -28,9 +28,8 @@ def baseline_sweep(splits: Splits, cs) -> list[dict]:
     """The logistic baseline's validation accuracy for each C, on the sweep's splits."""
     if splits.train.x is None or splits.validation.x is None:
         raise ConfigError("--c needs the train and validation vectors in memory; raise --memory-budget")
-    model = LogisticBaseline(cs=cs).fit(
-        splits.train.x, splits.train.y, splits.validation.x, splits.validation.y, len(splits.class_names)
-    )
+    x, y = splits.train.with_views()
+    model = LogisticBaseline(cs=cs).fit(x, y, splits.validation.x, splits.validation.y, len(splits.class_names))
     return [{"C": float(c), "val_accuracy": float(a)} for c, a in zip(model.cs_, model.val_accuracy_)]
 
 
@@ -48,6 +47,7 @@ def best_head(cache, out: Path, best: dict, runs: list[dict], config: SweepConfi
         batch_size=config.batch_size,
         val_fraction=config.val_fraction,
         memory_budget=config.memory_budget,
+        augmented=config.augmented,
     )
     folder = out / BEST_HEAD
     shutil.rmtree(folder, ignore_errors=True)  # the last sweep's best head, in the sweep's own folder
