@@ -202,3 +202,12 @@ def kill_when(command: list[str], hit, timeout: float = 300, poll: float = 0.000
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def augmented_cache(root: Path, views: int = 3) -> tuple[Path, Path]:
+    """A cache of 24 train, 8 validation and 8 test images with ``views`` augmented views per train
+    image (fake backbone), and the same cache without views."""
+    data = make_split_dataset(root / "data", counts={"train": 12, "validation": 4, "test": 4})
+    extract(data, root / "augmented.h5", backbone=FakeBackbone(), augment=views)
+    extract(data, root / "plain.h5", backbone=FakeBackbone())
+    return root / "augmented.h5", root / "plain.h5"

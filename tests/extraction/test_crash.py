@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from featcache.cache.layout import read_cache
+from featcache.cache.layout import read_cache, read_views, views_folder
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
 from tests.support import extract_command, kill_when, make_split_dataset, shards_in_use
@@ -201,3 +201,38 @@ def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):
     assert in_parts >= 2 * BATCH
     assert _run_to_end(data, out) == 16 - in_parts
     assert len(read_cache(out).rows) == 8 + 16
+
+
+def _view_shards_of(out: Path, before: set[str]) -> int:
+    return sum(p.name not in before for p in list_shards(views_folder(out)))
+
+
+def _views_run(data: Path, out: Path) -> tuple[int, int]:
+    """Run an extract with 3 views per train image to its end; (vectors, views) it computed."""
+    done = subprocess.run(_command(data, out) + ["--augment", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    views = re.search(r"computed (\d+), [\d.]+ s\n", done.stdout + "\n")
+    return int(re.search(r"computed (\d+), reused", done.stdout).group(1)), int(views.group(1))
+
+
+def test_sigkill_while_computing_views_then_rerun_reuses_committed_views_and_matches(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 8, "validation": 2, "test": 2})
+    reference = tmp_path / "reference.h5"
+    assert _views_run(data, reference) == (24, 48)
+    out = tmp_path / "resumed.h5"
+    assert kill_when(_command(data, out) + ["--augment", "3"], lambda pid: _view_shards_of(out, set()) >= 3)
+    with_views = set()
+    for shard in list_shards(views_folder(out)):
+        with h5py.File(shard, "r") as h5:
+            with_views.update(h5["sha256"].asstr()[:])
+    assert not out.exists(), "killed while computing views, before the entry file"
+    computed, views = _views_run(data, out)
+    assert computed == 0, "the clean vectors were all committed before the views began"
+    assert views == 48 - len(with_views) and views < 48
+    assert temporaries(out) == [] and not [p for p in views_folder(out).iterdir() if p.name.endswith(".tmp")]
+    _assert_same_cache(out, reference)
+    got, ref = read_views(out), read_views(reference)
+    np.testing.assert_array_equal(got.row, ref.row)
+    np.testing.assert_array_equal(got.view, ref.view)
+    with h5py.File(out) as a, h5py.File(reference) as b:
+        np.testing.assert_allclose(a["augmented/features"][:], b["augmented/features"][:], atol=1e-5)

@@ -16,7 +16,7 @@ from featcache.training.comparison import compare
 from featcache.training.head import train_head
 from featcache.training.head_files import load_head
 from featcache.training.splits import load_splits
-from tests.support import tiny_cache
+from tests.support import augmented_cache, tiny_cache
 
 FAST = ["--epochs", "3", "--batch-size", "8"]
 CLASSES = ("cat", "dog", "fox")
@@ -167,3 +167,15 @@ def test_above_the_budget_the_baseline_streams_and_the_report_says_so(cache, run
     for split in ("validation", "test"):  # the head trained on streamed batches is the one trained in memory
         for key in ("accuracy", "log_loss"):
             assert report["models"]["keras_head"]["evaluation"][split][key] == pytest.approx(in_memory[split][key])
+
+
+def test_augmented_compare_fits_the_baseline_on_every_view(tmp_path):
+    cache, _ = augmented_cache(tmp_path, views=3)
+    result = compare(cache, tmp_path / "out", HeadConfig(epochs=2, augmented=True))
+    models = result.report["models"]
+    assert "all 72 augmented views" in models["logistic"]["description"]  # 24 train images x 3
+    assert models["keras_head"]["options"]["augmented"] is True
+    splits = load_splits(cache, augmented=True)
+    x, y = splits.train.with_views()
+    assert x.shape == (24 * 4, splits.feature_dim)
+    np.testing.assert_array_equal(np.bincount(y), np.bincount(splits.train.y) * 4)

@@ -26,7 +26,7 @@ from featcache.training.head_files import (
     read_history,
 )
 from featcache.training.splits import load_splits
-from tests.support import feature_reads, interleaved_cache, tiny_cache
+from tests.support import augmented_cache, feature_reads, interleaved_cache, tiny_cache
 
 FAST = HeadConfig(epochs=4, batch_size=8)
 
@@ -240,3 +240,19 @@ def test_memory_budget_sizes():
     for bad in ("1 parsec", "", -5, True, 1.5):
         with pytest.raises(ConfigError, match="memory_budget must be a size"):
             HeadConfig(memory_budget=bad)
+
+
+def test_augmented_training_draws_views_and_records_it(tmp_path):
+    cache, plain = augmented_cache(tmp_path)
+    config = HeadConfig(epochs=3, augmented=True)
+    first = train_head(cache, tmp_path / "a", config)
+    assert first.metadata["options"]["augmented"] is True
+    assert first.metrics["n_views"] == 3 * first.metrics["n_train"]
+    assert "augmented views" in first.summary()
+    assert train_head(cache, tmp_path / "b", config).history == first.history  # seeded draws
+    clean = train_head(cache, tmp_path / "c", HeadConfig(epochs=3))
+    assert clean.history["loss"] != first.history["loss"]
+    assert clean.metadata["options"]["augmented"] is False
+    result = CliRunner().invoke(main, ["train-head", str(plain), "-o", str(tmp_path / "d"), "--augmented"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.count("\n") == 1 and "has no augmented views" in result.output and "--augment" in result.output

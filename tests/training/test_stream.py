@@ -7,7 +7,7 @@ import pytest
 
 from featcache.training import stream
 from featcache.training.splits import load_splits
-from featcache.training.stream import CacheVectors, EpochBatches, MemoryVectors, epoch_order
+from featcache.training.stream import AugmentedVectors, CacheVectors, EpochBatches, MemoryVectors, epoch_order
 from tests.support import feature_reads, interleaved_cache
 
 
@@ -73,3 +73,30 @@ def test_batches_in_cache_order_without_shuffle(tmp_path):
     np.testing.assert_array_equal(got, load_splits(cache).validation.x)
     with pytest.raises(IndexError):
         batches.batch(len(batches))
+
+
+def test_augmented_epochs_show_each_row_once_as_its_clean_vector_or_one_view_drawn_uniformly():
+    m, k = 3000, 4
+    x = np.stack([np.arange(m), np.zeros(m)], axis=1).astype(np.float32)  # (row, 0): the clean vector
+    views = np.array([[i, j + 1] for i in range(m) for j in range(k)], dtype=np.float32)  # (row, view + 1)
+    at = np.arange(m * k).reshape(m, k)
+    at[:100] = -1  # rows without views always show their clean vector
+    batches = EpochBatches(np.arange(m), np.arange(m), AugmentedVectors(x, views, at, seed=5), 100, True, 5)
+
+    def epoch(b, e):
+        b.start_epoch(e)
+        got = [(v, y) for v, y in b]
+        return np.concatenate([v for v, _ in got]), np.concatenate([y for _, y in got])
+
+    shown, y = epoch(batches, 0)
+    np.testing.assert_array_equal(shown[:, 0], y)  # every vector belongs to its row
+    assert sorted(y.tolist()) == list(range(m))  # each row once per epoch
+    drawn = shown[:, 1].astype(int)
+    assert (drawn[y < 100] == 0).all()
+    counts = np.bincount(drawn[y >= 100], minlength=k + 1)
+    expected = (m - 100) / (k + 1)
+    assert np.abs(counts - expected).max() < 0.15 * expected, counts  # 1/(K+1) each
+    again = EpochBatches(np.arange(m), np.arange(m), AugmentedVectors(x, views, at, seed=5), 100, True, 5)
+    np.testing.assert_array_equal(epoch(again, 0)[0], shown)  # same seed, same draws
+    later, y1 = epoch(batches, 1)
+    assert not np.array_equal(later[np.argsort(y1), 1], shown[np.argsort(y), 1])  # a new draw each epoch

@@ -17,7 +17,7 @@ from featcache.errors import ConfigError
 from featcache.training.head import fit_head
 from featcache.training.splits import load_splits
 from featcache.training.sweep import Group, train_group
-from tests.support import REAL_DATA, FakeBackbone, kill_when, require_real, tiny_cache
+from tests.support import REAL_DATA, FakeBackbone, augmented_cache, kill_when, require_real, tiny_cache
 
 GRID = {"lr": (0.01, 0.1), "inner": (0, 8), "dropout": (0.0, 0.5), "seeds": 2, "epochs": 3, "batch_size": 8}
 
@@ -136,3 +136,21 @@ def test_on_the_clothing_cache_the_best_head_reaches_80_percent(real_cache, tmp_
     meta = json.loads((tmp_path / "sweep" / "best-head" / "head.json").read_text())
     assert result.ranking[0]["mean"] >= 0.80
     assert meta["metrics"]["val_accuracy"] >= 0.80
+
+
+def test_an_augmented_sweep_trains_on_views_and_never_reuses_runs_without_them(tmp_path):
+    cache, _ = augmented_cache(tmp_path, views=3)
+    grid = {"lr": (0.01,), "inner": (0, 8), "dropout": (0.0,), "seeds": 1, "epochs": 3, "batch_size": 8, "jobs": 1}
+    out = tmp_path / "sweep"
+    plain = sweep(cache, out, **grid)
+    views = sweep(cache, out, augmented=True, **grid)
+    assert views.trained == 2, "runs without views must not stand in for runs with them"
+    assert [r["history"]["loss"] for r in views.runs] != [r["history"]["loss"] for r in plain.runs]
+    splits = load_splits(cache, 0.2, None, with_test=False, augmented=True)
+    alone = train_group(
+        splits, Group(0.01, 0), SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), epochs=3, batch_size=8)
+    )
+    fit = fit_head(splits, HeadConfig(lr=0.01, epochs=3, batch_size=8, augmented=True))
+    np.testing.assert_allclose(alone[0]["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-6)
+    head = json.loads((out / "best-head" / "head.json").read_text())
+    assert head["options"]["augmented"] is True
