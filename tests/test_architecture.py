@@ -16,6 +16,7 @@ LAYERS = {
     "featcache.versions": 0,
     "featcache.tf_logs": 0,
     "featcache.images": 1,
+    "featcache.augment": 1,
     "featcache.config": 2,
     "featcache.cache": 3,
     "featcache.backbones": 3,

@@ -151,23 +151,8 @@ def load_splits(
     test_rows = index.split_indices("test")
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
     views = _views_of(index, augmented)
-    extra = len(views.row) * index.dim * 4 if views is not None else 0
-    names = tuple(used) + (("augmented train",) if views is not None else ())
-    plan = MemoryPlan(sum(len(r) for r in used.values()) * index.dim * 4 + extra, memory_budget, names)
-    if plan.streamed and views is not None:
-        raise CacheError(
-            f"{index.path}: {plan.reason()}; training on augmented views needs them in memory — "
-            f"raise --memory-budget, or leave out --augmented"
-        )
-    vectors = dict.fromkeys(("train", "validation", "test"))
-    if not plan.streamed:
-        with FeatureReader(index.path) as reader:
-            vectors.update(zip(used, reader.gather(list(used.values()), stream.CHUNK_ROWS)))
-    log.info("%s: %s", index.path, plan.reason())
-
-    def split(name: str, rows: np.ndarray) -> Split:
-        return Split(rows, index.label[rows], vectors[name])
-
+    plan = _memory_plan(index, used, views, memory_budget)
+    split = _split_reader(index, used, plan)
     train = split("train", train_rows)
     if views is not None:
         train.views = _train_views(index.path, views, train_rows)
@@ -182,6 +167,33 @@ def load_splits(
         feature_dim=index.dim,
         memory=plan,
     )
+
+
+def _split_reader(index: RowIndex, used: dict, plan: MemoryPlan):
+    """A function from a split's name and rows to its :class:`Split`, vectors read now unless streamed."""
+    vectors = dict.fromkeys(("train", "validation", "test"))
+    if not plan.streamed:
+        with FeatureReader(index.path) as reader:
+            vectors.update(zip(used, reader.gather(list(used.values()), stream.CHUNK_ROWS)))
+    log.info("%s: %s", index.path, plan.reason())
+
+    def split(name: str, rows: np.ndarray) -> Split:
+        return Split(rows, index.label[rows], vectors[name])
+
+    return split
+
+
+def _memory_plan(index: RowIndex, used: dict, views: Views | None, budget: int | None) -> MemoryPlan:
+    """Whether the vectors of the splits ``used`` (and the views) fit ``budget``; views must."""
+    extra = len(views.row) * index.dim * 4 if views is not None else 0
+    names = tuple(used) + (("augmented train",) if views is not None else ())
+    plan = MemoryPlan(sum(len(r) for r in used.values()) * index.dim * 4 + extra, budget, names)
+    if plan.streamed and views is not None:
+        raise CacheError(
+            f"{index.path}: {plan.reason()}; training on augmented views needs them in memory — "
+            f"raise --memory-budget, or leave out --augmented"
+        )
+    return plan
 
 
 def _views_of(index: RowIndex, augmented: bool):
