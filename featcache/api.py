@@ -15,6 +15,7 @@ import featcache.extraction.run
 import featcache.serving.exporter
 import featcache.serving.predictor
 import featcache.serving.verifier
+import featcache.training.backbone_comparison
 import featcache.training.comparison
 import featcache.training.head
 import featcache.training.sweep
@@ -29,6 +30,7 @@ from featcache.config import (
     PredictConfig,
     VerifyConfig,
 )
+from featcache.errors import ConfigError
 
 
 def extract(
@@ -40,9 +42,13 @@ def extract(
     ``batch_size``, ``weights``, ``manifest``, ``val_fraction``, ``test_fraction``,
     ``interpolation``, ``exif_transpose``, ``precision``, ``runtime``, ``strict``, ``overwrite``,
     ``workers``, ``allow_outside``, ``engine`` and ``ray_*``, ``augment``, ``augment_policy``,
-    ``augment_seed``). ``backbone`` replaces the frozen Xception (tests pass a small
-    fake). Returns a :class:`featcache.extraction.run.ExtractResult`.
+    ``augment_seed``). ``backbone`` is a name of :data:`featcache.backbones.registry.REGISTRY`
+    (``xception`` by default, ``resnet50v2``, ...) or a :class:`featcache.backbones.Backbone` object,
+    which replaces the registered base (tests pass a small fake).
+    Returns a :class:`featcache.extraction.run.ExtractResult`.
     """
+    if isinstance(backbone, str):  # a name of the registry, as --backbone gives it
+        options["backbone"], backbone = backbone, None
     config = ExtractConfig(data_dir=Path(data_dir), output=Path(output), **options)
     return featcache.extraction.run.extract(config, backbone=backbone, progress=progress)
 
@@ -127,6 +133,14 @@ def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE
     The head is trained with ``options`` (as for :func:`train_head`), or loaded from the folder
     ``head``. Above ``memory_budget`` the baseline is a streaming SGD logistic regression, and
     the report says so. The report, figures and both models go into ``out``. Returns a
-    :class:`featcache.training.comparison.CompareResult`.
+    :class:`featcache.training.comparison.CompareResult`. Given several caches (a list, e.g. one per
+    backbone), each is compared in a folder of its own and one table sets them side by side: a
+    :class:`featcache.training.backbone_comparison.CachesResult`.
     """
+    if isinstance(cache, (list, tuple)):
+        if len(cache) > 1:
+            if head is not None:
+                raise ConfigError("--head compares one cache; leave it out to compare several caches")
+            return featcache.training.backbone_comparison.compare_caches(cache, out, HeadConfig(**options))
+        cache = cache[0] if cache else DEFAULT_CACHE
     return featcache.training.comparison.compare(cache, out, HeadConfig(**options), head=head)

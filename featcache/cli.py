@@ -16,6 +16,7 @@ import click
 
 from featcache import tf_logs
 from featcache.config import (
+    BACKBONES,
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
@@ -25,6 +26,7 @@ from featcache.config import (
     MEMORY_BUDGET_FRACTION,
     PRECISIONS,
     RAY_ADDRESS_ENV,
+    REGISTRY,
     RUNTIMES,
     WEIGHTS_ENV,
     ExportConfig,
@@ -111,7 +113,21 @@ _EXTRACT_OPTIONS = [
         default=None,
         help="CSV with columns path,label[,split]; paths relative to DATA_DIR.",
     ),
-    _option(ExtractConfig, "image_size", "Square input size in pixels (at least 71)."),
+    click.option(
+        "--backbone",
+        type=click.Choice(BACKBONES),
+        default=ExtractConfig.backbone,
+        show_default=True,
+        help="The frozen keras.applications base (pooled by GlobalAveragePooling2D). Part of the cache fingerprint.",
+    ),
+    click.option(
+        "--image-size",
+        type=int,
+        default=None,
+        help="Square input size in pixels. Default: the backbone's (xception: the recipe's 150; "
+        + ", ".join(f"{n}: {s.default_size}" for n, s in REGISTRY.items() if n != "xception")
+        + ").",
+    ),
     _option(
         ExtractConfig,
         "interpolation",
@@ -442,7 +458,7 @@ def train_head(cache, out, **options):
 
 
 @main.command()
-@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.argument("caches", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--out",
@@ -459,13 +475,14 @@ def train_head(cache, out, **options):
 )
 @_apply(_HEAD_OPTIONS)
 @_errors_as_messages
-def compare(cache, out, head, **options):
+def compare(caches, out, head, **options):
     """Compare the Keras head with a tuned logistic-regression baseline on the same splits of CACHE.
 
     Both are scored on validation and test (accuracy, macro-F1, log loss, per-class precision and
     recall, confusion matrices, timings), and the test accuracy difference gets McNemar's test and
-    a bootstrap interval.
+    a bootstrap interval. Given several caches (CACHE... , e.g. one per --backbone), each is
+    compared with the same options in OUT/<backbone>/, and one table and plot set them side by side.
     """
     from featcache import api
 
-    click.echo(api.compare(cache, out, head=head, **_given(options)).summary())
+    click.echo(api.compare(list(caches) or [DEFAULT_CACHE], out, head=head, **_given(options)).summary())

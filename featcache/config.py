@@ -7,14 +7,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from featcache.backbones.registry import BACKBONE_NAMES as BACKBONES
+from featcache.backbones.registry import REGISTRY
 from featcache.errors import ConfigError
-from featcache.images import INTERPOLATIONS, MIN_IMAGE_SIZE, PreprocessSpec
+from featcache.images import INTERPOLATIONS, PreprocessSpec
 
 DEFAULT_CACHE = Path("cache") / "features.h5"
 DEFAULT_HEAD_DIR = Path("cache") / "head"
 DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 DEFAULT_SWEEP_DIR = Path("cache") / "sweep"
-BACKBONES = ("xception",)
 #: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
 PRECISIONS = ("float32", "bfloat16")
 #: Who runs the backbone; the default is tensorflow for float32 and openvino for bfloat16.
@@ -45,7 +46,7 @@ class ExtractConfig:
     data_dir: Path
     output: Path = DEFAULT_CACHE
     manifest: Path | None = None
-    image_size: int = 150
+    image_size: int | None = None  # None: the backbone's default (Xception: the recipe's 150)
     interpolation: str = "nearest"
     exif_transpose: bool = True
     batch_size: int = 32
@@ -73,12 +74,15 @@ class ExtractConfig:
         object.__setattr__(self, "output", Path(self.output))
         if self.manifest is not None:
             object.__setattr__(self, "manifest", Path(self.manifest))
-        check_int("image_size", self.image_size, MIN_IMAGE_SIZE, "Xception needs at least 71 px")
+        _check_choice("backbone", self.backbone, BACKBONES)
+        spec = REGISTRY[self.backbone]
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", spec.default_size)
+        check_int("image_size", self.image_size, spec.min_size, f"{spec.application} needs at least {spec.min_size} px")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("workers", self.workers, 1, "use at least 1 decoding thread")
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_bool("exif_transpose", self.exif_transpose)
-        _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("precision", self.precision, PRECISIONS)
         _resolve_runtime(self)
         _check_engine(self)
@@ -96,7 +100,10 @@ class ExtractConfig:
     @property
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec(
-            image_size=self.image_size, interpolation=self.interpolation, exif_transpose=self.exif_transpose
+            image_size=self.image_size,
+            interpolation=self.interpolation,
+            exif_transpose=self.exif_transpose,
+            preprocess=REGISTRY[self.backbone].preprocess,
         )
 
 

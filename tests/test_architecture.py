@@ -17,6 +17,7 @@ LAYERS = {
     "featcache.tf_logs": 0,
     "featcache.images": 1,
     "featcache.augment": 1,
+    "featcache.backbones.registry": 1,  # data only, which config validates against
     "featcache.config": 2,
     "featcache.cache": 3,
     "featcache.backbones": 3,

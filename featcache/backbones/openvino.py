@@ -1,8 +1,8 @@
-"""The OpenVINO runtime: the frozen Xception converted once to OpenVINO IR, run in float32 or bfloat16.
+"""The OpenVINO runtime: the frozen base converted once to OpenVINO IR, run in float32 or bfloat16.
 
 The conversion (which needs TensorFlow) is cached under ``$FEATCACHE_HOME/openvino/<key>/`` (default
 ``~/.cache/featcache``), keyed by the weights, the image size and the OpenVINO version, so later
-runs load the IR without importing TensorFlow. The IR takes uint8 pixels and applies Xception's
+runs load the IR without importing TensorFlow. The IR takes uint8 pixels and applies the base's
 ``preprocess_input`` itself; its weights stay float32 on disk. With the bf16 hint only the CPU's
 arithmetic drops to bfloat16 (fast where the CPU has AVX-512 BF16 or AMX, emulated and slow
 elsewhere); with f32 the vectors match TensorFlow's to about 1e-6.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.backbones.keras_app import KerasBackbone
 from featcache.backbones.protocol import Embedder
-from featcache.backbones.xception import XceptionBackbone
+from featcache.backbones.registry import TORCH_MEAN, TORCH_STD
 from featcache.errors import ConfigError, FeatcacheError
 from featcache.hashing import json_sha256
 
@@ -51,12 +52,12 @@ def featcache_home() -> Path:
 
 
 class OpenVinoBackbone:
-    """``base`` (a :class:`XceptionBackbone`) run by OpenVINO's CPU plugin at ``precision`` (float32, bfloat16).
+    """``base`` (a :class:`KerasBackbone`) run by OpenVINO's CPU plugin at ``precision`` (float32, bfloat16).
 
     ``cache_dir`` holds converted models (default ``featcache_home() / "openvino"``).
     """
 
-    def __init__(self, base: XceptionBackbone, precision: str = "bfloat16", cache_dir: Path | None = None):
+    def __init__(self, base: KerasBackbone, precision: str = "bfloat16", cache_dir: Path | None = None):
         self.base = base
         self.precision = precision
         self.cache_dir = cache_dir
@@ -101,7 +102,7 @@ class OpenVinoBackbone:
         xml = folder / MODEL_XML
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             return xml
-        log.info("converting Xception to OpenVINO IR in %s (once)", folder)
+        log.info("converting %s to OpenVINO IR in %s (once)", self.base.spec.application, folder)
         try:
             _convert(self.base, folder)
         except FeatcacheError:
@@ -125,7 +126,7 @@ class OpenVinoBackbone:
         return json_sha256(fields)[:24]
 
 
-def _convert(base: XceptionBackbone, folder: Path) -> None:
+def _convert(base: KerasBackbone, folder: Path) -> None:
     """Write ``folder/MODEL_XML`` (+ .bin) atomically: uint8 pixels in, pooled float32 vectors out."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
@@ -135,9 +136,12 @@ def _convert(base: XceptionBackbone, folder: Path) -> None:
         warnings.filterwarnings("ignore", message="The structure of `inputs`", category=UserWarning)
         model = ov.convert_model(base.build_model(), input=[(-1, size, size, 3)])
     ppp = PrePostProcessor(model)
-    # keras.applications.xception.preprocess_input: x / 127.5 - 1 == (x - 127.5) / 127.5
     ppp.input().tensor().set_element_type(ov.Type.u8)
-    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
+    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    if base.spec.scaling == "tf":  # preprocess_input: x / 127.5 - 1 == (x - 127.5) / 127.5
+        steps.mean(127.5).scale(127.5)
+    elif base.spec.scaling == "torch":  # (x / 255 - mean) / std == (x - 255 mean) / (255 std)
+        steps.mean([255 * m for m in TORCH_MEAN]).scale([255 * s for s in TORCH_STD])
     model = ppp.build()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -100,7 +100,7 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     if backbone is None:
         from featcache.backbones import backbone_for
 
-        backbone = backbone_for(config.weights, config.image_size, config.precision, config.runtime)
+        backbone = backbone_for(config.weights, config.image_size, config.precision, config.runtime, config.backbone)
     if config.engine == "ray":
         from featcache.extraction.ray_engine import require_ray
 
@@ -142,7 +142,7 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
         views_seconds = time.perf_counter() - views_start
         write_cache(
             config.output,
-            _attrs(config, dataset, fields, old),
+            _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds),
             dataset.class_names,
             rows,
             locations,
@@ -306,6 +306,28 @@ def _strict_message(quarantine) -> str:
         f"{len(quarantine)} file(s) could not be used, first {first.path}: {first.reason}; "
         f"fix or remove them, or run without --strict to skip them"
     )
+
+
+def _speed(old: Cache | None, computed: int, seconds: float) -> dict:
+    """Images computed per second by the last run that computed enough of them to tell (start-up in),
+    and on which CPU: what ``compare`` sets beside each backbone's scores."""
+    if computed >= 32 and seconds > 0:
+        return {"images_per_s": round(computed / seconds, 2), "images_per_s_cpu": cpu_name()}
+    keep = ("images_per_s", "images_per_s_cpu")
+    return {k: old.attrs[k] for k in keep if old is not None and k in old.attrs}
+
+
+def cpu_name() -> str:
+    """The CPU model, as /proc/cpuinfo names it (else the platform's word for it)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, old: Cache | None) -> dict:

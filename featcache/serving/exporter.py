@@ -1,9 +1,10 @@
-"""Writing one end-to-end model: raw RGB pixels -> recorded preprocessing -> frozen Xception + GAP -> head.
+"""Writing one end-to-end model: raw RGB pixels -> recorded preprocessing -> frozen base + GAP -> head.
 
-The model needs no featcache to run: its preprocessing is a ``Rescaling`` layer (Xception's
-``preprocess_input`` is ``x / 127.5 - 1``), so ``keras.saving.load_model(path, safe_mode=True)``
-loads it. The class names travel with it as ``featcache.json`` (a member of the ``.keras`` zip
-archive, or a file in the SavedModel folder) and as ``<stem>.classes.json`` beside it.
+The model needs no featcache to run: its preprocessing is Keras layers (Xception's
+``preprocess_input`` is ``x / 127.5 - 1``, a ``Rescaling`` layer; bases that rescale their input
+themselves need none), so ``keras.saving.load_model(path, safe_mode=True)`` loads it. The class
+names travel with it as ``featcache.json`` (a member of the ``.keras`` zip archive, or a file in
+the SavedModel folder) and as ``<stem>.classes.json`` beside it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.backbones.keras_app import preprocessing_layers
+from featcache.backbones.registry import PREPROCESS_FUNCTIONS, REGISTRY, BackboneSpec, preprocess_function
 from featcache.config import ExportConfig, check_out_file
 from featcache.errors import ConfigError, ExportError
+from featcache.images import PreprocessSpec
 from featcache.serving.recipe import Recipe, live_backbone, require_match
 from featcache.training.head_files import head_logits, load_head
 from featcache.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
-XCEPTION_PREPROCESS = "keras.applications.xception.preprocess_input"
 MODEL_FORMAT = "featcache-model"
 DESCRIPTION = "featcache.json"
 CHECK_TOLERANCE = 1e-4  # probabilities of the written model vs the predict path, on probe pixels
@@ -64,13 +67,14 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     check_out_file(config.out)
     head_model, meta = load_head(config.head)
     recipe = Recipe.from_head(meta)
-    if recipe.spec.preprocess != XCEPTION_PREPROCESS:
-        raise ConfigError(f"export knows {XCEPTION_PREPROCESS} only; this head's cache used {recipe.spec.preprocess}")
+    if recipe.spec.preprocess not in PREPROCESS_FUNCTIONS:
+        raise ConfigError(f"export does not know the preprocessing {recipe.spec.preprocess} of this head's cache")
+    base = PREPROCESS_FUNCTIONS[recipe.spec.preprocess]
     # The exported graph is Keras at float32, whatever runtime computed the cache.
     live = live_backbone(replace(recipe, precision="float32"), config.weights, backbone)
     require_match(live, recipe, f"the head in {config.head}")
     backbone_model = live.backbone.build_model()
-    model = end_to_end(backbone_model, head_model, recipe.spec.image_size)
+    model = end_to_end(backbone_model, head_model, recipe.spec.image_size, base)
     description = _description(meta, recipe)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     if config.format == "keras":
@@ -79,19 +83,21 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
         _write_saved_model(model, config.out, recipe.spec.image_size, description)
     classes_path = config.out.with_name(config.out.stem + ".classes.json")
     classes_path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-    diff = _check(backbone_model, head_model, config, recipe.spec.image_size)
+    diff = _check(backbone_model, head_model, config, recipe.spec)
     log.info("export %s: probabilities within %.2e of the predict path", config.out, diff)
     return ExportResult(config.out, config.format, classes_path, recipe.spec.image_size, list(recipe.class_names), diff)
 
 
-def end_to_end(backbone_model, head_model, image_size: int):
+def end_to_end(backbone_model, head_model, image_size: int, base: BackboneSpec = REGISTRY["xception"]):
     """Keras model: RGB pixels (n, s, s, 3), uint8 or float in [0, 255] -> class probabilities (n, k)."""
     import keras
 
     backbone_model.trainable = False
     head_model = _uncompiled_copy(keras, head_model)
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="xception_preprocess")(pixels)
+    x = pixels
+    for layer in preprocessing_layers(keras, base):
+        x = layer(x)
     x = backbone_model(x, training=False)
     logits = head_model(x, training=False)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
@@ -164,10 +170,9 @@ def _write_saved_model(model, out: Path, image_size: int, description: dict) -> 
         raise
 
 
-def _check(backbone_model, head_model, config: ExportConfig, image_size: int) -> float:
+def _check(backbone_model, head_model, config: ExportConfig, spec: PreprocessSpec) -> float:
     """Reload what was written and compare it with the predict path on seeded probe pixels."""
-    from keras.applications.xception import preprocess_input
-
+    preprocess_input, image_size = preprocess_function(spec.preprocess), spec.image_size
     probe = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3), dtype=np.uint8)
     vectors = np.asarray(backbone_model(preprocess_input(probe.astype(np.float32)), training=False))
     expected = softmax(head_logits(head_model, vectors))

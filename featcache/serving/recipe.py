@@ -23,6 +23,7 @@ class Recipe:
     weights_id: str
     class_names: tuple[str, ...] = ()
     precision: str = "float32"
+    backbone: str = "xception"  # the registry name of the base (caches before the registry: xception)
 
     @classmethod
     def from_head(cls, meta: dict) -> Recipe:
@@ -31,14 +32,29 @@ class Recipe:
         spec = json.loads(spec) if isinstance(spec, str) else spec
         names = tuple(meta["class_names"])
         precision = meta.get("precision", "float32")
-        return cls(PreprocessSpec.from_dict(spec), str(meta["weights"]), meta["weights_id"], names, precision)
+        base = _registered(meta.get("backbone"))
+        return cls(PreprocessSpec.from_dict(spec), str(meta["weights"]), meta["weights_id"], names, precision, base)
 
     @classmethod
     def from_cache(cls, attrs: dict, class_names=()) -> Recipe:
         """The recipe of a cache, from its attributes."""
         spec = PreprocessSpec.from_dict(json.loads(attrs["preprocessing"]))
         precision = attrs.get("precision", "float32")
-        return cls(spec, str(attrs["weights"]), attrs["weights_id"], tuple(class_names), precision)
+        base = _registered(attrs.get("backbone"))
+        return cls(spec, str(attrs["weights"]), attrs["weights_id"], tuple(class_names), precision, base)
+
+
+def _registered(name) -> str:
+    """The registry name a cache or head recorded; unknown names are refused (never imported)."""
+    from featcache.backbones.registry import REGISTRY
+
+    if name in (None, ""):
+        return "xception"
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"the cache was made with backbone {name!r}, which this featcache does not know; upgrade featcache"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -83,11 +99,11 @@ def live_backbone(recipe: Recipe, weights: str | None = None, backbone=None) -> 
 
 
 def _backbone(weights: str, recipe: Recipe):
-    """Xception as the recipe ran it: TensorFlow for float32, the extract's other runtime otherwise."""
+    """The base as the recipe ran it: TensorFlow for float32, the extract's other runtime otherwise."""
     from featcache.backbones import backbone_for
 
     runtime = "tensorflow" if recipe.precision == "float32" else "openvino"
-    return backbone_for(weights, recipe.spec.image_size, recipe.precision, runtime)
+    return backbone_for(weights, recipe.spec.image_size, recipe.precision, runtime, recipe.backbone)
 
 
 def require_match(live: LiveBackbone, recipe: Recipe, what: str) -> None:
