@@ -18,15 +18,18 @@ import featcache.serving.verifier
 import featcache.training.backbone_comparison
 import featcache.training.comparison
 import featcache.training.head
+import featcache.training.leaks
 import featcache.training.sweep
 from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_LEAKS_DIR,
     DEFAULT_SWEEP_DIR,
     ExportConfig,
     ExtractConfig,
     HeadConfig,
+    LeaksConfig,
     PredictConfig,
     VerifyConfig,
 )
@@ -125,6 +128,17 @@ def sweep(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_SWEEP_DIR
     :class:`featcache.training.sweep.SweepResult`.
     """
     return featcache.training.sweep.run_sweep(cache, out, featcache.config.SweepConfig(**options), progress=progress)
+
+
+def leaks(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_LEAKS_DIR, *, progress: bool = False, **options):
+    """Exact and near duplicates across the splits of ``cache``, written into ``out`` (leaks.json, leaks.csv).
+
+    ``options`` are the fields of :class:`featcache.config.LeaksConfig` (``candidate_cosine``,
+    ``max_phash_distance``, ``data_dir``). Returns a :class:`featcache.training.leaks.LeaksResult`.
+    """
+    result = featcache.training.leaks.find_leaks(cache, LeaksConfig(**options), progress=progress)
+    featcache.training.leaks.write_leaks(result, Path(out))
+    return result
 
 
 def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE_DIR, *, head=None, **options):

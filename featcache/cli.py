@@ -20,6 +20,7 @@ from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_LEAKS_DIR,
     DEFAULT_SWEEP_DIR,
     ENGINES,
     EXPORT_FORMATS,
@@ -32,6 +33,7 @@ from featcache.config import (
     ExportConfig,
     ExtractConfig,
     HeadConfig,
+    LeaksConfig,
     PredictConfig,
     SweepConfig,
     VerifyConfig,
@@ -373,6 +375,12 @@ _HEAD_OPTIONS = [
         help="Train on the cache's augmented views (extract --augment K): each epoch shows each train image as "
         "its clean vector or one of its views, drawn uniformly. compare also fits the baseline on all views.",
     ),
+    click.option(
+        "--drop-leaks",
+        is_flag=True,
+        help="Leave out the validation and test rows that featcache leaks finds in an earlier split; compare "
+        "reports the scores with them too.",
+    ),
 ]
 
 
@@ -416,6 +424,7 @@ def _grid_option(name: str, kind, help: str):
 @_option(SweepConfig, "val_fraction", "Share of train rows held out when the cache has no validation split.")
 @click.option("--memory-budget", metavar="SIZE", default=None, help="As for train-head.")
 @click.option("--augmented", is_flag=True, help="Train on the cache's augmented views, as train-head --augmented.")
+@click.option("--drop-leaks", is_flag=True, help="Leave out leaking validation rows, as train-head --drop-leaks.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_errors_as_messages
 def sweep(cache, out, quiet, heatmap, **options):
@@ -429,6 +438,30 @@ def sweep(cache, out, quiet, heatmap, **options):
 
     result = api.sweep(cache, out, progress=not quiet, heatmap=tuple(heatmap.split(",")), **_given(options))
     click.echo(result.summary())
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), default=DEFAULT_LEAKS_DIR, show_default=True,
+    help="Folder for leaks.json and leaks.csv.",
+)  # fmt: skip
+@_option(LeaksConfig, "candidate_cosine", "Cosine above which a nearest neighbour in an earlier split is checked.")
+@_option(LeaksConfig, "max_phash_distance", "Largest perceptual-hash distance (of 64 bits) of a near duplicate.")
+@_option(LeaksConfig, "min_correlation", "Least pixel correlation of a near duplicate at hash distance 4.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The images' folder, if moved.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_errors_as_messages
+def leaks(cache, out, quiet, **options):
+    """Find images that leak between the splits of CACHE: exact and near duplicates.
+
+    Exact: the same file content in two splits (or in two classes). Near: a validation or test
+    image among the nearest of an earlier split by cosine of the cached vectors, confirmed by the
+    perceptual hashes of both images (one of them also mirrored).
+    """
+    from featcache import api
+
+    click.echo(api.leaks(cache, out, progress=not quiet, **_given(options)).summary())
 
 
 @main.command("train-head")

@@ -16,6 +16,7 @@ DEFAULT_CACHE = Path("cache") / "features.h5"
 DEFAULT_HEAD_DIR = Path("cache") / "head"
 DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 DEFAULT_SWEEP_DIR = Path("cache") / "sweep"
+DEFAULT_LEAKS_DIR = Path("cache") / "leaks"
 #: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
 PRECISIONS = ("float32", "bfloat16")
 #: Who runs the backbone; the default is tensorflow for float32 and openvino for bfloat16.
@@ -284,7 +285,8 @@ class HeadConfig:
     available memory): above it the splits are read from the cache in chunks, with the same
     results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
     ``augmented`` trains on the cache's augmented views: each epoch shows each train image as its
-    clean vector or one of its K views, drawn uniformly (seeded).
+    clean vector or one of its K views, drawn uniformly (seeded). ``drop_leaks`` leaves out the
+    validation and test rows that ``featcache leaks`` finds in an earlier split.
     """
 
     lr: float = 0.01
@@ -297,11 +299,13 @@ class HeadConfig:
     val_fraction: float = 0.2
     memory_budget: int = field(default_factory=default_memory_budget)
     augmented: bool = False
+    drop_leaks: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
         object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
         _check_bool("augmented", self.augmented)
+        _check_bool("drop_leaks", self.drop_leaks)
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("seed", self.seed, 0, "use a non-negative integer seed")
@@ -339,6 +343,26 @@ def _check_engine(config: ExtractConfig) -> None:
         raise ConfigError("ray_cpus and ray_gpus are both 0; give each actor at least part of a CPU or a GPU")
 
 
+@dataclass(frozen=True)
+class LeaksConfig:
+    """Options of ``featcache leaks``: the cosine that makes two images of different splits a candidate
+    pair (among each image's nearest), the largest perceptual-hash distance (of 64 bits) and the least
+    pixel correlation at that distance that confirm it, and the data folder the images are read from
+    (default: the one the cache recorded)."""
+
+    candidate_cosine: float = 0.75
+    max_phash_distance: int = 6
+    min_correlation: float = 0.93
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_fraction("candidate_cosine", self.candidate_cosine, -1.0, 1.0, True, "e.g. 0.8")
+        check_int("max_phash_distance", self.max_phash_distance, 0, "a Hamming distance of 64-bit hashes, e.g. 6")
+        check_fraction("min_correlation", self.min_correlation, -1.0, 1.0, True, "e.g. 0.93")
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+
 SWEEP_AXES = ("lr", "inner", "dropout")
 
 
@@ -363,12 +387,14 @@ class SweepConfig:
     val_fraction: float = 0.2
     memory_budget: int = field(default_factory=default_memory_budget)
     augmented: bool = False
+    drop_leaks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lr", "inner", "dropout", "cs", "heatmap"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
         _check_bool("augmented", self.augmented)
+        _check_bool("drop_leaks", self.drop_leaks)
         for name in ("lr", "inner", "dropout"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} needs at least one value, e.g. --{name} {getattr(SweepConfig, name)[0]}")

@@ -23,6 +23,7 @@ from featcache.cache.layout import Rows, Views, views_folder
 from featcache.cache.shards import ShardWriter, VectorPool, drop_other_shards, remove_unreferenced, view_key
 from featcache.config import ExtractConfig
 from featcache.extraction.pipeline import embed_pixels
+from featcache.extraction.priority import DecodePriority
 from featcache.hashing import json_sha256
 from featcache.images import ImageDecodeError, decode_image
 from featcache.progress import progress_bar
@@ -145,14 +146,14 @@ def _compute(
     """Decode each image once, transform it into its missing views in threads, embed them in batches and
     commit a shard per batch; returns how many images could not be read (their rows keep no views)."""
     total = sum(len(js) for _, js in missing.values())
-    failed, embed = 0, _LazyEmbed(backbone)
+    failed, embed, priority = 0, _LazyEmbed(backbone), DecodePriority()
     keys, pixels = [], []
     with (
         progress_bar(total, progress, "augment", smoothing=0.1) as bar,
-        ThreadPoolExecutor(config.workers) as workers,
+        ThreadPoolExecutor(config.workers, initializer=priority.lower) as workers,
     ):
         jobs = ((sha, config.data_dir / path, js) for sha, (path, js) in missing.items())
-        for sha, made in _bounded(workers, jobs, config, plan, window=4 * config.workers):
+        for sha, made in _bounded(workers, jobs, config, plan, priority, window=4 * config.workers):
             if made is None:
                 failed += 1
                 continue
@@ -169,17 +170,18 @@ def _compute(
     return failed
 
 
-def _bounded(workers, jobs, config: ExtractConfig, plan: ViewPlan, window: int):
-    """(sha256, [(view, pixels)] or None) for each job, in order, with ``window`` images in flight."""
+def _bounded(workers, jobs, config: ExtractConfig, plan: ViewPlan, priority: DecodePriority, window: int):
+    """(sha256, [(view, pixels)] or None) for each job, in order, with ``window`` images in flight; the
+    threads that decode and transform yield the CPU to the forward pass (:class:`DecodePriority`)."""
     pending: deque = deque()
     for sha, path, js in jobs:
         pending.append((sha, workers.submit(make_views, path, sha, js, config, plan)))
         if len(pending) >= window:
             first, future = pending.popleft()
-            yield first, future.result()
+            yield first, priority.wait(future)
     while pending:
         first, future = pending.popleft()
-        yield first, future.result()
+        yield first, priority.wait(future)
 
 
 def make_views(path: Path, sha256: str, views: list[int], config: ExtractConfig, plan: ViewPlan):

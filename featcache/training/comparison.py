@@ -94,7 +94,7 @@ def compare(
     val_fraction = config.val_fraction
     if head is not None:  # carve the same validation rows the head was judged on
         val_fraction = read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
-    splits = load_splits(cache, val_fraction, config.memory_budget, augmented=config.augmented)
+    splits = load_splits(cache, val_fraction, config.memory_budget, True, config.augmented, config.drop_leaks)
     if head is not None:  # refuse a foreign head before anything is written
         check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +103,26 @@ def compare(
         for name, split in _eval_splits(splits).items():
             run.run_on(name, splits.batches(split, stream.CHUNK_ROWS))
     report = build_report(splits, runs)
+    if config.drop_leaks:
+        report["with_leaks"] = _scores_with_leaks(cache, val_fraction, config, runs)
     files = write_report(out, report, runs)
     return CompareResult(out, report, files)
+
+
+def _scores_with_leaks(cache, val_fraction: float, config: HeadConfig, runs: list[ModelRun]) -> dict:
+    """Each model's scores on the whole validation and test splits, leaking rows in: the other number."""
+    full = load_splits(cache, val_fraction, config.memory_budget)
+    scores = {}
+    for run in runs:
+        scores[run.name] = {}
+        for name, split in _eval_splits(full).items():
+            batches = full.batches(split, stream.CHUNK_ROWS)
+            try:
+                proba = np.concatenate([run.predict(x) for x, _ in batches])
+            finally:
+                batches.vectors.close()
+            scores[run.name][name] = evaluate(proba, split.y, full.class_names)
+    return scores
 
 
 def _eval_splits(splits: Splits) -> dict:
@@ -214,6 +232,7 @@ def build_report(splits: Splits, runs: list[ModelRun]) -> dict:
         "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test or [])},
         "validation_carved": splits.val_carved,
         "memory": splits.memory.to_dict(),
+        "leaks_dropped": splits.dropped,
         "models": models,
         "significance": {"split": judged, "a": a.name, "b": b.name, **significance},
     }
@@ -233,9 +252,21 @@ def format_table(report: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}" + "".join(f"{v:>14}" for v in r[1:]) for r in rows]
     lines.append(significance_line(report["significance"]))
+    for split, scores in _leak_rows(report):
+        lines.append(f"{split} accuracy with the {report['leaks_dropped']} leaking rows in".ljust(width) + scores)
     if report.get("memory", {}).get("streamed"):
         lines.append(f"{LOGISTIC}: {STREAMING_BASELINE} because {report['memory']['reason']}")
     return "\n".join(lines)
+
+
+def _leak_rows(report: dict) -> list[tuple[str, str]]:
+    """(split, formatted accuracies of each model) on the splits with their leaking rows, when dropped."""
+    found = report.get("with_leaks")
+    if not found:
+        return []
+    models = list(report["models"])
+    splits = [s for s in ("validation", "test") if s in found[models[0]]]
+    return [(s, "".join(f"{found[m][s]['accuracy']:>14.4f}" for m in models)) for s in splits]
 
 
 def _seconds(value) -> str:

@@ -110,7 +110,7 @@ def train_head(
     check_out_folder(Path(out))
     if tensorboard is not None:
         _check_tensorboard()
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False, augmented=config.augmented)
+    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)
@@ -255,6 +255,7 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
             "n_train": len(splits.train),
             "n_validation": len(splits.validation),
             "n_views": len(splits.train.views.x) if splits.train.views is not None else 0,
+            "leaks_dropped": splits.dropped,
             "validation_carved": splits.val_carved,
         },
         "memory": splits.memory.to_dict(),

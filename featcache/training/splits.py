@@ -111,6 +111,7 @@ class Splits:
     val_carved: bool
     feature_dim: int
     memory: MemoryPlan
+    dropped: int = 0  # validation and test rows left out as leaks from an earlier split
 
     @property
     def fingerprint(self) -> str:
@@ -136,19 +137,19 @@ def load_splits(
     memory_budget: int | None = None,
     with_test: bool = True,
     augmented: bool = False,
+    drop_leaks: bool = False,
 ) -> Splits:
-    """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train.
-
-    The vectors of train, validation (and test, ``with_test``) are loaded when together they take
-    at most ``memory_budget`` bytes (None: always); otherwise every split's ``x`` is None and
-    :meth:`Splits.vectors` streams them. The carve ranks train rows by a salted hash of their
-    content hash, so the same images are held out on every run and on every machine. With
-    ``augmented`` the train split also holds the cache's augmented views (in memory).
+    """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train (ranked by
+    a salted hash of the content, so the same images on every run and machine). The vectors of the splits in
+    use are loaded when they fit ``memory_budget`` bytes (None: always), else :meth:`Splits.vectors` streams
+    them. ``augmented`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out
+    the validation and test rows that leak from an earlier split.
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
     train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
-    test_rows = index.split_indices("test")
+    dropped = _leaking(index.path) if drop_leaks else np.zeros(0, dtype=np.int64)
+    val_rows, test_rows = np.setdiff1d(val_rows, dropped), np.setdiff1d(index.split_indices("test"), dropped)
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
     views = _views_of(index, augmented)
     plan = _memory_plan(index, used, views, memory_budget)
@@ -166,7 +167,18 @@ def load_splits(
         val_carved=carved,
         feature_dim=index.dim,
         memory=plan,
+        dropped=len(dropped),
     )
+
+
+def _leaking(path: Path) -> np.ndarray:
+    from featcache.training.leaks import find_leaks
+
+    found = find_leaks(path)
+    log.info(
+        "%s: leaving out %d validation/test row(s) that leak from an earlier split", path, len(found.leaking_rows())
+    )
+    return found.leaking_rows()
 
 
 def _split_reader(index: RowIndex, used: dict, plan: MemoryPlan):

@@ -89,7 +89,8 @@ def identity(config: SweepConfig, fingerprint: str) -> str:
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "val_fraction": config.val_fraction,
-        **({"augmented": True} if config.augmented else {}),  # sweeps without views keep their identity
+        **({"augmented": True} if config.augmented else {}),  # sweeps without these keep their identity
+        **({"drop_leaks": True} if config.drop_leaks else {}),
     }
     return json_sha256(fields)
 
@@ -100,7 +101,7 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
 
     start, out = time.perf_counter(), Path(out)
     check_out_folder(out)
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False, augmented=config.augmented)
+    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
     tag = identity(config, splits.fingerprint)
     (out / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     todo = [g for g in groups_of(config) if _committed(out, g, tag) is None]
@@ -146,7 +147,7 @@ _WORKER: dict = {}
 def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int) -> None:
     """A worker process: TensorFlow started and the splits read once, for all the groups it trains."""
     _limit_threads(threads)
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, with_test=False, augmented=config.augmented)
+    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
     _WORKER.update(splits=splits, out=Path(out), config=config, tag=tag, parent=os.getppid())
 
 

@@ -48,6 +48,7 @@ def best_head(cache, out: Path, best: dict, runs: list[dict], config: SweepConfi
         val_fraction=config.val_fraction,
         memory_budget=config.memory_budget,
         augmented=config.augmented,
+        drop_leaks=config.drop_leaks,
     )
     folder = out / BEST_HEAD
     shutil.rmtree(folder, ignore_errors=True)  # the last sweep's best head, in the sweep's own folder
