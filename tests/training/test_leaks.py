@@ -1,0 +1,147 @@
+"""featcache leaks: exact and near duplicates across splits are found, untouched images never pair up."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from featcache.api import compare, extract, leaks, train_head
+from featcache.cli import main
+from tests.support import REAL_DATA, REAL_WEIGHTS, FakeBackbone, require_real
+
+
+def _scene(path: Path, seed: int, colour) -> Path:
+    """A photo-like synthetic image: shapes of random sizes and shades on a gradient."""
+    rng = np.random.default_rng(seed)
+    w, h = 240, 200
+    base = np.linspace(0, 1, w)[None, :, None] * rng.integers(40, 120, 3) + np.array(colour) * 0.5
+    im = Image.fromarray(np.clip(np.repeat(base, h, axis=0), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(8):
+        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+        box = (x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 100))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=92)
+    return path
+
+
+def _altered(source: Path, target: Path, how: str, rng) -> Path:
+    """A copy of ``source`` re-encoded at JPEG 50-95, resized 0.5x-2x or cropped by at most 3%."""
+    im = Image.open(source).convert("RGB")
+    w, h = im.size
+    if how == "resize":
+        f = rng.choice([0.5, 0.75, 1.5, 2.0])
+        im = im.resize((int(w * f), int(h * f)))
+    elif how == "crop":
+        c = rng.uniform(0.01, 0.03)
+        left, top = rng.uniform(0, c), rng.uniform(0, c)
+        im = im.crop((int(w * left), int(h * top), int(w * (1 - c + left)), int(h * (1 - c + top))))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    im.save(buffer, "JPEG", quality=int(rng.integers(50, 96)) if how == "jpeg" else 92)
+    target.write_bytes(buffer.getvalue())
+    return target
+
+
+def _planted(root: Path, originals: list[Path], others: dict[str, list[Path]], labels) -> set[tuple[str, str]]:
+    """A dataset: ``originals`` and others in train, untouched others and altered copies of originals in
+    validation and test; returns the planted (train path, copy path) pairs."""
+    rng, planted = np.random.default_rng(0), set()
+    for i, src in enumerate(originals):
+        label = labels(src)
+        (root / "train" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / "train" / label / src.name)
+        if i % 2 == 0:
+            split, how = ("validation", "test")[i // 2 % 2], ("jpeg", "resize", "crop")[i // 4 % 3]
+            copy = _altered(src, root / split / label / f"copy_{src.stem}.jpg", how, rng)
+            planted.add((f"train/{label}/{src.name}", str(copy.relative_to(root))))
+    for split, files in others.items():
+        for src in files:
+            target = root / split / labels(src) / src.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, target)
+    return planted
+
+
+def _found(result) -> set[tuple[str, str]]:
+    return {(p.path_a, p.path_b) for p in result.pairs if p.kind == "near"}
+
+
+def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path):
+    scenes = tmp_path / "scenes"
+    colours = {"cat": (200, 60, 60), "dog": (60, 200, 60)}
+    made = [_scene(scenes / f"{label}_{i:02d}.jpg", 100 * j + i, colours[label])
+            for j, label in enumerate(colours) for i in range(20)]  # fmt: skip
+    originals = made[0:12] + made[20:32]
+    others = {
+        "train": made[12:16] + made[32:36],
+        "validation": made[16:18] + made[36:38],
+        "test": made[18:20] + made[38:40],
+    }
+    data = tmp_path / "data"
+    planted = _planted(data, originals, others, lambda p: p.name.split("_")[0])
+    shutil.copy(made[0], data / "test" / "cat" / "exact.jpg")  # an exact duplicate of a train image
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone())
+    result = leaks(cache, tmp_path / "leaks", candidate_cosine=-1.0)  # every nearest neighbour is a candidate
+    # the exact copy in test is also a near copy of the altered copy of the same image in validation
+    assert _found(result) == planted | {("validation/cat/copy_cat_00.jpg", "test/cat/exact.jpg")}
+    exact = [p for p in result.pairs if p.kind == "exact"]
+    assert [(p.path_a, p.path_b) for p in exact] == [("train/cat/cat_00.jpg", "test/cat/exact.jpg")]
+    document = json.loads((tmp_path / "leaks" / "leaks.json").read_text())
+    assert sum(sum(k.values()) for k in document["counts"].values()) == len(planted) + 2
+    assert len(list(csv.DictReader(open(tmp_path / "leaks" / "leaks.csv")))) == len(planted) + 2
+    dropped = train_head(cache, tmp_path / "head", epochs=1, drop_leaks=True)
+    assert dropped.metadata["metrics"]["leaks_dropped"] == len(planted) + 1
+    report = compare(cache, tmp_path / "cmp", epochs=1, drop_leaks=True).report
+    assert report["leaks_dropped"] == len(planted) + 1
+    assert report["rows"]["validation"] == 4 and report["rows"]["test"] == 4  # the untouched ones
+    assert (
+        "with the 13 leaking rows in"
+        in CliRunner()
+        .invoke(main, ["compare", str(cache), "-o", str(tmp_path / "cmp2"), "--epochs", "1", "--drop-leaks"])
+        .output
+    )
+
+
+def test_the_same_content_under_two_classes_is_reported(tmp_path):
+    data = tmp_path / "data"
+    _scene(data / "train" / "cat" / "a.jpg", 1, (200, 60, 60))
+    _scene(data / "train" / "dog" / "b.jpg", 2, (60, 200, 60))
+    shutil.copy(data / "train" / "cat" / "a.jpg", data / "train" / "dog" / "a_again.jpg")
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone())
+    result = CliRunner().invoke(main, ["leaks", str(cache), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "label: train/cat/a.jpg <-> train/dog/a_again.jpg" in result.output
+
+
+@pytest.mark.real
+def test_on_real_photos_planted_copies_are_found_with_no_false_pair(tmp_path):
+    require_real()
+    photos = {c: sorted((REAL_DATA / "train" / c).glob("*.jpg"))[:14] for c in ("pants", "t-shirt", "shoes")}
+    originals = [p for files in photos.values() for p in files[:10]]
+    others = {"train": [], "validation": [], "test": []}
+    for files in photos.values():
+        others["train"] += files[10:12]
+        others["validation"].append(files[12])
+        others["test"].append(files[13])
+    for c in ("pants", "t-shirt", "shoes"):  # distinct photos of the same garments, from the real splits
+        others["validation"] += sorted((REAL_DATA / "validation" / c).glob("*.jpg"))[:4]
+        others["test"] += sorted((REAL_DATA / "test" / c).glob("*.jpg"))[:4]
+    data = tmp_path / "data"
+    planted = _planted(data, originals, others, lambda p: p.parent.name)
+    cache = tmp_path / "c.h5"
+    extract(data, cache, weights=str(REAL_WEIGHTS))
+    result = leaks(cache, tmp_path / "leaks")
+    assert _found(result) == planted, (sorted(planted - _found(result)), sorted(_found(result) - planted))
