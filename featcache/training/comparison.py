@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.layout import read_rows
 from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
 from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import fit_head, head_metadata
 from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
+from featcache.training.html_report import REPORT_HTML, write_html
 from featcache.training.metrics import evaluate, paired_difference, softmax
 from featcache.training.splits import Split, Splits, load_splits
 from featcache.training.stream import EpochBatches
@@ -77,8 +79,9 @@ class CompareResult:
 
     def summary(self) -> str:
         """The side-by-side table and where the report went: what ``featcache compare`` prints."""
-        pngs = len(self.files) - 2
-        return f"{self.table()}\nreport: {self.out / REPORT_MD} (and {REPORT_JSON}, {pngs} PNGs, {BASELINE_FILE})"
+        pngs = len(self.files) - 3
+        files = f"{REPORT_JSON}, {REPORT_HTML}, {pngs} PNGs, {BASELINE_FILE}"
+        return f"{self.table()}\nreport: {self.out / REPORT_MD} (and {files})"
 
 
 def compare(
@@ -106,7 +109,16 @@ def compare(
     if config.drop_leaks:
         report["with_leaks"] = _scores_with_leaks(cache, val_fraction, config, runs)
     files = write_report(out, report, runs)
+    files.append(_html(out, report, runs, splits))
     return CompareResult(out, report, files)
+
+
+def _html(out: Path, report: dict, runs: list[ModelRun], splits: Splits) -> Path:
+    """report.html, with thumbnails of the judged split's images read from the cache's data folder."""
+    split = splits.test if splits.test is not None else splits.validation
+    paths = read_rows(splits.cache_path, split.rows).path
+    data_dir = splits.attrs.get("data_dir")
+    return write_html(out, report, runs, split, splits.attrs, paths, Path(data_dir) if data_dir else None)
 
 
 def _scores_with_leaks(cache, val_fraction: float, config: HeadConfig, runs: list[ModelRun]) -> dict:
@@ -298,7 +310,7 @@ def write_report(out: Path, report: dict, runs: list[ModelRun]) -> list[Path]:
         for name, model in report["models"].items()
     }
     files.append(plots.metric_comparison(bars, out / METRICS_PNG, "Keras head vs logistic baseline"))
-    report["files"] = [p.name for p in files] + [BASELINE_FILE, REPORT_MD, REPORT_JSON]
+    report["files"] = [p.name for p in files] + [BASELINE_FILE, REPORT_MD, REPORT_JSON, REPORT_HTML]
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
     (out / REPORT_MD).write_text(markdown(report))
     return [out / REPORT_MD, out / REPORT_JSON, *files]

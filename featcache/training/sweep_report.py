@@ -13,6 +13,7 @@ from featcache.config import HeadConfig, SweepConfig
 from featcache.errors import ConfigError
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import train_head
+from featcache.training.html_report import write_sweep_html
 from featcache.training.plots import figure
 from featcache.training.splits import Splits
 
@@ -68,9 +69,9 @@ def write(result, config: SweepConfig) -> None:
     document["best_head"] = str(result.best_head) if result.best_head else None
     (out / "sweep.json").write_text(json.dumps(document, indent=1))
     (out / "sweep.md").write_text(markdown(result))
-    for axis in AXES:
-        by_axis(result.ranking, axis, out / f"val_accuracy_by_{axis}.png")
-    heatmap(result.ranking, config.heatmap, out / f"heatmap_{'_'.join(config.heatmap)}.png")
+    pngs = [by_axis(result.ranking, axis, out / f"val_accuracy_by_{axis}.png") for axis in AXES]
+    pngs.append(heatmap(result.ranking, config.heatmap, out / f"heatmap_{'_'.join(config.heatmap)}.png"))
+    write_sweep_html(out, markdown(result), pngs)
 
 
 def markdown(result) -> str:
