@@ -40,6 +40,8 @@ def test_default_head_reaches_078_validation_accuracy(head):
         "seed": 0,
         "early_stopping": None,
         "val_fraction": 0.2,
+        "augmented": False,
+        "drop_leaks": False,
     }
     assert meta["feature_dim"] == 2048 and len(meta["class_names"]) == 10
     assert meta["metrics"]["val_accuracy"] >= 0.78
