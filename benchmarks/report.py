@@ -9,6 +9,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from featcache.versions import cpu_name
+
 # (section, key, label, target text, test on the value); a label's {names} come from ``_context``,
 # a value that is a spread over rounds ({"median", "min", "max", "rounds"}) is tested by its median
 TARGETS = [
@@ -218,7 +220,7 @@ def environment(data: Path, weights: str) -> dict:
     flags = _cpu_flags()
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "avx512_bf16": "avx512_bf16" in flags,
         "amx_bf16": "amx_bf16" in flags,
@@ -237,15 +239,6 @@ def _cpu_flags() -> set[str]:
         return set()
     line = next((x for x in text.splitlines() if x.startswith("flags")), "")
     return set(line.split(":", 1)[-1].split())
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    line = next((x for x in text.splitlines() if x.startswith("model name")), "")
-    return line.split(":", 1)[-1].strip()
 
 
 def _version(package: str) -> str:

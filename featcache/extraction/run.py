@@ -30,7 +30,7 @@ from featcache.extraction.augmentation import ViewsDone, drop_views, update_view
 from featcache.extraction.dataset import Dataset, Sample, scan, split_for_hash
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
-from featcache.versions import package_version
+from featcache.versions import cpu_name, package_version
 
 
 @dataclass
@@ -315,19 +315,6 @@ def _speed(old: Cache | None, computed: int, seconds: float) -> dict:
         return {"images_per_s": round(computed / seconds, 2), "images_per_s_cpu": cpu_name()}
     keep = ("images_per_s", "images_per_s_cpu")
     return {k: old.attrs[k] for k in keep if old is not None and k in old.attrs}
-
-
-def cpu_name() -> str:
-    """The CPU model, as /proc/cpuinfo names it (else the platform's word for it)."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, old: Cache | None) -> dict:

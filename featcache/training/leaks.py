@@ -106,7 +106,7 @@ def find_leaks(cache: str | Path, config: LeaksConfig | None = None, progress: b
     splits = {name: index.split_indices(name) for name in SPLITS}
     pairs = exact_pairs(hashes, index.split, index.label)
     candidates = near_candidates(path, splits, hashes, config, progress)
-    near, unreadable = confirm(path, candidates, config, index.attrs)
+    near, unreadable = confirm(path, candidates, config, index.attrs, _split_names(index.split))
     pairs = _with_paths(path, pairs + near)
     return LeaksResult(path, pairs, len(candidates), time.perf_counter() - start, unreadable=unreadable)
 
@@ -188,8 +188,8 @@ def _keep_top(best_s: np.ndarray, best_r: np.ndarray, sims: np.ndarray, rows: np
     best_r[:] = np.take_along_axis(r, keep, axis=1)
 
 
-def confirm(path: Path, candidates, config: LeaksConfig, attrs: dict) -> tuple[list[Pair], list[str]]:
-    """The candidates whose images match once aligned (see :func:`match`)."""
+def confirm(path: Path, candidates, config: LeaksConfig, attrs: dict, split_of) -> tuple[list[Pair], list[str]]:
+    """The candidates whose images match once aligned (see :func:`match`); ``split_of`` names each row's split."""
     if not candidates:
         return [], []
     root = Path(config.data_dir or attrs.get("data_dir", ""))
@@ -203,7 +203,7 @@ def confirm(path: Path, candidates, config: LeaksConfig, attrs: dict) -> tuple[l
             unreadable.append(f"{paths[r]} ({exc})")
     if rows and len(unreadable) == len(rows):
         raise ConfigError(f"none of the images is readable under {root}; pass --data-dir with the data folder")
-    split_of, pairs = _split_names(path), []
+    pairs = []
     for a, b, cosine in candidates:
         if a in signatures and b in signatures:
             distance, correlation, mirrored = signatures[a].compare(signatures[b])
@@ -281,10 +281,9 @@ def _gray(im) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-6)
 
 
-def _split_names(path: Path) -> dict[int, str]:
-    index = read_row_index(path)
-    names = np.array([*SPLITS, "other"], dtype=object)
-    return dict(enumerate(names[index.split].tolist()))
+def _split_names(split: np.ndarray) -> np.ndarray:
+    """Each row's split name, from the split codes of :func:`read_row_index` (-1: other)."""
+    return np.array([*SPLITS, "other"], dtype=object)[split]
 
 
 def _with_paths(path: Path, pairs: list[Pair]) -> list[Pair]:
