@@ -447,14 +447,17 @@ def main(data, weights, out, sections, **options):
     bench.results["environment"] = report.environment(data, weights)
     bench.results["options"] = options
     text = ""
-    for name in chosen:
-        log.info("section %s (load average %.2f)", name, os.getloadavg()[0])
-        start = time.perf_counter()
-        bench.results[name] = RUNNERS[name](bench)
-        bench.results[name]["section_seconds"] = round(time.perf_counter() - start, 1)
-        log.info("section %s done in %.0f s", name, bench.results[name]["section_seconds"])
-        bench.results["environment"]["load_average_end"] = os.getloadavg()
-        text = report.write(Path(out), bench.results)  # after each section: a run cut short keeps what it measured
+    try:
+        for name in chosen:
+            log.info("section %s (load average %.2f)", name, os.getloadavg()[0])
+            start = time.perf_counter()
+            bench.results[name] = RUNNERS[name](bench)
+            bench.results[name]["section_seconds"] = round(time.perf_counter() - start, 1)
+            log.info("section %s done in %.0f s", name, bench.results[name]["section_seconds"])
+            bench.results["environment"]["load_average_end"] = os.getloadavg()
+            text = report.write(Path(out), bench.results)  # after each section: a run cut short keeps its figures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # subsets, caches and heads made for the run; the results stay
     click.echo(text)
 
 

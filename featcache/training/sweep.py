@@ -1,13 +1,13 @@
 """``featcache sweep``: train every head configuration of a grid for several seeds, rank them, keep the best.
 
-A run is one configuration (learning rate, inner layer size, dropout) and one seed. The runs that
-share a learning rate and a seed are trained together, as the branches of one Keras model fed the
-same batches: each branch has its own weights and its own loss, their sum is minimised with one Adam,
-and Adam updates every weight from its own gradient, so each branch learns exactly as it would
-alone on those batches — at the cost of one pass over the data for the whole group. Groups run in
-``jobs`` worker processes that each start TensorFlow and read the splits once, and each group's
-result is committed as its own JSON file by an atomic rename, so an interrupted sweep resumes
-without redoing a finished group.
+A run is one configuration (learning rate, inner layer size, dropout) and one seed. Runs of one seed
+see the same batches, so runs of one seed and one inner size are trained together as the branches of
+:mod:`featcache.training.branches` — one pass over the data for all, each branch learning as
+``fit_head`` would train its configuration alone. A group holds at most :data:`GROUP_WEIGHTS`
+weights (the 1000-unit runs of the lesson's grid go four to a group), so the heavy groups spread
+over the workers. Groups run, heaviest first, in ``jobs`` worker processes that each start
+TensorFlow and read the splits once, and each group's result is committed as its own JSON file by
+an atomic rename, so an interrupted sweep resumes without redoing a finished group.
 """
 
 from __future__ import annotations
@@ -23,28 +23,38 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.config import HeadConfig, SweepConfig, check_out_folder
+from featcache.config import SweepConfig, check_out_folder
 from featcache.hashing import json_sha256
 from featcache.progress import progress_bar
-from featcache.training.head import EVAL_BATCH_ROWS, build_head, keras_batches
-from featcache.training.head_files import HISTORY_KEYS, import_keras
+from featcache.training.branches import Branch, train_branches
+from featcache.training.head_files import HISTORY_KEYS
 from featcache.training.splits import Splits, load_splits
 
 log = logging.getLogger(__name__)
 
 RUNS_FOLDER = "runs"
+#: the most weights one group trains at once: 4 Dense(2048 -> 1000) branches
+GROUP_WEIGHTS = 8_500_000
+#: how runs are trained; part of every committed group's identity
+TRAINER = "branches-1"
 
 
 @dataclass(frozen=True)
 class Group:
-    """Runs trained together: one learning rate, one seed, every (inner, dropout) of the grid."""
+    """Runs trained together: one seed, one inner size, and ``branches`` (learning rate, dropout) of the grid."""
 
-    lr: float
     seed: int
+    inner: int
+    branches: tuple[Branch, ...]
+    part: int = 1
+    parts: int = 1
 
     @property
     def name(self) -> str:
-        return f"lr={self.lr:g}_seed={self.seed}"
+        return f"seed={self.seed}_inner={self.inner}_part={self.part}of{self.parts}"
+
+    def cost(self, feature_dim: int, n_classes: int) -> int:
+        return sum(b.weights(feature_dim, n_classes) for b in self.branches)
 
 
 @dataclass
@@ -76,8 +86,18 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def groups_of(config: SweepConfig) -> list[Group]:
-    return [Group(lr, seed) for lr, seed in product(config.lr, range(config.seeds))]
+def groups_of(config: SweepConfig, feature_dim: int, n_classes: int) -> list[Group]:
+    """The grid's runs in groups, heaviest first: per seed and inner size, the (lr, dropout) pairs in
+    parts of at most :data:`GROUP_WEIGHTS` weights."""
+    groups = []
+    for seed, inner in product(range(config.seeds), config.inner):
+        branches = [Branch(lr, inner, dropout) for lr, dropout in product(config.lr, config.dropout)]
+        per_part = max(1, GROUP_WEIGHTS // branches[0].weights(feature_dim, n_classes))
+        parts = -(-len(branches) // per_part)
+        for part in range(parts):
+            chunk = tuple(branches[part * per_part : (part + 1) * per_part])
+            groups.append(Group(seed, inner, chunk, part + 1, parts))
+    return sorted(groups, key=lambda g: -g.cost(feature_dim, n_classes))
 
 
 def identity(config: SweepConfig, fingerprint: str) -> str:
@@ -89,6 +109,7 @@ def identity(config: SweepConfig, fingerprint: str) -> str:
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "val_fraction": config.val_fraction,
+        "trainer": TRAINER,
         **({"augmented": True} if config.augmented else {}),  # sweeps without these keep their identity
         **({"drop_leaks": True} if config.drop_leaks else {}),
     }
@@ -104,13 +125,14 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
     splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
     tag = identity(config, splits.fingerprint)
     (out / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
-    todo = [g for g in groups_of(config) if _committed(out, g, tag) is None]
-    size = len(config.inner) * len(config.dropout)
-    with progress_bar(len(groups_of(config)) * size, progress, "sweep") as bar:
-        bar.update((len(groups_of(config)) - len(todo)) * size)
+    groups = groups_of(config, splits.feature_dim, len(splits.class_names))
+    todo = [g for g in groups if _committed(out, g, tag) is None]
+    trained = sum(len(g.branches) for g in todo)
+    with progress_bar(sum(len(g.branches) for g in groups), progress, "sweep") as bar:
+        bar.update(sum(len(g.branches) for g in groups) - trained)
         _train_all(cache, out, config, tag, todo, splits, bar)
-    runs = [run for g in groups_of(config) for run in _committed(out, g, tag)]
-    result = SweepResult(out, runs, rank(runs), trained=len(todo) * size)
+    runs = sorted((run for g in groups for run in _committed(out, g, tag)), key=_grid_order)
+    result = SweepResult(out, runs, rank(runs), trained=trained)
     if config.cs:
         result.baseline = sweep_report.baseline_sweep(splits, config.cs)
     result.best_head = sweep_report.best_head(cache, out, result.ranking[0], runs, config)
@@ -128,7 +150,7 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
         bar.set_postfix_str(f"best {best[0]:.4f}")
         bar.update(len(runs))
 
-    jobs = min(config.jobs, len(todo))
+    jobs = min(config.jobs, len(todo))  # todo is heaviest first, and each worker takes the next when free
     if jobs <= 1:
         _limit_threads(os.cpu_count() or 1)
         for group in todo:
@@ -137,7 +159,7 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
     context = multiprocessing.get_context("spawn")
     args = (str(cache), str(out), config, tag, max(1, (os.cpu_count() or 1) // jobs))
     with context.Pool(jobs, initializer=_worker_start, initargs=args) as pool:
-        for runs in pool.imap_unordered(_worker_train, todo):
+        for runs in pool.imap_unordered(_worker_train, todo, chunksize=1):
             done(runs)
 
 
@@ -169,53 +191,22 @@ def _limit_threads(threads: int) -> None:
 
 
 def train_group(splits: Splits, group: Group, config: SweepConfig) -> list[dict]:
-    """Train the runs of ``group`` as branches of one model on the same batches; their per-epoch histories."""
-    keras = import_keras()
-    keras.utils.set_random_seed(group.seed)
-    k, combos = len(splits.class_names), list(product(config.inner, config.dropout))
-    inputs = keras.Input((splits.feature_dim,), name="features")
-    outputs = [_branch(splits, i, inner, dropout, group, config)(inputs) for i, (inner, dropout) in enumerate(combos)]
-    model = keras.Model(inputs, outputs, name="sweep_group")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=group.lr),
-        loss=[keras.losses.CategoricalCrossentropy(from_logits=True)] * len(combos),
-        metrics=[["accuracy"]] * len(combos),
-    )
-    train = splits.batches(splits.train, config.batch_size, shuffle=True, seed=group.seed)
-    validation = splits.batches(splits.validation, max(config.batch_size, EVAL_BATCH_ROWS))
+    """Train the runs of ``group`` together on the same batches; their per-epoch histories."""
     start = time.perf_counter()
-    try:
-        fitted = model.fit(
-            keras_batches(train, k, len(combos)),
-            epochs=config.epochs,
-            validation_data=keras_batches(validation, k, len(combos)),
-            shuffle=False,
-            verbose=0,
-        )
-    finally:
-        train.vectors.close()
-        validation.vectors.close()
-    seconds = (time.perf_counter() - start) / len(combos)
-    return [_run(fitted.history, i, inner, dropout, group, seconds) for i, (inner, dropout) in enumerate(combos)]
+    fits = train_branches(splits, list(group.branches), group.seed, config.epochs, config.batch_size)
+    seconds = (time.perf_counter() - start) / len(fits)
+    return [_run(fit.history, fit.branch, group.seed, seconds) for fit in fits]
 
 
-def _branch(splits: Splits, i: int, inner: int, dropout: float, group: Group, config: SweepConfig):
-    head = HeadConfig(lr=group.lr, inner=(inner,) if inner else (), dropout=dropout, seed=group.seed)
-    return build_head(splits.feature_dim, len(splits.class_names), head, name=f"run{i}")
-
-
-def _run(history: dict, i: int, inner: int, dropout: float, group: Group, seconds: float) -> dict:
+def _run(curves: dict, branch: Branch, seed: int, seconds: float) -> dict:
     """One run's record: its configuration and per-epoch train/validation accuracy and loss."""
-    prefix = f"run{i}_" if f"run{i}_loss" in history else ""  # a model of one output names no output
-    keys = {"accuracy": f"{prefix}accuracy", "loss": f"{prefix}loss"}
-    keys |= {"val_" + k: "val_" + v for k, v in keys.items()}
-    curves = {k: [float(v) for v in history[keys[k]]] for k in HISTORY_KEYS}
+    curves = {k: [float(v) for v in curves[k]] for k in HISTORY_KEYS}
     best = int(np.argmax(curves["val_accuracy"]))
     return {
-        "lr": group.lr,
-        "inner": int(inner),
-        "dropout": float(dropout),
-        "seed": group.seed,
+        "lr": branch.lr,
+        "inner": int(branch.inner),
+        "dropout": float(branch.dropout),
+        "seed": seed,
         "best_epoch": best + 1,
         "best_val_accuracy": curves["val_accuracy"][best],
         "val_loss_at_best": curves["val_loss"][best],
@@ -225,23 +216,30 @@ def _run(history: dict, i: int, inner: int, dropout: float, group: Group, second
     }
 
 
+def _grid_order(run: dict) -> tuple:
+    return run["lr"], run["inner"], run["dropout"], run["seed"]
+
+
 def commit(out: Path, group: Group, tag: str, runs: list[dict]) -> list[dict]:
     """Write ``runs`` as the group's result file, atomically."""
     path = out / RUNS_FOLDER / f"{group.name}.json"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"identity": tag, "lr": group.lr, "seed": group.seed, "runs": runs}))
+    tmp.write_text(json.dumps({"identity": tag, "seed": group.seed, "inner": group.inner, "runs": runs}))
     os.replace(tmp, path)
     return runs
 
 
 def _committed(out: Path, group: Group, tag: str) -> list[dict] | None:
-    """The runs of ``group`` committed by an earlier sweep with the same settings, or None."""
+    """The runs of ``group`` committed by an earlier sweep with the same settings and runs, or None."""
     path = out / RUNS_FOLDER / f"{group.name}.json"
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return found["runs"] if found.get("identity") == tag else None
+    if found.get("identity") != tag:
+        return None
+    runs = [(r["lr"], r["inner"], r["dropout"]) for r in found["runs"]]
+    return found["runs"] if runs == [(b.lr, b.inner, b.dropout) for b in group.branches] else None
 
 
 def rank(runs: list[dict]) -> list[dict]:

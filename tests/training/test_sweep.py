@@ -16,7 +16,7 @@ from featcache.config import HeadConfig, SweepConfig
 from featcache.errors import ConfigError
 from featcache.training.head import fit_head
 from featcache.training.splits import load_splits
-from featcache.training.sweep import Group, train_group
+from featcache.training.sweep import groups_of, train_group
 from tests.support import REAL_DATA, FakeBackbone, augmented_cache, kill_when, require_real, tiny_cache
 
 GRID = {"lr": (0.01, 0.1), "inner": (0, 8), "dropout": (0.0, 0.5), "seeds": 2, "epochs": 3, "batch_size": 8}
@@ -67,17 +67,25 @@ def test_the_best_configuration_is_saved_as_a_head_that_predict_uses(swept, cach
     assert len(found.predictions) == len(images) and all(p.error is None for p in found.predictions)
 
 
-def test_a_branch_learns_exactly_as_it_would_alone_on_the_same_batches(cache):
+def test_each_run_of_a_group_is_train_heads_fit_of_its_configuration(cache):
     splits = load_splits(cache, 0.2, None, with_test=False)
-    alone = SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), epochs=4, batch_size=8)
-    together = SweepConfig(lr=(0.01,), inner=(0, 8, 16), dropout=(0.0,), epochs=4, batch_size=8)
-    one = train_group(splits, Group(0.01, 0), alone)[0]
-    shared = train_group(splits, Group(0.01, 0), together)[0]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(shared["history"][key], one["history"][key], rtol=1e-5, atol=1e-6)
-    # and alone, it is train-head's own fit of that configuration
-    fit = fit_head(splits, HeadConfig(lr=0.01, epochs=4, batch_size=8, seed=0))
-    np.testing.assert_allclose(one["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-6)
+    config = SweepConfig(lr=(0.01, 0.1), inner=(8,), dropout=(0.0, 0.5), seeds=1, epochs=3, batch_size=8)
+    (group,) = groups_of(config, splits.feature_dim, len(splits.class_names))
+    assert len(group.branches) == 4
+    for run in train_group(splits, group, config):
+        head = HeadConfig(lr=run["lr"], inner=(8,), dropout=run["dropout"], epochs=3, batch_size=8, seed=0)
+        fit = fit_head(splits, head)
+        np.testing.assert_allclose(run["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-5)
+        assert run["best_epoch"] == fit.best_epoch
+
+
+def test_the_1000_unit_runs_of_the_lessons_grid_go_four_to_a_group_heaviest_first():
+    groups = groups_of(SweepConfig(), 2048, 10)
+    assert sum(len(g.branches) for g in groups) == 4 * 4 * 4 * 3
+    heavy = [g for g in groups if g.inner == 1000]
+    assert len(heavy) == 4 * 3 and all(len(g.branches) == 4 for g in heavy) and groups[: len(heavy)] == heavy
+    assert all(len(g.branches) == 16 for g in groups if g.inner != 1000)
+    assert len({g.name for g in groups}) == len(groups)
 
 
 def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_path):
@@ -89,13 +97,13 @@ def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_pa
     if not killed:
         pytest.skip("the sweep finished before it could be killed")
     before = {p.name: p.read_bytes() for p in runs.glob("*.json")}
-    assert not list(runs.glob(".*")) or all(p.name.startswith(".") for p in runs.glob(".*"))
+    done = sum(len(json.loads(data)["runs"]) for data in before.values())
     result = CliRunner().invoke(main, ["sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args])
     assert result.exit_code == 0, result.output
-    total_groups = 3 * 2
-    assert f"{(total_groups - len(before)) * 2} trained now" in result.output
+    total_runs, groups = 3 * 2 * 2, 2 * 2  # lr x inner x seeds; per seed and inner size
+    assert 0 < done < total_runs and f"{total_runs - done} trained now" in result.output
     assert all((runs / name).read_bytes() == data for name, data in before.items())
-    assert len(list(runs.glob("*.json"))) == total_groups
+    assert len(list(runs.glob("*.json"))) == groups and not list(runs.glob(".*"))
 
 
 def test_two_jobs_give_the_same_runs_as_one(cache, tmp_path, swept):
@@ -147,10 +155,9 @@ def test_an_augmented_sweep_trains_on_views_and_never_reuses_runs_without_them(t
     assert views.trained == 2, "runs without views must not stand in for runs with them"
     assert [r["history"]["loss"] for r in views.runs] != [r["history"]["loss"] for r in plain.runs]
     splits = load_splits(cache, 0.2, None, with_test=False, augmented=True)
-    alone = train_group(
-        splits, Group(0.01, 0), SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), epochs=3, batch_size=8)
-    )
+    config = SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), seeds=1, epochs=3, batch_size=8)
+    alone = train_group(splits, groups_of(config, splits.feature_dim, 2)[0], config)
     fit = fit_head(splits, HeadConfig(lr=0.01, epochs=3, batch_size=8, augmented=True))
-    np.testing.assert_allclose(alone[0]["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(alone[0]["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-5)
     head = json.loads((out / "best-head" / "head.json").read_text())
     assert head["options"]["augmented"] is True
