@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +112,7 @@ class Splits:
     feature_dim: int
     memory: MemoryPlan
     dropped: int = 0  # validation and test rows left out as leaks from an earlier split
+    leaking_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # those rows
 
     @property
     def fingerprint(self) -> str:
@@ -138,17 +139,21 @@ def load_splits(
     with_test: bool = True,
     augmented: bool = False,
     drop_leaks: bool = False,
+    leaking: np.ndarray | None = None,
 ) -> Splits:
     """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train (ranked by
     a salted hash of the content, so the same images on every run and machine). The vectors of the splits in
     use are loaded when they fit ``memory_budget`` bytes (None: always), else :meth:`Splits.vectors` streams
     them. ``augmented`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out
-    the validation and test rows that leak from an earlier split.
+    the validation and test rows that leak from an earlier split: ``leaking`` when they were found
+    already (a :attr:`Splits.leaking_rows`), else found now.
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
     train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
-    dropped = _leaking(index.path) if drop_leaks else np.zeros(0, dtype=np.int64)
+    dropped = np.zeros(0, dtype=np.int64)
+    if drop_leaks:
+        dropped = _leaking(index.path) if leaking is None else np.asarray(leaking, dtype=np.int64)
     val_rows, test_rows = np.setdiff1d(val_rows, dropped), np.setdiff1d(index.split_indices("test"), dropped)
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
     views = _views_of(index, augmented)
@@ -168,6 +173,7 @@ def load_splits(
         feature_dim=index.dim,
         memory=plan,
         dropped=len(dropped),
+        leaking_rows=dropped,
     )
 
 

@@ -157,7 +157,8 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
             done(commit(out, group, tag, train_group(splits, group, config)))
         return
     context = multiprocessing.get_context("spawn")
-    args = (str(cache), str(out), config, tag, max(1, (os.cpu_count() or 1) // jobs))
+    leaking = splits.leaking_rows.tolist()  # found once, here: a worker reads the splits without searching again
+    args = (str(cache), str(out), config, tag, max(1, (os.cpu_count() or 1) // jobs), leaking)
     with context.Pool(jobs, initializer=_worker_start, initargs=args) as pool:
         for runs in pool.imap_unordered(_worker_train, todo, chunksize=1):
             done(runs)
@@ -166,10 +167,11 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
 _WORKER: dict = {}
 
 
-def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int) -> None:
+def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int, leaking: list[int]) -> None:
     """A worker process: TensorFlow started and the splits read once, for all the groups it trains."""
     _limit_threads(threads)
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
+    options = (config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
+    splits = load_splits(cache, *options, leaking=np.asarray(leaking, dtype=np.int64))
     _WORKER.update(splits=splits, out=Path(out), config=config, tag=tag, parent=os.getppid())
 
 

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from featcache.api import compare, extract, leaks, train_head
+from featcache.api import compare, extract, leaks, sweep, train_head
 from featcache.cli import main
+from featcache.training.splits import load_splits
 from tests.support import REAL_DATA, REAL_WEIGHTS, FakeBackbone, require_real
 
 
@@ -77,7 +78,7 @@ def _found(result) -> set[tuple[str, str]]:
     return {(p.path_a, p.path_b) for p in result.pairs if p.kind == "near"}
 
 
-def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path):
+def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path, monkeypatch):
     scenes = tmp_path / "scenes"
     colours = {"cat": (200, 60, 60), "dog": (60, 200, 60)}
     made = [_scene(scenes / f"{label}_{i:02d}.jpg", 100 * j + i, colours[label])
@@ -112,6 +113,17 @@ def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path):
         .invoke(main, ["compare", str(cache), "-o", str(tmp_path / "cmp2"), "--epochs", "1", "--drop-leaks"])
         .output
     )
+    # sweep workers take the rows the parent found instead of searching again, and leave out the same ones
+    grid = {"lr": (0.01,), "inner": (0,), "dropout": (0.0,), "seeds": 2, "epochs": 2, "drop_leaks": True}
+    one, two = sweep(cache, tmp_path / "s1", jobs=1, **grid), sweep(cache, tmp_path / "s2", jobs=2, **grid)
+    for a, b in zip(one.runs, two.runs):
+        assert a["seed"] == b["seed"] and a["history"]["val_loss"] == pytest.approx(b["history"]["val_loss"], rel=1e-5)
+    found = load_splits(cache, drop_leaks=True)
+    monkeypatch.setattr("featcache.training.leaks.find_leaks", lambda *a, **k: pytest.fail("searched again"))
+    given = load_splits(cache, drop_leaks=True, leaking=found.leaking_rows)
+    assert len(found.leaking_rows) == len(planted) + 1 and given.dropped == found.dropped
+    assert np.array_equal(given.validation.rows, found.validation.rows)
+    assert np.array_equal(given.test.rows, found.test.rows)
 
 
 def test_the_same_content_under_two_classes_is_reported(tmp_path):
