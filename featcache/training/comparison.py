@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.cache.layout import read_rows
+from featcache.cache.reader import FeatureReader
 from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
 from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
@@ -107,7 +108,7 @@ def compare(
             run.run_on(name, splits.batches(split, stream.CHUNK_ROWS))
     report = build_report(splits, runs)
     if config.drop_leaks:
-        report["with_leaks"] = _scores_with_leaks(cache, val_fraction, config, runs)
+        report["with_leaks"] = _scores_with_leaks(splits, runs)
     files = write_report(out, report, runs)
     files.append(_html(out, report, runs, splits))
     return CompareResult(out, report, files)
@@ -121,19 +122,26 @@ def _html(out: Path, report: dict, runs: list[ModelRun], splits: Splits) -> Path
     return write_html(out, report, runs, split, splits.attrs, paths, Path(data_dir) if data_dir else None)
 
 
-def _scores_with_leaks(cache, val_fraction: float, config: HeadConfig, runs: list[ModelRun]) -> dict:
-    """Each model's scores on the whole validation and test splits, leaking rows in: the other number."""
-    full = load_splits(cache, val_fraction, config.memory_budget)
-    scores = {}
-    for run in runs:
-        scores[run.name] = {}
-        for name, split in _eval_splits(full).items():
-            batches = full.batches(split, stream.CHUNK_ROWS)
-            try:
-                proba = np.concatenate([run.predict(x) for x, _ in batches])
-            finally:
-                batches.vectors.close()
-            scores[run.name][name] = evaluate(proba, split.y, full.class_names)
+def _scores_with_leaks(splits: Splits, runs: list[ModelRun]) -> dict:
+    """Each model's scores on the whole validation and test splits, leaking rows in: the other number.
+    Only the leaking rows' vectors are read; the other rows keep the probabilities computed already."""
+    leaking = np.unique(splits.leaking_rows)
+    about = read_rows(splits.cache_path, leaking)
+    label, in_split = np.asarray(about.label, dtype=np.int64), np.asarray(about.split, dtype=object)
+    with FeatureReader(splits.cache_path) as reader:
+        (x,) = reader.gather([leaking], stream.CHUNK_ROWS)
+    scores: dict = {run.name: {} for run in runs}
+    for name in ("validation", "test"):
+        split, mine = getattr(splits, name), in_split == name
+        kept_rows, kept_y = (split.rows, split.y) if split is not None else (np.zeros(0, np.int64),) * 2
+        if not len(kept_rows) and not mine.any():
+            continue
+        order = np.argsort(np.concatenate([kept_rows, leaking[mine]]), kind="stable")
+        y = np.concatenate([kept_y, label[mine]])[order]
+        for run in runs:
+            parts = [run.proba[name]] if split is not None else []
+            parts += [run.predict(x[mine])] if mine.any() else []
+            scores[run.name][name] = evaluate(np.concatenate(parts)[order], y, splits.class_names)
     return scores
 
 

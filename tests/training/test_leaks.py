@@ -107,6 +107,8 @@ def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path, monk
     report = compare(cache, tmp_path / "cmp", epochs=1, drop_leaks=True).report
     assert report["leaks_dropped"] == len(planted) + 1
     assert report["rows"]["validation"] == 4 and report["rows"]["test"] == 4  # the untouched ones
+    for split, scores in report["with_leaks"]["keras_head"].items():  # against the saved head on every row
+        assert scores["accuracy"] == pytest.approx(_head_accuracy(tmp_path / "cmp" / "head", cache, split))
     assert (
         "with the 13 leaking rows in"
         in CliRunner()
@@ -124,6 +126,18 @@ def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path, monk
     assert len(found.leaking_rows) == len(planted) + 1 and given.dropped == found.dropped
     assert np.array_equal(given.validation.rows, found.validation.rows)
     assert np.array_equal(given.test.rows, found.test.rows)
+
+
+def _head_accuracy(head: Path, cache: Path, split: str) -> float:
+    """The saved .keras head's accuracy on every row of ``split``, read with plain h5py."""
+    import h5py
+    import keras
+
+    with h5py.File(cache, "r") as h5:
+        rows = np.flatnonzero(h5["split"][:].astype(str) == split)
+        x, y = h5["features"][:][rows], h5["label"][:][rows]
+    model = keras.saving.load_model(head / "head.keras", safe_mode=True)
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
 
 
 def test_the_same_content_under_two_classes_is_reported(tmp_path):
