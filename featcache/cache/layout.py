@@ -61,7 +61,7 @@ FEATURES, LABEL, SPLIT, PATH, SHA256 = "features", "label", "split", "path", "sh
 SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quarantine"
 SHARDS = "shards"
 AUGMENTED, VIEW_ROW, VIEW = "augmented", "row", "view"
-VIEWS_SUFFIX = ".views"
+SHARDS_SUFFIX, VIEWS_SUFFIX = ".shards", ".views"  # the folders of shards beside the entry file
 SPLITS = ("train", "validation", "test")
 
 
@@ -99,6 +99,11 @@ class Views:
     @property
     def fingerprint(self) -> str:
         return self.attrs["fingerprint"]
+
+
+def shards_dir(cache_path: Path) -> Path:
+    """Where the shards of a cache's clean vectors lie."""
+    return Path(str(cache_path) + SHARDS_SUFFIX)
 
 
 def views_folder(cache_path: Path) -> Path:

@@ -26,6 +26,7 @@ from featcache.cache.layout import (
     decode_strings,
     open_h5,
     read_cache,
+    shards_dir,
     temporary_name,
     views_folder,
     write_error,
@@ -38,14 +39,9 @@ log = logging.getLogger(__name__)
 
 SHARD_SHA256, SHARD_FEATURES = "sha256", "features"
 SHARD_Q_SHA256, SHARD_Q_REASON = "quarantine_sha256", "quarantine_reason"
-SHARDS_SUFFIX = ".shards"
 LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 #: the most rows one shard gets when vectors are copied (upgrade, compact): 64 MB at 2048-d
 COPY_ROWS = 8192
-
-
-def shards_dir(cache_path: Path) -> Path:
-    return Path(str(cache_path) + SHARDS_SUFFIX)
 
 
 def view_key(sha256: str, view: int) -> str:

@@ -144,16 +144,13 @@ def load_splits(
     """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train (ranked by
     a salted hash of the content, so the same images on every run and machine). The vectors of the splits in
     use are loaded when they fit ``memory_budget`` bytes (None: always), else :meth:`Splits.vectors` streams
-    them. ``augmented`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out
-    the validation and test rows that leak from an earlier split: ``leaking`` when they were found
-    already (a :attr:`Splits.leaking_rows`), else found now.
+    them. ``augmented`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out the
+    validation and test rows that leak from an earlier split (``leaking``, when found already, else found now).
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
     train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
-    dropped = np.zeros(0, dtype=np.int64)
-    if drop_leaks:
-        dropped = _leaking(index.path) if leaking is None else np.asarray(leaking, dtype=np.int64)
+    dropped = _leaking(index.path, leaking) if drop_leaks else np.zeros(0, dtype=np.int64)
     val_rows, test_rows = np.setdiff1d(val_rows, dropped), np.setdiff1d(index.split_indices("test"), dropped)
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
     views = _views_of(index, augmented)
@@ -177,7 +174,9 @@ def load_splits(
     )
 
 
-def _leaking(path: Path) -> np.ndarray:
+def _leaking(path: Path, found_already: np.ndarray | None) -> np.ndarray:
+    if found_already is not None:
+        return np.asarray(found_already, dtype=np.int64)
     from featcache.training.leaks import find_leaks
 
     found = find_leaks(path)
