@@ -7,7 +7,8 @@ writer, :mod:`featcache.cache.compact` reclaiming space.
 Layout of a cache (format ``featcache-features``, version 2): a small entry file, readable with
 plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
 
-    /                       attributes: format, format_version, fingerprint and provenance
+    /                       attributes: format, format_version, fingerprint and provenance, and
+                            content_sha256: a digest of everything the file holds but updated_at
     /features               float32 (n, dim)   virtual dataset over the shards: row i's pooled vector
     /label                  int32   (n,)       index into /class_names
     /split                  str     (n,)       train | validation | test
@@ -33,7 +34,8 @@ plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
 
 The entry file is only ever replaced whole (written beside it, then renamed), so it is never
 half-written, and shards are never changed once committed (:mod:`featcache.cache.shards`): an
-update writes its new shards and a new entry file, whatever the size of the cache. A missing
+update writes its new shards and a new entry file, whatever the size of the cache (and leaves
+the file untouched when its content digest says nothing changed). A missing
 shard reads as NaN rows through ``/features``. Views are kept apart from the clean vectors (their
 own shards folder, fingerprint and virtual dataset), so adding or dropping views never touches the
 clean rows. Version 1 kept the vectors in ``/features`` itself
@@ -43,6 +45,8 @@ and had no ``/shards``; it is read as it is and rewritten as version 2 by the ne
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -62,6 +66,7 @@ SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quara
 SHARDS = "shards"
 AUGMENTED, VIEW_ROW, VIEW = "augmented", "row", "view"
 SHARDS_SUFFIX, VIEWS_SUFFIX = ".shards", ".views"  # the folders of shards beside the entry file
+CONTENT = "content_sha256"  # attribute: digest of what the entry file holds, timestamps aside
 SPLITS = ("train", "validation", "test")
 
 
@@ -306,20 +311,26 @@ def read_fingerprint(path: Path) -> str | None:
         return attr_value(h5.attrs["fingerprint"])
 
 
-def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quarantine, views: Views | None = None):
+def write_cache(
+    path, attrs, class_names, rows: Rows, locations: Locations, quarantine, views: Views | None = None, previous=None
+) -> bool:
     """Write the entry file of a cache whose vectors are in shards beside it (and its ``views``, if any),
-    then rename it over ``path``."""
+    then rename it over ``path``. With ``previous``, the attributes of the entry file there now, nothing
+    is written when the new file would hold the same (returns False)."""
     import h5py
 
     path = Path(path)
+    digest = content_digest(attrs, class_names, rows, locations, quarantine, views)
+    if previous is not None and previous.get(CONTENT) == digest:
+        return False
     n_views = len(views) if views is not None else 0
     _check_space(path, len(rows) * 256 + n_views * 32 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
     tmp = path.with_name(temporary_name(path, os.getpid()))
     try:
         with h5py.File(tmp, "w") as h5:
-            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION})
+            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
             _write_rows(h5, rows)
-            _write_locations(h5, locations, path.name + ".shards")
+            _write_locations(h5, locations, path.name + SHARDS_SUFFIX)
             write_strings(h5, CLASS_NAMES, class_names)
             q = h5.create_group(QUARANTINE)
             write_strings(q, PATH, [e.path for e in quarantine])
@@ -336,6 +347,27 @@ def write_cache(path, attrs, class_names, rows: Rows, locations: Locations, quar
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return True
+
+
+def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, quarantine, views) -> str:
+    """sha256 of everything an entry file holds except when it was written (``updated_at``)."""
+    digest = hashlib.sha256()
+    kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
+    digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
+    texts = [rows.path, rows.sha256, rows.split, class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
+    numbers = [rows.label, rows.size, rows.mtime_ns]
+    for where in [locations] + ([views.locations] if views is not None else []):
+        texts.append(where.files)
+        numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim]]
+    if views is not None:
+        texts.append([json.dumps(views.attrs, sort_keys=True, default=str)])
+        numbers += [views.row, views.view]
+    for column in texts:
+        digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
+    for column in numbers:
+        digest.update(f"{len(column)}:".encode() + np.asarray(column, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def temporary_name(path: Path, pid: int | str = "") -> str:

@@ -148,6 +148,7 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
             locations,
             quarantine,
             views.views,
+            previous=old.attrs if old is not None else None,  # nothing written when nothing changed
         )
     finally:
         pool.close()

@@ -67,13 +67,18 @@ def test_cache_is_plain_hdf5_with_provenance(split_data, tmp_path):
 def test_rerun_computes_nothing_and_never_builds_the_model(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
-    before = read_cache(out)
+    before, written = read_cache(out), out.stat()
     backbone = FakeBackbone()
     result = _run(split_data, out, backbone)
     assert (result.computed, result.reused, backbone.built) == (0, 20, 0)
     after = read_cache(out)
     assert after.rows == before.rows and np.array_equal(after.features, before.features)
     assert after.attrs["created_at"] == before.attrs["created_at"]
+    # nothing changed, so the entry file was not written again
+    assert (out.stat().st_ino, out.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert after.attrs["updated_at"] == before.attrs["updated_at"]
+    _run(split_data, out, FakeBackbone(), val_fraction=0.3)  # any change is written, here an attribute
+    assert read_cache(out).attrs["val_fraction"] == 0.3 and out.stat().st_ino != written.st_ino
 
 
 def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp_path):
