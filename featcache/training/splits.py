@@ -232,12 +232,9 @@ def _train_views(path: Path, views: Views, train_rows: np.ndarray) -> TrainViews
     mine = np.flatnonzero(position[views.row] >= 0)
     at = np.full((len(train_rows), views.count), -1, dtype=np.int64)
     at[position[views.row[mine]], views.view[mine]] = np.arange(len(mine))
-    with FeatureReader(path, f"{AUGMENTED}/{FEATURES}") as reader:
-        x = np.concatenate(
-            [reader.read(s, min(s + stream.CHUNK_ROWS, len(views))) for s in range(0, len(views), stream.CHUNK_ROWS)]
-            or [np.zeros((0, reader.dim), np.float32)]
-        )
-    return TrainViews(x[mine], at, views.attrs)
+    with FeatureReader(path, f"{AUGMENTED}/{FEATURES}") as reader:  # a chunk at a time, keeping only these
+        (x,) = reader.gather([mine], stream.CHUNK_ROWS)
+    return TrainViews(x, at, views.attrs)
 
 
 def _train_and_validation(index: RowIndex, val_fraction: float) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -68,3 +68,26 @@ def test_one_hot_and_softmax():
     assert one_hot(np.array([1, 0]), 3).tolist() == [[0, 1, 0], [1, 0, 0]]
     p = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
     np.testing.assert_allclose(p, [[0.5, 0.5], [0.25, 0.75]])
+
+
+def test_views_of_rows_carved_into_validation_are_left_out_and_the_rest_are_the_caches(tmp_path):
+    import h5py
+
+    from featcache.api import extract
+    from tests.support import FakeBackbone, make_split_dataset
+
+    data = make_split_dataset(tmp_path / "data", counts={"train": 10, "test": 2})  # no validation folder
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone(), augment=2)
+    splits = load_splits(cache, 0.3, None, with_test=False, augmented=True)
+    assert splits.val_carved and len(splits.validation.rows) > 0
+    with h5py.File(cache, "r") as h5:  # the reference: plain h5py
+        g = h5["augmented"]
+        vectors, row, view = g["features"][:], g["row"][:], g["view"][:]
+    views = splits.train.views
+    assert views.at.shape == (len(splits.train.rows), 2) and (views.at >= 0).all()
+    assert len(views.x) == 2 * len(splits.train.rows) < len(vectors)  # the carved rows' views are not held
+    for i, r in enumerate(splits.train.rows):
+        for j in range(2):
+            (k,) = np.flatnonzero((row == r) & (view == j))
+            np.testing.assert_array_equal(views.x[views.at[i, j]], vectors[k])
