@@ -62,6 +62,11 @@ def test_the_best_configuration_is_saved_as_a_head_that_predict_uses(swept, cach
     top = result.ranking[0]
     assert (meta["options"]["lr"], meta["options"]["dropout"]) == (top["lr"], top["dropout"])
     assert meta["options"]["inner"] == ([top["inner"]] if top["inner"] else [])
+    # train-head retrains exactly the sweep's run of that configuration and seed: the same figures
+    (run,) = [r for r in result.runs if (r["lr"], r["inner"], r["dropout"], r["seed"]) == (
+        top["lr"], top["inner"], top["dropout"], meta["options"]["seed"])]  # fmt: skip
+    assert meta["metrics"]["val_accuracy"] == pytest.approx(run["best_val_accuracy"], abs=1e-6)
+    assert meta["metrics"]["val_loss"] == pytest.approx(run["val_loss_at_best"], rel=1e-5)
     images = sorted((cache.parent / "data" / "test").rglob("*.jpg"))
     found = predict(images, out / "best-head", backbone=FakeBackbone())
     assert len(found.predictions) == len(images) and all(p.error is None for p in found.predictions)
