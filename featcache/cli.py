@@ -430,8 +430,8 @@ def _grid_option(name: str, kind, help: str):
 def sweep(cache, out, quiet, heatmap, **options):
     """Train every head configuration of a grid for several seeds on CACHE, rank them, keep the best.
 
-    Runs that share a learning rate and a seed train together on the same batches; each group's
-    result is committed on its own, so an interrupted sweep resumes where it stopped. The best
+    Runs of one seed and inner size train together on the same batches, each as train-head would train
+    it; each group's result is committed on its own, so an interrupted sweep resumes where it stopped. The best
     configuration is trained again with train-head into OUT/best-head, for predict and export.
     """
     from featcache import api
