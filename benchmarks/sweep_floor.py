@@ -8,9 +8,11 @@ is two matrix products (forward, and the kernel's gradient; the input is data, s
 never needed) and one Adam update of every weight. This measures, with TensorFlow on this CPU, the
 seconds of one such step (the two products, then ``ResourceApplyAdam`` on the 2048x1000 kernel,
 the kernel featcache's sweep uses), each the median of 50 after 10
-warm-up calls, and multiplies by the steps of those 48 runs: a floor for the grid however its runs
-are grouped or fused, since no run's arithmetic is shared with another's (each has its own
-weights). Both cores are available to TensorFlow.
+warm-up calls, on one thread, and multiplies by the steps of those 48 runs divided by the cores
+(one single-threaded worker per core, as ``featcache sweep`` runs them; on 2 cores that beats one
+process with two threads, whose small products scale poorly): a floor for the grid however its
+runs are grouped or fused, since no run's arithmetic is shared with another's (each has its own
+weights).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ def median_seconds(fn, warmup: int = 10, rounds: int = 50) -> float:
 @click.option("--batch", type=int, default=32, show_default=True)
 def main(train_rows, epochs, seeds, batch):
     """Seconds of one training step of a Dense(2048 -> 1000) run, and the floor of the grid's 48 such runs."""
+    import os
+
     import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    cores = os.cpu_count() or 1
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((batch, 2048), dtype=np.float32))
@@ -66,12 +74,13 @@ def main(train_rows, epochs, seeds, batch):
     matmul_s, adam_s = median_seconds(products), median_seconds(adam)
     steps = -(-train_rows // batch) * epochs
     runs = 4 * 4 * seeds
-    floor = (matmul_s + adam_s) * steps * runs
+    floor = (matmul_s + adam_s) * steps * runs / cores
     flops = 2 * 2 * batch * 2048 * 1000 / matmul_s / 1e9
     click.echo(
         f"one step of a Dense(2048->1000) run, batch {batch}: products {matmul_s * 1e3:.2f} ms ({flops:.0f} GFLOP/s), "
-        f"Adam update {adam_s * 1e3:.2f} ms (median of 50)\n"
-        f"{runs} such runs x {steps} steps ({train_rows} rows, {epochs} epochs): {floor:.0f} s = {floor / 60:.1f} min, "
+        f"Adam update {adam_s * 1e3:.2f} ms (median of 50, one thread)\n"
+        f"{runs} such runs x {steps} steps ({train_rows} rows, {epochs} epochs) over {cores} cores: "
+        f"{floor:.0f} s = {floor / 60:.1f} min, "
         f"before any other run of the grid, any validation pass or TensorFlow's start-up"
     )
 
