@@ -140,16 +140,9 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
         views_start = time.perf_counter()
         views = update_views(config, rows, _old_views(config, old), fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
-        write_cache(
-            config.output,
-            _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds),
-            dataset.class_names,
-            rows,
-            locations,
-            quarantine,
-            views.views,
-            previous=old.attrs if old is not None else None,  # nothing written when nothing changed
-        )
+        attrs = _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds)
+        previous = old.attrs if old is not None else None  # nothing is written when nothing changed
+        write_cache(config.output, attrs, dataset.class_names, rows, locations, quarantine, views.views, previous)
     finally:
         pool.close()
     remove_unreferenced(folder, locations.files)
