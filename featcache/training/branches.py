@@ -109,7 +109,7 @@ class _Trainer:
         self.evaluate = tf.function(self._evaluate, reduce_retracing=True)
 
     def _scores(self, tf, logits, labels, y):
-        """(2,): the batch's mean loss and the number of rows whose argmax is the label, times rows for the loss."""
+        """The batch's mean loss, and (2,): that loss times the rows, and the rows whose argmax is the label."""
         rows = tf.cast(tf.shape(y)[0], tf.float32)
         loss = self.loss(labels, logits)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1), y), tf.float32))
