@@ -1,6 +1,7 @@
 """One featcache operation in a process of its own, so its peak memory and disk writes are its alone.
 
     python -m benchmarks.scale_op extract DATA_DIR CACHE       # featcache.api.extract, 2048-d fake backbone
+    python -m benchmarks.scale_op extract --assume-unchanged DATA_DIR CACHE
     python -m benchmarks.scale_op verify CACHE                 # featcache.api.verify, the same fake backbone
     python -m benchmarks.scale_op tf-baseline N_CLASSES        # plain Keras: default head built, compiled, fitted
     python -m benchmarks.scale_op cli [--keras] ARGS...        # the featcache command line, e.g. cli info CACHE
@@ -53,14 +54,16 @@ def main():
 
 
 @main.command()
+@click.option("--assume-unchanged", is_flag=True, help="As featcache extract --assume-unchanged.")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("cache", type=click.Path(path_type=Path))
-def extract(data, cache):
+def extract(assume_unchanged, data, cache):
     """Extract (or update) CACHE from DATA with the 2048-d fake backbone."""
     from featcache.api import extract as run
 
     def operation() -> dict:
-        result = run(data, cache, backbone=FakeBackbone(), **EXTRACT_OPTIONS)
+        options = {**EXTRACT_OPTIONS, "assume_unchanged": assume_unchanged}
+        result = run(data, cache, backbone=FakeBackbone(), **options)
         return {"rows_after": result.rows, "computed": result.computed}
 
     click.echo(json.dumps(measured(operation)))

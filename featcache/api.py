@@ -44,7 +44,7 @@ def extract(
     ``options`` are the fields of :class:`featcache.config.ExtractConfig` (``image_size``,
     ``batch_size``, ``weights``, ``manifest``, ``val_fraction``, ``test_fraction``,
     ``interpolation``, ``exif_transpose``, ``precision``, ``runtime``, ``strict``, ``overwrite``,
-    ``workers``, ``allow_outside``, ``engine`` and ``ray_*``, ``augment``, ``augment_policy``,
+    ``workers``, ``allow_outside``, ``assume_unchanged``, ``engine`` and ``ray_*``, ``augment``, ``augment_policy``,
     ``augment_seed``). ``backbone`` is a name of :data:`featcache.backbones.registry.REGISTRY`
     (``xception`` by default, ``resnet50v2``, ...) or a :class:`featcache.backbones.Backbone` object,
     which replaces the registered base (tests pass a small fake).

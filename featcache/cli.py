@@ -205,6 +205,12 @@ _EXTRACT_OPTIONS = [
     click.option("--strict", is_flag=True, help="Fail instead of quarantining files that cannot be used."),
     click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings."),
     click.option("--allow-outside", is_flag=True, help="Follow symlinks and manifest paths that lead out of DATA_DIR."),
+    click.option(
+        "--assume-unchanged",
+        is_flag=True,
+        help="Take files whose path the cache holds as unchanged, without checking their size and time: "
+        "only new paths are read. For collections that only grow; an edited file keeps its old vector.",
+    ),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
 ]
 

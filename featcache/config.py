@@ -61,6 +61,7 @@ class ExtractConfig:
     overwrite: bool = False
     workers: int = 2
     allow_outside: bool = False
+    assume_unchanged: bool = False  # files already in the cache are not stat-ed: only new paths are read
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int | None = None  # None: as many as the cluster's CPUs allow

@@ -11,7 +11,7 @@ import numpy as np
 
 #: File suffixes treated as images; anything else in a data folder is ignored.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-_SUFFIX_TUPLE = tuple(sorted(IMAGE_SUFFIXES))  # str.endswith takes a tuple
+IMAGE_SUFFIX_TUPLE = tuple(sorted(IMAGE_SUFFIXES))  # str.endswith takes a tuple
 
 #: Interpolations offered by ``--interpolation``, mapped to Pillow's filters by name. The default,
 #: nearest, is what Keras' ``load_img`` and ``ImageDataGenerator`` use, so the reference recipe's
@@ -63,7 +63,7 @@ def is_image_name(path: str | Path) -> bool:
     """True when the file name (a name, or a path's last part) looks like an image featcache reads;
     hidden files never do."""
     name = path if isinstance(path, str) else path.name
-    return not name.startswith(".") and name.lower().endswith(_SUFFIX_TUPLE)
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIX_TUPLE)
 
 
 def load_image(path: str | Path, spec: PreprocessSpec) -> np.ndarray:

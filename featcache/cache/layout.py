@@ -4,16 +4,16 @@
 :mod:`featcache.cache.shards` the files that hold the vectors, :mod:`featcache.cache.lock` the single
 writer, :mod:`featcache.cache.compact` reclaiming space.
 
-Layout of a cache (format ``featcache-features``, version 2): a small entry file, readable with
+Layout of a cache (format ``featcache-features``, version 3): a small entry file, readable with
 plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
 
     /                       attributes: format, format_version, fingerprint and provenance, and
                             content_sha256: a digest of everything the file holds but updated_at
     /features               float32 (n, dim)   virtual dataset over the shards: row i's pooled vector
     /label                  int32   (n,)       index into /class_names
-    /split                  str     (n,)       train | validation | test
-    /path                   str     (n,)       path relative to the data folder, "/"-separated
-    /sha256                 str     (n,)       hex sha256 of the file's bytes (the row's key)
+    /split                  str[w]  (n,)       train | validation | test
+    /path                   str[w]  (n,)       path relative to the data folder, "/"-separated
+    /sha256                 str[w]  (n,)       hex sha256 of the file's bytes (the row's key)
     /size                   int64   (n,)       file size in bytes when read
     /mtime_ns               int64   (n,)       file modification time when read
     /class_names            str     (k,)       sorted class names
@@ -38,8 +38,10 @@ update writes its new shards and a new entry file, whatever the size of the cach
 the file untouched when its content digest says nothing changed). A missing
 shard reads as NaN rows through ``/features``. Views are kept apart from the clean vectors (their
 own shards folder, fingerprint and virtual dataset), so adding or dropping views never touches the
-clean rows. Version 1 kept the vectors in ``/features`` itself
-and had no ``/shards``; it is read as it is and rewritten as version 2 by the next write.
+clean rows. The per-row strings (``str[w]``) are fixed-length UTF-8 strings as wide as the longest
+value, so a million of them read, compare and write as one block of bytes, with no object per row.
+Version 2 stored them as variable-length strings; version 1 also kept the vectors in ``/features``
+itself and had no ``/shards``. Both are read as they are and rewritten as version 3 by the next write.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from featcache.errors import CacheError
 log = logging.getLogger(__name__)
 
 FORMAT = "featcache-features"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FEATURES, LABEL, SPLIT, PATH, SHA256 = "features", "label", "split", "path", "sha256"
 SIZE, MTIME, CLASS_NAMES, QUARANTINE = "size", "mtime_ns", "class_names", "quarantine"
 SHARDS = "shards"
@@ -119,7 +121,7 @@ def views_folder(cache_path: Path) -> Path:
 @dataclass
 class Rows:
     """Per-row metadata of a cache, as parallel sequences of length n: lists, or numpy arrays where
-    the rows come by the million (strings as object arrays)."""
+    the rows come by the million (strings as object arrays, or as fixed-width UTF-8 bytes)."""
 
     path: list[str] = field(default_factory=list)
     sha256: list[str] = field(default_factory=list)
@@ -133,8 +135,9 @@ class Rows:
 
     def counts(self, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Rows per split (train, validation, test), and per split and class (classes sorted)."""
-        split = np.asarray(self.split, dtype=object).reshape(-1)
-        masks = [split == name for name in SPLITS]
+        split = np.asarray(self.split)
+        names = [name.encode() for name in SPLITS] if split.dtype.kind == "S" else SPLITS
+        masks = [split.reshape(-1) == name for name in names]
         return split_counts(masks, np.asarray(self.label, dtype=np.int64).reshape(-1), class_names)
 
 
@@ -274,13 +277,23 @@ def _all_rows(h5) -> Rows:
 
 def _row_arrays(h5) -> Rows:
     return Rows(
-        path=h5[PATH].asstr()[:],
-        sha256=h5[SHA256].asstr()[:],
+        path=bytes_column(h5[PATH][:]),
+        sha256=bytes_column(h5[SHA256][:]),
         label=h5[LABEL][:].astype(np.int64),
-        split=h5[SPLIT].asstr()[:],
+        split=bytes_column(h5[SPLIT][:]),
         size=h5[SIZE][:].astype(np.int64),
         mtime_ns=h5[MTIME][:].astype(np.int64),
     )
+
+
+def bytes_column(values) -> np.ndarray:
+    """Strings (str, or UTF-8 bytes; a list, an object array or a bytes array) as a fixed-width bytes array
+    (numpy ``S``) as wide as the longest: the form the entry file stores per-row strings in."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "S":
+        width = int(np.char.str_len(values).max()) if len(values) else 1
+        return values if width >= values.dtype.itemsize else values.astype(f"S{max(width, 1)}")
+    encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+    return np.array(encoded, dtype=bytes).reshape(len(encoded)) if encoded else np.zeros(0, dtype="S1")
 
 
 def read_locations(h5) -> Locations | None:
@@ -320,9 +333,10 @@ def write_cache(
     import h5py
 
     path = Path(path)
+    rows = _stored_form(rows)
     digest = content_digest(attrs, class_names, rows, locations, quarantine, views)
-    if previous is not None and previous.get(CONTENT) == digest:
-        return False
+    if previous is not None and previous.get("format_version") == FORMAT_VERSION and previous.get(CONTENT) == digest:
+        return False  # the same content in the same format
     n_views = len(views) if views is not None else 0
     _check_space(path, len(rows) * 256 + n_views * 32 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
     tmp = path.with_name(temporary_name(path, os.getpid()))
@@ -350,12 +364,27 @@ def write_cache(
     return True
 
 
+def _stored_form(rows: Rows) -> Rows:
+    """``rows`` with each column as the entry file stores it: strings as fixed-width bytes, numbers as arrays."""
+    n = len(rows)
+    return Rows(
+        path=bytes_column(rows.path),
+        sha256=bytes_column(rows.sha256),
+        label=np.asarray(rows.label, dtype=np.int32).reshape(n),
+        split=bytes_column(rows.split),
+        size=np.asarray(rows.size, dtype=np.int64).reshape(n),
+        mtime_ns=np.asarray(rows.mtime_ns, dtype=np.int64).reshape(n),
+    )
+
+
 def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, quarantine, views) -> str:
     """sha256 of everything an entry file holds except when it was written (``updated_at``)."""
     digest = hashlib.sha256()
     kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
     digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
-    texts = [rows.path, rows.sha256, rows.split, class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
+    for column in (rows.path, rows.sha256, rows.split):  # fixed-width bytes (see _stored_form)
+        digest.update(f"{len(column)}:{column.dtype.itemsize}:".encode() + column.tobytes())
+    texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
     numbers = [rows.label, rows.size, rows.mtime_ns]
     for where in [locations] + ([views.locations] if views is not None else []):
         texts.append(where.files)
@@ -383,13 +412,14 @@ def _check_space(path: Path, needed: int) -> None:
 
 
 def _write_rows(h5, rows: Rows) -> None:
-    n = len(rows)
-    write_strings(h5, PATH, rows.path)
-    write_strings(h5, SHA256, rows.sha256)
-    write_strings(h5, SPLIT, rows.split)
-    h5.create_dataset(LABEL, data=np.asarray(rows.label, dtype=np.int32).reshape(n))
-    h5.create_dataset(SIZE, data=np.asarray(rows.size, dtype=np.int64).reshape(n))
-    h5.create_dataset(MTIME, data=np.asarray(rows.mtime_ns, dtype=np.int64).reshape(n))
+    """The per-row columns of ``rows`` (in stored form): strings as fixed-length UTF-8."""
+    import h5py
+
+    for name, column in ((PATH, rows.path), (SHA256, rows.sha256), (SPLIT, rows.split)):
+        h5.create_dataset(name, data=column.astype(h5py.string_dtype("utf-8", column.dtype.itemsize)))
+    h5.create_dataset(LABEL, data=rows.label)
+    h5.create_dataset(SIZE, data=rows.size)
+    h5.create_dataset(MTIME, data=rows.mtime_ns)
 
 
 def _write_views(h5, views: Views, folder: str) -> None:

@@ -23,6 +23,7 @@ from featcache.cache.layout import (
     Locations,
     Views,
     attr_value,
+    bytes_column,
     decode_strings,
     open_h5,
     read_cache,
@@ -44,9 +45,13 @@ LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 COPY_ROWS = 8192
 
 
-def view_key(sha256: str, view: int) -> str:
+def view_key(sha256: str | bytes, view: int) -> str:
     """The key of view ``view`` of the image of content ``sha256`` in the shards of views."""
-    return f"{sha256}/{view}"
+    return f"{_text(sha256)}/{view}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def sweep_temporaries(cache_path: Path) -> list[Path]:
@@ -99,6 +104,7 @@ class ShardWriter:
     def write(self, sha256s, vectors: np.ndarray, bad: list[tuple[str, str]] = ()) -> Path:
         """Commit one shard: ``vectors`` float32 (len(sha256s), dim) and ``bad`` (sha256, reason) pairs."""
         self._seq += 1
+        sha256s = [_text(s) for s in sha256s]
         data = self._hdf5_bytes(sha256s, vectors, bad)
         final = self.directory / f"{bytes_sha256(data)[:32]}.h5"
         tmp = self.directory / f".shard-{os.getpid()}-{self._seq:06d}-{self._token}.h5.tmp"
@@ -131,15 +137,113 @@ class ShardWriter:
         return buffer.getvalue()
 
 
+class KeyIndex:
+    """Keys (content hashes, view keys, paths) to entry ids: the keys indexed first (an existing cache's, by
+    the million) as a bytes array ordered by a 64-bit hash of each key, found by binary search on the hashes
+    (no object per key), and a dictionary of those added later (what a run computes). A key keeps its first
+    entry unless added with ``replace``."""
+
+    #: later keys are merged into the ordered base when there are more of them than this
+    MERGE_AT = 1 << 16
+
+    def __init__(self):
+        self._hashes = np.zeros(0, dtype=np.uint64)  # increasing
+        self._keys = np.zeros(0, dtype="S1")
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._later: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._later)
+
+    def __contains__(self, key) -> bool:
+        key = key.encode() if isinstance(key, str) else key
+        return key in self._later or bool(self.find(np.array([key], dtype=bytes))[0] >= 0)
+
+    def keys(self) -> list[str]:
+        return [k.decode() for k in self._keys.tolist()] + [k.decode() for k in self._later]
+
+    def add(self, keys, ids: np.ndarray, replace: bool = False) -> None:
+        keys = bytes_column(keys)
+        if not len(self):
+            self._hashes, self._keys, self._ids = _ordered(keys, np.asarray(ids, dtype=np.int64))
+            return
+        if replace:
+            self._later.update(zip(keys.tolist(), ids.tolist()))
+        else:
+            listed = keys.tolist()
+            for i in np.flatnonzero(self.find(keys) < 0).tolist():
+                self._later.setdefault(listed[i], int(ids[i]))
+        if len(self._later) > self.MERGE_AT:
+            self._merge()
+
+    def find(self, keys) -> np.ndarray:
+        """The entry id of each of ``keys``, -1 where unknown, int64 (n,)."""
+        keys = bytes_column(keys)
+        ids = np.full(len(keys), -1, dtype=np.int64)
+        if len(self._keys) and len(keys):
+            hashes = _hash64(keys)
+            at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._keys) - 1)
+            same_hash = self._hashes[at] == hashes
+            hit = same_hash & (self._keys[at] == keys)
+            ids[hit] = self._ids[at[hit]]
+            for i in np.flatnonzero(same_hash & ~hit).tolist():  # another key with the same hash
+                ids[i] = self._scan(int(at[i]), keys[i], hashes[i])
+        if self._later:
+            later = self._later.get
+            found = np.fromiter((later(k, -1) for k in keys.tolist()), dtype=np.int64, count=len(keys))
+            ids = np.where(found >= 0, found, ids)
+        return ids
+
+    def _scan(self, at: int, key: bytes, hashed: np.uint64) -> int:
+        """The id of ``key`` (whose hash is ``hashed``) among the base keys from ``at`` on, or -1."""
+        while at < len(self._keys) and self._hashes[at] == hashed:
+            if self._keys[at] == key:
+                return int(self._ids[at])
+            at += 1
+        return -1
+
+    def _merge(self) -> None:
+        later = np.array(list(self._later), dtype=bytes)
+        ids = np.fromiter(self._later.values(), dtype=np.int64, count=len(self._later))
+        # a later key's entry comes first, so it wins over the base's
+        self._hashes, self._keys, self._ids = _ordered(
+            np.concatenate([later, self._keys]), np.concatenate([ids, self._ids])
+        )
+        self._later = {}
+
+
+def _hash64(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding)."""
+    width = -(-keys.dtype.itemsize // 8) * 8
+    words = np.frombuffer(keys.astype(f"S{width}").tobytes(), dtype="<u8").reshape(len(keys), width // 8)
+    hashes = np.full(len(keys), 0xCBF29CE484222325, dtype=np.uint64)
+    for k in range(words.shape[1]):
+        word = words[:, k]
+        mixed = (hashes ^ word) * np.uint64(0x100000001B3)
+        hashes = np.where(word != 0, mixed ^ (mixed >> np.uint64(29)), hashes)
+    return hashes
+
+
+def _ordered(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hashes, keys and ids ordered by hash, a repeated key kept at its first occurrence only."""
+    hashes = _hash64(keys)
+    order = np.argsort(hashes, kind="stable")
+    hashes, keys, ids = hashes[order], keys[order], ids[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (hashes[1:] != hashes[:-1]) | (keys[1:] != keys[:-1])
+    return hashes[first], keys[first], ids[first]
+
+
 class VectorPool:
     """Where the vector of each content hash can be read: shards, or the file of a format-1 cache.
 
-    Each known content hash has an entry: a source file and a row in it, kept as numpy columns, so
-    indexing and locating a cache of millions of rows costs a few dictionary operations per row.
+    Each known content hash has an entry: a source file and a row in it, kept as numpy columns and
+    found through a :class:`KeyIndex`, so indexing and locating a cache of millions of rows costs
+    a few array operations, not a Python object per row.
     """
 
     def __init__(self, max_open: int = 32):
-        self._id: dict[str, int] = {}  # sha256 -> entry
+        self._id = KeyIndex()  # sha256 (or view key) -> entry
         self._source: list[np.ndarray] = []  # per entry: index into _sources (chunks, joined on demand)
         self._row: list[np.ndarray] = []  # per entry: row in that source
         self._sources: list[Path] = []
@@ -156,13 +260,13 @@ class VectorPool:
     def __len__(self) -> int:
         return len(self._id)
 
-    def hashes(self):
+    def hashes(self) -> list[str]:
         """Every content hash the pool holds a vector of."""
         return self._id.keys()
 
     def contains(self, sha256s) -> np.ndarray:
-        """Which of ``sha256s`` the pool holds, bool (n,)."""
-        return np.fromiter(map(self._id.__contains__, sha256s), dtype=bool, count=len(sha256s))
+        """Which of ``sha256s`` (str, or bytes as :func:`bytes_column` makes) the pool holds, bool (n,)."""
+        return self._id.find(sha256s) >= 0
 
     def add_cache(self, cache_path: Path, cache: Cache | None = None) -> None:
         """Index the rows and quarantine of an existing cache (``cache``, when already read, saves reading
@@ -172,8 +276,8 @@ class VectorPool:
         for entry in cache.quarantine:
             if entry.sha256:
                 self.quarantine.setdefault(entry.sha256, entry.reason)
-        shas = list(cache.rows.sha256)
-        if not shas:
+        shas = bytes_column(cache.rows.sha256)
+        if not len(shas):
             return
         loc = cache.locations
         if loc is None:  # format 1: the vectors are in the cache file itself
@@ -194,7 +298,7 @@ class VectorPool:
         self.dim = views.locations.dim
         self._add_located(views_folder(cache_path), keys, views.locations)
 
-    def _add_located(self, folder: Path, shas: list[str], loc: Locations) -> None:
+    def _add_located(self, folder: Path, shas, loc: Locations) -> None:
         ids = np.full(len(loc.files), -1, dtype=np.int64)
         for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes)):
             if _intact(folder / name, size):
@@ -204,7 +308,7 @@ class VectorPool:
                 log.warning("shard %s is missing or damaged; its rows will be computed again", name)
         source = ids[np.asarray(loc.index, dtype=np.int64)]
         keep = np.flatnonzero(source >= 0)
-        kept = shas if len(keep) == len(shas) else [shas[i] for i in keep.tolist()]
+        kept = shas if len(keep) == len(shas) else bytes_column(shas)[keep]
         self._add(kept, source[keep], np.asarray(loc.row, dtype=np.int64)[keep])
 
     def _source_id(self, path: Path, rows: int) -> int:
@@ -212,20 +316,12 @@ class VectorPool:
         self._source_rows.append(rows)
         return len(self._sources) - 1
 
-    def _add(self, shas: list[str], source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
+    def _add(self, shas, source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
         """New entries for ``shas``; a hash keeps its first entry unless ``replace``."""
         first = self._entries()
         self._source.append(source)
         self._row.append(row)
-        ids = range(first, first + len(shas))
-        if replace:
-            self._id.update(zip(shas, ids))
-            return
-        if not self._id:
-            self._id = dict(zip(reversed(shas), reversed(ids)))  # the first of repeated hashes wins
-            return
-        for sha, i in zip(shas, ids):
-            self._id.setdefault(sha, i)
+        self._id.add(shas, np.arange(first, first + len(shas), dtype=np.int64), replace)
 
     def _entries(self) -> int:
         return sum(len(chunk) for chunk in self._row)
@@ -239,7 +335,9 @@ class VectorPool:
 
     def _where(self, sha256s) -> tuple[np.ndarray, np.ndarray]:
         """Source index and row of each of ``sha256s`` (all known)."""
-        ids = np.fromiter(map(self._id.__getitem__, sha256s), dtype=np.int64, count=len(sha256s))
+        ids = self._id.find(sha256s)
+        if len(ids) and ids.min() < 0:
+            raise KeyError(f"{int(np.count_nonzero(ids < 0))} content hash(es) not in the pool")
         source, row = self._columns()
         return source[ids], row[ids]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.augment import AugmentPolicy, apply_view, policy_for, view_parameters, views_identity
-from featcache.cache.layout import Rows, Views, views_folder
+from featcache.cache.layout import Rows, Views, decode_strings, views_folder
 from featcache.cache.shards import ShardWriter, VectorPool, drop_other_shards, remove_unreferenced, view_key
 from featcache.config import ExtractConfig
 from featcache.extraction.pipeline import embed_pixels
@@ -101,8 +101,8 @@ def update_views(
             pool.add_views(config.output, old_views, old[1])
         drop_other_shards(folder, plan.fingerprint)
         pool.add_shards(folder, plan.fingerprint)
-        train = np.flatnonzero(np.asarray(rows.split, dtype=object) == "train")
-        sha = np.asarray(rows.sha256, dtype=object)
+        train = np.flatnonzero(np.asarray(decode_strings(rows.split), dtype=object) == "train")
+        sha = np.asarray(decode_strings(rows.sha256), dtype=object)
         missing = _missing(pool, train, sha, rows, plan.count)
         writer = ShardWriter(folder, plan.fingerprint)
         failed = _compute(missing, config, plan, writer, backbone, progress)
@@ -123,7 +123,7 @@ def _missing(pool: VectorPool, train: np.ndarray, sha: np.ndarray, rows: Rows, c
             continue
         lacking = [j for j in range(count) if view_key(s, j) not in pool]
         if lacking:
-            missing[s] = (rows.path[i], lacking)
+            missing[s] = (decode_strings([rows.path[i]])[0], lacking)
     return missing
 
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from featcache.errors import DatasetError
-from featcache.images import is_image_name
+from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -33,14 +35,14 @@ class Dataset:
     samples: list[Sample]
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
-    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each sample, when listed
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each sample, when stat-ed
 
 
-def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
+def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False, stat: bool = True) -> Dataset:
     """Find every image of ``data_dir`` and its class and split (None where hashing decides).
 
     Symlinks leading out of ``data_dir`` and manifest paths that leave it are refused unless
-    ``allow_outside``.
+    ``allow_outside``. Listed files are stat-ed (``Dataset.stats``) unless ``stat`` is False.
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -49,9 +51,9 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
     if manifest is not None:
         dataset = _scan_manifest(root, Path(manifest), fence)
     elif any(_child_dir(root, name) for name in SPLIT_ALIASES):
-        dataset = _scan_split_folders(root, fence)
+        dataset = _scan_split_folders(root, fence, stat)
     else:
-        dataset = _scan_class_folders(root, fence)
+        dataset = _scan_class_folders(root, fence, stat)
     _check_classes(dataset)
     return dataset
 
@@ -66,12 +68,27 @@ def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> st
     return "train"
 
 
+def splits_for_hashes(sha256s, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """:func:`split_for_hash` of many hex content hashes at once (fixed-width bytes, or str), as bytes (n,)."""
+    hexes = np.asarray(sha256s, dtype="S64")
+    digits = np.frombuffer(hexes.tobytes(), dtype=np.uint8).reshape(len(hexes), 64)[:, :16].astype(np.uint64)
+    nibbles = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0"))
+    value = np.zeros(len(hexes), dtype=np.uint64)
+    for k in range(16):
+        value = (value << np.uint64(4)) | nibbles[:, k]
+    u = value.astype(np.float64) / 2.0**64
+    found = np.full(len(hexes), b"train", dtype="S10")
+    found[u < test_fraction + val_fraction] = b"validation"
+    found[u < test_fraction] = b"test"
+    return found
+
+
 def _child_dir(root: Path, name: str) -> Path | None:
     path = root / name
     return path if path.is_dir() else None
 
 
-def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
+def _scan_split_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
     seen: dict[str, str] = {}
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
@@ -91,11 +108,11 @@ def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
             classes = _class_dirs(root / seen[split])
             if split == "train":
                 class_names = classes
-            _collect(root, seen[split], classes, split, samples, rejected, fence, stats)
+            _collect(root, seen[split], classes, split, samples, rejected, fence, stats if stat else None)
     return Dataset(root, "split-folders", samples, class_names, rejected, stats)
 
 
-def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
+def _scan_class_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
     classes = _class_dirs(root)
     if not classes:
         raise DatasetError(
@@ -105,7 +122,7 @@ def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
     samples: list[Sample] = []
     rejected: list[tuple[str, str]] = []
     stats: list[tuple[int, int]] = []
-    _collect(root, "", classes, None, samples, rejected, fence, stats)
+    _collect(root, "", classes, None, samples, rejected, fence, stats if stat else None)
     return Dataset(root, "class-folders", samples, classes, rejected, stats)
 
 
@@ -118,7 +135,7 @@ class _Found(NamedTuple):
     """What a walk finds: samples with their (size, mtime_ns), and refused files with the reason."""
 
     samples: list[Sample]
-    stats: list[tuple[int, int]]
+    stats: list[tuple[int, int]] | None  # None: not stat-ed
     rejected: list[tuple[str, str]]
 
 
@@ -133,27 +150,30 @@ def _walk_images(folder: str, rel: str, fence: Path | None, label_split: tuple, 
     """Add the image files under ``folder`` (``rel`` from the data folder, ending in "/") to ``found``:
     the files of a folder by name, then its sub-folders by name, hidden entries skipped.
 
-    Directory entries carry their type, so only a file that is kept costs a system call (its stat):
-    listing a million files must not cost four million.
+    Directory entries carry their type, so only a file that is kept costs a system call (its stat,
+    skipped when ``found.stats`` is None): listing a million files must not cost four million.
     """
     try:
         entries = sorted(os.scandir(folder), key=_name)
     except OSError:
         return
     label, split = label_split
+    samples, stats, suffixes = found.samples, found.stats, IMAGE_SUFFIX_TUPLE
     for entry in entries:
         name = entry.name
-        if not is_image_name(name):
+        if name[0] == "." or not name.lower().endswith(suffixes):
             continue
-        reason = None if entry.is_file(follow_symlinks=False) else _refusal(entry, fence)
-        if reason:
-            found.rejected.append((rel + name, reason))
-            continue
-        stat = entry.stat()
-        found.samples.append(Sample(rel + name, label, split))
-        found.stats.append((stat.st_size, stat.st_mtime_ns))
+        if not entry.is_file(follow_symlinks=False):
+            reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
+            if reason:
+                found.rejected.append((rel + name, reason))
+                continue
+        if stats is not None:
+            stat = entry.stat()
+            stats.append((stat.st_size, stat.st_mtime_ns))
+        samples.append(Sample(rel + name, label, split))
     for entry in entries:
-        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+        if entry.name[0] != "." and entry.is_dir(follow_symlinks=False):
             _walk_images(entry.path, f"{rel}{entry.name}/", fence, label_split, found)
 
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from featcache.api import compact, extract, info, verify
-from featcache.cache.layout import read_cache
+from featcache.cache.layout import FORMAT_VERSION, read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cli import main
 from featcache.errors import CacheError
@@ -41,7 +41,7 @@ def test_a_format1_cache_is_upgraded_by_the_next_extract_without_recomputing(tmp
     result = extract(images, cache, backbone=FakeBackbone(), image_size=71)
     assert (result.rows, result.computed, result.reused) == (10, 0, 10)
     with h5py.File(cache) as h5:
-        assert h5.attrs["format_version"] == 2 and h5["features"].is_virtual
+        assert h5.attrs["format_version"] == FORMAT_VERSION and h5["features"].is_virtual
     after = _vectors_by_hash(cache)
     assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
     assert shards_in_use(cache) and len(list_shards(shards_dir(cache))) == 1
@@ -53,7 +53,7 @@ def test_compact_upgrades_a_format1_cache(tmp_path):
     assert (result.rows, result.vectors, result.shards_after) == (10, 10, 1)
     after = _vectors_by_hash(cache)
     assert all(np.array_equal(after[k], before[k]) for k in before)
-    assert info(cache).attrs["format_version"] == 2
+    assert info(cache).attrs["format_version"] == FORMAT_VERSION
 
 
 def test_compact_reclaims_removed_rows_and_merges_small_shards(tmp_path):
@@ -119,3 +119,31 @@ def test_compact_killed_at_any_moment_leaves_a_whole_cache_and_finishes_when_rer
     after = read_cache(cache)
     assert after.rows == before.rows and np.array_equal(after.features, before.features)
     assert shards_in_use(cache) and not [p for p in tmp_path.rglob(".*tmp*")]
+
+
+def _as_format2(cache: Path) -> None:
+    """Rewrite a cache's per-row strings as format 2 stored them: variable-length UTF-8 strings."""
+    with h5py.File(cache, "r+") as h5:
+        for name in ("path", "sha256", "split"):
+            values = h5[name].asstr()[:]
+            del h5[name]
+            h5.create_dataset(name, data=values.astype(object), dtype=h5py.string_dtype("utf-8"))
+        h5.attrs["format_version"] = 2
+
+
+def test_a_format2_cache_is_read_and_upgraded_by_the_next_extract_without_recomputing(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 6, "validation": 2})
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone(), image_size=71)
+    before = read_cache(cache)
+    _as_format2(cache)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["format_version"] == 2 and h5py.check_string_dtype(h5["path"].dtype).length is None
+    assert info(cache).per_split == {"train": 12, "validation": 4, "test": 0} and read_cache(cache).rows == before.rows
+    result = extract(data, cache, backbone=FakeBackbone(), image_size=71)
+    assert (result.computed, result.reused) == (0, 16)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["format_version"] == FORMAT_VERSION == 3
+        assert h5py.check_string_dtype(h5["path"].dtype).length == max(len(p.encode()) for p in before.rows.path)
+    after = read_cache(cache)
+    assert after.rows == before.rows and np.array_equal(after.features, before.features)

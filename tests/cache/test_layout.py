@@ -48,7 +48,7 @@ def test_written_cache_reads_back_in_featcache_and_in_plain_h5py(tmp_path, monke
     write_cache(path, {"fingerprint": "f"}, ["c0", "c1"], rows, _located(path, rows, vectors), quarantine)
     cache = read_cache(path)
     assert cache.rows == rows and cache.class_names == ["c0", "c1"] and cache.quarantine == quarantine
-    assert cache.attrs["format_version"] == FORMAT_VERSION == 2 and cache.fingerprint == "f"
+    assert cache.attrs["format_version"] == FORMAT_VERSION == 3 and cache.fingerprint == "f"
     np.testing.assert_array_equal(cache.features[:, 0], np.arange(5, dtype=np.float32))
     monkeypatch.chdir(tmp_path.parent)  # the shards are found beside the entry file, wherever the reader runs
     with h5py.File(path) as h5:  # what a user without featcache sees

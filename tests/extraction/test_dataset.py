@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 
 from featcache.errors import DatasetError
-from featcache.extraction.dataset import scan, split_for_hash
+from featcache.extraction.dataset import scan, split_for_hash, splits_for_hashes
 from tests.support import CLASS_COLOURS, make_split_dataset, write_image
 
 
@@ -122,3 +123,12 @@ def test_unusable_folders_are_refused_with_a_hint(tmp_path, setup, message):
     setup(root)
     with pytest.raises(DatasetError, match=message):
         scan(root)
+
+
+@pytest.mark.parametrize("val, test", [(0.1, 0.1), (0.0, 0.25), (0.3, 0.0), (0.5, 0.5)])
+def test_splits_for_hashes_agree_with_split_for_hash(val, test):
+    hashes = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(3000)]
+    hashes += ["0" * 64, "f" * 64, "1999999999999999" + "0" * 48, "3333333333333333" + "f" * 48]
+    expected = [split_for_hash(h, val, test) for h in hashes]
+    assert [s.decode() for s in splits_for_hashes(hashes, val, test)] == expected
+    assert set(expected) > {"train"} or val + test == 0

@@ -264,3 +264,33 @@ def test_decoding_threads_yield_to_the_model_until_they_are_starved():
         priority.wait(slow)
         assert priority.raised
         assert priority.wait(pool.submit(policy_and_nice)) == (os.SCHED_OTHER, 10)
+
+
+def test_assume_unchanged_reads_only_new_paths_and_trusts_known_ones(split_data, tmp_path):
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    old = read_cache(out)
+    edited = split_data / "train" / "cat" / "cat_000.jpg"
+    write_image(edited, (10, 250, 10), 77)  # same path, other pixels
+    write_image(split_data / "train" / "dog" / "new.jpg", (250, 10, 10), 99)
+    (split_data / "test" / "dog" / "dog_000.jpg").unlink()
+    result = _run(split_data, out, assume_unchanged=True)
+    assert (result.rows, result.computed, result.reused) == (20, 1, 19)
+    trusted = read_cache(out)
+    assert "test/dog/dog_000.jpg" not in trusted.rows.path and "train/dog/new.jpg" in trusted.rows.path
+    i, j = trusted.rows.path.index("train/cat/cat_000.jpg"), old.rows.path.index("train/cat/cat_000.jpg")
+    assert trusted.rows.sha256[i] == old.rows.sha256[j]  # taken as unchanged: its old vector is kept
+    assert np.array_equal(trusted.features[i], old.features[j])
+    result = _run(split_data, out)  # without the option the edit is noticed
+    assert (result.computed, result.reused) == (1, 19)
+    checked = read_cache(out)
+    expected = fake_embed(load_image(edited, PreprocessSpec(image_size=71))[None])[0]
+    np.testing.assert_allclose(checked.features[checked.rows.path.index("train/cat/cat_000.jpg")], expected, rtol=1e-6)
+
+
+def test_assume_unchanged_without_a_cache_reads_everything(split_data, tmp_path):
+    result = _run(split_data, tmp_path / "c.h5", assume_unchanged=True)
+    assert (result.rows, result.computed) == (20, 20)
+    cache = read_cache(tmp_path / "c.h5")
+    stat = (split_data / cache.rows.path[0]).stat()
+    assert (cache.rows.size[0], cache.rows.mtime_ns[0]) == (stat.st_size, stat.st_mtime_ns)
