@@ -90,6 +90,13 @@ TARGETS = [
     ),
     (
         "scale",
+        "add_assume_unchanged_time_ratio",
+        "add {added} images with --assume-unchanged: seconds on {rows} rows / on {small_rows} rows (in process)",
+        "<= 3",
+        lambda v: v <= 3,
+    ),
+    (
+        "scale",
         "budget_rss_over_tensorflow_mb",
         "train-head 1 epoch, --memory-budget 1GB, {big_rows} rows: peak RSS - TensorFlow's baseline, MB",
         "<= 1536",
@@ -198,6 +205,16 @@ DETAILS = [
     ("scale", "add_entry_file_mb", "add {added} images to {rows} rows: the entry file after, MB"),
     ("scale", "add_seconds", "add {added} images to {rows} rows: s (in process)"),
     ("scale", "add_seconds_small", "add {added} images to {small_rows} rows: s (in process)"),
+    (
+        "scale",
+        "add_assume_unchanged_seconds",
+        "add {added} images with --assume-unchanged to {rows} rows: s (in process)",
+    ),
+    (
+        "scale",
+        "add_assume_unchanged_seconds_small",
+        "add {added} images with --assume-unchanged to {small_rows} rows: s (in process)",
+    ),
     ("scale", "extract_rerun_rss_mb_per_100k", "extract rerun, nothing new: peak RSS growth, MB per 100k rows"),
     ("scale", "info_rss_mb_per_100k", "info: peak RSS growth, MB per 100k rows (synthetic caches)"),
     ("scale", "verify_rss_mb_per_100k", "verify: peak RSS growth, MB per 100k rows (synthetic caches)"),

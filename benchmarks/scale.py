@@ -16,7 +16,8 @@ that is deleted at the end, even on failure:
   :mod:`featcache.cache`: rows with each file's real path, size, mtime and sha256 and the
   fingerprint extract computes for the fake backbone, so extract finds them unchanged; then
   ``--added`` new images, which extract computes and adds (``--small-rows``, ``--rows`` / 10 and
-  ``--rows`` rows), and a rerun that computes nothing;
+  ``--rows`` rows), ``--added`` more added by ``extract --assume-unchanged`` (which does not stat
+  the files the cache holds), and a rerun that computes nothing;
 - synthetic caches without images (``--big-rows`` / 10 and ``--big-rows`` rows, random vectors
   around one centre per class, written a shard at a time) for info, verify (every sampled row is
   skipped, its file being absent), train-head and compare.
@@ -197,11 +198,17 @@ def adds(run: ScaleRun, sizes: list[int], added: int) -> dict[int, dict]:
         if n == sizes[0]:  # the first process reads featcache's libraries from disk; the measured ones do not
             run.op("warm-up", n, "cli", "info", str(cache), keep=False)
         add = run.op(f"extract: add {added:,} images", n, "extract", str(data), str(cache))
-        rerun = run.op("extract: rerun, nothing new", n + added, "extract", str(data), str(cache))
-        for record, computed in ((add, added), (rerun, 0)):
+        with run.step(f"{added:,} more new PNGs beside the {n + added:,}"):
+            tiny_images(data, added, "more", seed=n + 2)
+        trusted = run.op(
+            f"extract --assume-unchanged: add {added:,} images", n + added, "extract", "--assume-unchanged",
+            str(data), str(cache),
+        )  # fmt: skip
+        rerun = run.op("extract: rerun, nothing new", n + 2 * added, "extract", str(data), str(cache))
+        for record, computed in ((add, added), (trusted, added), (rerun, 0)):
             if record is not None and record["computed"] != computed:
                 run.notes.append(f"extract on {n:,} rows computed {record['computed']}, expected {computed}")
-        found[n] = {"add": add, "rerun": rerun, "entry_bytes": cache.stat().st_size}
+        found[n] = {"add": add, "trusted": trusted, "rerun": rerun, "entry_bytes": cache.stat().st_size}
         with run.step(f"{n + added:,} PNGs and their cache deleted"):
             shutil.rmtree(data)
             shutil.rmtree(cache.parent)
@@ -221,12 +228,14 @@ def add_figures(found: dict[int, dict], rows: int, small: int, smaller: int, add
             "add_write_ratio": round(add["write_bytes"] / expected, 3),
             "add_seconds": add["seconds"],
         }
-    small_add = found[small]["add"]
-    if add is not None and small_add is not None:
-        out |= {
-            "add_seconds_small": small_add["seconds"],
-            "add_time_ratio": round(add["seconds"] / small_add["seconds"], 2),
-        }
+    for key, name in (("add", "add"), ("trusted", "add_assume_unchanged")):
+        large, small_add = found[rows][key], found[small][key]
+        if large is not None and small_add is not None:
+            out |= {
+                f"{name}_seconds": large["seconds"],
+                f"{name}_seconds_small": small_add["seconds"],
+                f"{name}_time_ratio": round(large["seconds"] / small_add["seconds"], 2),
+            }
     reruns = found[smaller]["rerun"], found[rows]["rerun"]
     if None not in reruns:
         out["extract_rerun_rss_mb_per_100k"] = per_100k(reruns[0], reruns[1])

@@ -251,7 +251,7 @@ def compact(cache):
     """Rewrite CACHE's shards so each live vector is stored once, in few full shards.
 
     Reclaims the space of removed images and merges the small shards every update adds; a
-    format-1 cache is upgraded. Safe to kill at any moment.
+    cache of an older format is upgraded. Safe to kill at any moment.
     """
     from featcache import api
 

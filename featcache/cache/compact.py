@@ -4,7 +4,7 @@ Updates leave garbage behind: rows of removed images stay in their shards, and e
 small shards of one batch each. Compacting copies each distinct live vector once, in row order,
 into shards of up to ``COPY_ROWS`` rows, writes a new entry file, and only then deletes the old
 shards; a kill at any moment leaves either the old cache or the new one, and at worst unused
-shards that the next ``extract`` or ``compact`` deletes. A format-1 cache is upgraded on the way.
+shards that the next ``extract`` or ``compact`` deletes. A cache of an older format (1 or 2) is upgraded on the way.
 """
 
 from __future__ import annotations

@@ -156,8 +156,12 @@ class KeyIndex:
         return len(self._keys) + len(self._later)
 
     def __contains__(self, key) -> bool:
-        key = key.encode() if isinstance(key, str) else key
-        return key in self._later or bool(self.find(np.array([key], dtype=bytes))[0] >= 0)
+        key = key.encode() if isinstance(key, str) else bytes(key)
+        if key in self._later:
+            return True
+        hashed = np.uint64(_hash_one(key))
+        at = int(np.searchsorted(self._hashes, hashed))
+        return self._scan(at, key, hashed) >= 0
 
     def keys(self) -> list[str]:
         return [k.decode() for k in self._keys.tolist()] + [k.decode() for k in self._later]
@@ -216,12 +220,27 @@ def _hash64(keys: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding)."""
     width = -(-keys.dtype.itemsize // 8) * 8
     words = np.frombuffer(keys.astype(f"S{width}").tobytes(), dtype="<u8").reshape(len(keys), width // 8)
-    hashes = np.full(len(keys), 0xCBF29CE484222325, dtype=np.uint64)
+    hashes = np.full(len(keys), _HASH_START, dtype=np.uint64)
     for k in range(words.shape[1]):
         word = words[:, k]
-        mixed = (hashes ^ word) * np.uint64(0x100000001B3)
+        mixed = (hashes ^ word) * np.uint64(_HASH_PRIME)
         hashes = np.where(word != 0, mixed ^ (mixed >> np.uint64(29)), hashes)
     return hashes
+
+
+def _hash_one(key: bytes) -> int:
+    """:func:`_hash64` of one key, without numpy (what a membership test per file costs)."""
+    key = key.rstrip(b"\0")
+    hashed = _HASH_START
+    for k in range(0, len(key), 8):
+        word = int.from_bytes(key[k : k + 8], "little")
+        if word:
+            mixed = ((hashed ^ word) * _HASH_PRIME) & _MASK64
+            hashed = mixed ^ (mixed >> 29)
+    return hashed
+
+
+_HASH_START, _HASH_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
 def _ordered(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
-"""Reading a dataset's layout (split folders, class folders or a CSV manifest) into labelled samples."""
+"""Reading a dataset's layout (split folders, class folders or a CSV manifest) into labelled images, as columns."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import operator
 import os
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+_SUFFIXES = tuple(suffix.encode() for suffix in IMAGE_SUFFIX_TUPLE)
 
 
 class Sample(NamedTuple):
-    """One image: ``relpath`` is relative to the data folder, with ``/`` separators (a tuple: cheap by the million)."""
+    """One image: ``relpath`` is relative to the data folder, with ``/`` separators."""
 
     relpath: str
     label: str
@@ -28,21 +30,39 @@ class Sample(NamedTuple):
 
 @dataclass
 class Dataset:
-    """The samples of a data folder, the sorted class names and what was set aside while scanning."""
+    """The images of a data folder in listing order, as columns (no object per image: a listing of
+    millions stays small), the sorted class names and what was set aside while scanning."""
 
     root: Path
     layout: str
-    samples: list[Sample]
+    paths: np.ndarray  # bytes (n,): each image's path relative to the data folder, "/"-separated
+    labels: np.ndarray  # int32 (n,): index into class_names
+    splits: np.ndarray  # bytes (n,): train | validation | test, b"" where the content hash decides
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
-    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each sample, when stat-ed
+    size: np.ndarray | None = None  # int64 (n,): each file's size and ...
+    mtime_ns: np.ndarray | None = None  # ... modification time, when the files were stat-ed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sample(self, i: int) -> Sample:
+        """Image ``i`` as a :class:`Sample`."""
+        split = self.splits[i].decode()
+        return Sample(os.fsdecode(self.paths[i]), self.class_names[self.labels[i]], split or None)
+
+    @property
+    def samples(self) -> list[Sample]:
+        """Every image as a :class:`Sample` (an object each: for small datasets and tests)."""
+        return [self.sample(i) for i in range(len(self))]
 
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False, stat: bool = True) -> Dataset:
-    """Find every image of ``data_dir`` and its class and split (None where hashing decides).
+    """Find every image of ``data_dir`` and its class and split (b"" where hashing decides).
 
     Symlinks leading out of ``data_dir`` and manifest paths that leave it are refused unless
-    ``allow_outside``. Listed files are stat-ed (``Dataset.stats``) unless ``stat`` is False.
+    ``allow_outside``. Listed files are stat-ed (``Dataset.size``, ``Dataset.mtime_ns``) unless
+    ``stat`` is False (a manifest's files are never stat-ed here).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -90,10 +110,6 @@ def _child_dir(root: Path, name: str) -> Path | None:
 
 def _scan_split_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
     seen: dict[str, str] = {}
-    samples: list[Sample] = []
-    rejected: list[tuple[str, str]] = []
-    class_names: list[str] = []
-    stats: list[tuple[int, int]] = []
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
         if split is None or not (root / name).is_dir():
@@ -103,13 +119,11 @@ def _scan_split_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
         seen[split] = name
     if "train" not in seen:
         raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
+    found = _Found(_class_dirs(root / seen["train"]), stat)
     for split in SPLITS:
         if split in seen:
-            classes = _class_dirs(root / seen[split])
-            if split == "train":
-                class_names = classes
-            _collect(root, seen[split], classes, split, samples, rejected, fence, stats if stat else None)
-    return Dataset(root, "split-folders", samples, class_names, rejected, stats)
+            _collect(root, seen[split], _class_dirs(root / seen[split]), split, fence, found)
+    return found.dataset(root, "split-folders")
 
 
 def _scan_class_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
@@ -119,11 +133,9 @@ def _scan_class_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
             f"{root} has no class folders; lay images out as {root}/<class>/<image> "
             f"or {root}/train/<class>/<image>, or pass --manifest"
         )
-    samples: list[Sample] = []
-    rejected: list[tuple[str, str]] = []
-    stats: list[tuple[int, int]] = []
-    _collect(root, "", classes, None, samples, rejected, fence, stats if stat else None)
-    return Dataset(root, "class-folders", samples, classes, rejected, stats)
+    found = _Found(classes, stat)
+    _collect(root, "", classes, None, fence, found)
+    return found.dataset(root, "class-folders")
 
 
 def _class_dirs(folder: Path) -> list[str]:
@@ -131,50 +143,91 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
-class _Found(NamedTuple):
-    """What a walk finds: samples with their (size, mtime_ns), and refused files with the reason."""
+class _Found:
+    """What a walk finds, a folder at a time: the kept files' paths, labels, splits (and stats) as column
+    chunks, the refused files with the reason, and labels of validation or test that train lacks."""
 
-    samples: list[Sample]
-    stats: list[tuple[int, int]] | None  # None: not stat-ed
-    rejected: list[tuple[str, str]]
+    def __init__(self, class_names: list[str], stat: bool):
+        self.class_names, self.stat = class_names, stat
+        self._label_of = {name: i for i, name in enumerate(class_names)}
+        self.chunks: dict[str, list[np.ndarray]] = {"paths": [], "labels": [], "splits": [], "size": [], "mtime": []}
+        self.rejected: list[tuple[str, str]] = []
+        self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
+
+    def add(self, paths: list[bytes], label: str, split: str | None, size: list[int], mtime: list[int]) -> None:
+        """The kept files of one folder, all of class ``label`` and split ``split``."""
+        if not paths:
+            return
+        if label not in self._label_of:
+            self.unknown.setdefault(split or "train", set()).add(label)
+            return
+        chunks = self.chunks
+        chunks["paths"].append(np.array(paths, dtype=bytes))
+        chunks["labels"].append(np.full(len(paths), self._label_of[label], dtype=np.int32))
+        chunks["splits"].append(np.full(len(paths), (split or "").encode(), dtype="S10"))
+        if self.stat:
+            chunks["size"].append(np.array(size, dtype=np.int64))
+            chunks["mtime"].append(np.array(mtime, dtype=np.int64))
+
+    def dataset(self, root: Path, layout: str) -> Dataset:
+        """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
+        for split in ("validation", "test"):
+            extra = sorted(self.unknown.get(split, ()))
+            if extra:
+                raise DatasetError(
+                    f"classes {', '.join(extra)} appear in {split} but not in train; "
+                    f"add training images for them or remove them from {split}"
+                )
+        joined = {name: _joined(chunks, name) for name, chunks in self.chunks.items()}
+        stats = (joined["size"], joined["mtime"]) if self.stat else (None, None)
+        return Dataset(
+            root, layout, joined["paths"], joined["labels"], joined["splits"], self.class_names, self.rejected, *stats
+        )
 
 
-def _collect(root, prefix, classes, split, samples, rejected, fence, stats) -> None:
-    found = _Found(samples, stats, rejected)
+def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
+    if chunks:
+        return np.concatenate(chunks)
+    return np.zeros(0, dtype={"paths": "S1", "splits": "S10", "labels": np.int32}.get(name, np.int64))
+
+
+def _collect(root: Path, prefix: str, classes: list[str], split: str | None, fence, found: _Found) -> None:
     for label in classes:
         start = f"{prefix}/{label}/" if prefix else f"{label}/"
-        _walk_images(str(root / start), start, fence, (label, split), found)
+        _walk_images(os.fsencode(root / start), os.fsencode(start), fence, (label, split), found)
 
 
-def _walk_images(folder: str, rel: str, fence: Path | None, label_split: tuple, found: _Found) -> None:
+def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tuple, found: _Found) -> None:
     """Add the image files under ``folder`` (``rel`` from the data folder, ending in "/") to ``found``:
     the files of a folder by name, then its sub-folders by name, hidden entries skipped.
 
     Directory entries carry their type, so only a file that is kept costs a system call (its stat,
-    skipped when ``found.stats`` is None): listing a million files must not cost four million.
+    skipped unless ``found.stat``): listing a million files must not cost four million. Names are
+    bytes, as the file system holds them, so no object per file outlives its folder.
     """
     try:
         entries = sorted(os.scandir(folder), key=_name)
     except OSError:
         return
-    label, split = label_split
-    samples, stats, suffixes = found.samples, found.stats, IMAGE_SUFFIX_TUPLE
+    paths, size, mtime, stat = [], [], [], found.stat
     for entry in entries:
         name = entry.name
-        if name[0] == "." or not name.lower().endswith(suffixes):
+        if name[:1] == b"." or not name.lower().endswith(_SUFFIXES):
             continue
         if not entry.is_file(follow_symlinks=False):
             reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
             if reason:
-                found.rejected.append((rel + name, reason))
+                found.rejected.append((os.fsdecode(rel + name), reason))
                 continue
-        if stats is not None:
-            stat = entry.stat()
-            stats.append((stat.st_size, stat.st_mtime_ns))
-        samples.append(Sample(rel + name, label, split))
+        if stat:
+            st = entry.stat()
+            size.append(st.st_size)
+            mtime.append(st.st_mtime_ns)
+        paths.append(rel + name)
+    found.add(paths, *label_split, size, mtime)
     for entry in entries:
-        if entry.name[0] != "." and entry.is_dir(follow_symlinks=False):
-            _walk_images(entry.path, f"{rel}{entry.name}/", fence, label_split, found)
+        if entry.name[:1] != b"." and entry.is_dir(follow_symlinks=False):
+            _walk_images(entry.path, rel + entry.name + b"/", fence, label_split, found)
 
 
 _name = operator.attrgetter("name")
@@ -185,7 +238,7 @@ def _refusal(item, fence: Path | None) -> str | None:
     must stay inside ``fence``."""
     if item.is_symlink():
         try:
-            target = Path(item).resolve(strict=True)
+            target = Path(os.fsdecode(os.fspath(item))).resolve(strict=True)
         except (OSError, RuntimeError):
             return "broken symlink or symlink loop"
         if fence is not None and not target.is_relative_to(fence):
@@ -213,8 +266,11 @@ def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
             samples.append(samples_or_reason)
         else:
             rejected.append(samples_or_reason)
-    train_classes = {s.label for s in samples if s.split in (None, "train")}
-    return Dataset(root, "manifest", samples, sorted(train_classes), rejected)
+    found = _Found(sorted({s.label for s in samples if s.split in (None, "train")}), stat=False)
+    found.rejected = rejected
+    for (label, split), group in itertools.groupby(samples, key=lambda s: (s.label, s.split)):
+        found.add([os.fsencode(s.relpath) for s in group], label, split, [], [])
+    return found.dataset(root, "manifest")
 
 
 def _manifest_row(root, fence, manifest, line, row):
@@ -237,15 +293,7 @@ def _manifest_row(root, fence, manifest, line, row):
 
 
 def _check_classes(dataset: Dataset) -> None:
-    known = set(dataset.class_names)
-    for split in ("validation", "test"):
-        extra = sorted({s.label for s in dataset.samples if s.split == split} - known)
-        if extra:
-            raise DatasetError(
-                f"classes {', '.join(extra)} appear in {split} but not in train; "
-                f"add training images for them or remove them from {split}"
-            )
-    if not dataset.samples:
+    if not len(dataset):
         raise DatasetError(f"no images found under {dataset.root}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF")
     if len(dataset.class_names) < 2:
         found = ", ".join(dataset.class_names) or "none"

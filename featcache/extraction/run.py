@@ -18,7 +18,6 @@ from featcache.cache.layout import (
     Cache,
     QuarantineEntry,
     Rows,
-    bytes_column,
     read_cache,
     read_fingerprint,
     read_views,
@@ -139,7 +138,7 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
             listing, unreadable = _listing(dataset, old, config.assume_unchanged)
             hashes = _known_hashes(listing, old, pool)
         unknown = np.flatnonzero(hashes == b"").tolist()
-        new = [ListedFile(listing.samples[i], int(listing.size[i]), int(listing.mtime_ns[i])) for i in unknown]
+        new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
         computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
@@ -246,32 +245,34 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cac
 
 
 class Listing(NamedTuple):
-    """The listed samples that could be stat-ed: their paths as fixed-width UTF-8 bytes, size and mtime
-    as int64 (n,) arrays, and the row of the existing cache with the same path (-1: none)."""
+    """The listed images that could be stat-ed, as columns: paths (bytes), labels, splits (b"": by content
+    hash), size and mtime (int64), and the row of the existing cache with the same path (-1: none)."""
 
-    samples: list[Sample]
     paths: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
     size: np.ndarray
     mtime_ns: np.ndarray
     known_row: np.ndarray
 
     def take(self, kept: np.ndarray) -> Listing:
-        """The listing of the samples ``kept`` (indices, increasing)."""
-        samples = [self.samples[i] for i in kept.tolist()]
-        return Listing(samples, self.paths[kept], self.size[kept], self.mtime_ns[kept], self.known_row[kept])
+        """The listing of the images ``kept`` (indices, increasing)."""
+        return Listing(*(column[kept] for column in self))
+
+    def listed_file(self, i: int, class_names: list[str]) -> ListedFile:
+        split = self.splits[i].decode() or None
+        sample = Sample(os.fsdecode(self.paths[i]), class_names[self.labels[i]], split)
+        return ListedFile(sample, int(self.size[i]), int(self.mtime_ns[i]))
 
 
 def _listing(dataset: Dataset, old: Cache | None, assume_unchanged: bool) -> tuple[Listing, list[QuarantineEntry]]:
     """Every listed file with its size and mtime, and those that cannot be read. Sizes and times come
     from the listing, else (with ``assume_unchanged``) from the existing cache's row of the same path,
     else from a stat."""
-    samples, n = dataset.samples, len(dataset.samples)
-    paths = bytes_column([s.relpath for s in samples])
+    paths, n = dataset.paths, len(dataset)
     known = _rows_of(paths, old.rows.path) if old is not None and old.n_rows else np.full(n, -1, dtype=np.int64)
-    if len(dataset.stats) == n:
-        size = np.fromiter((s for s, _ in dataset.stats), dtype=np.int64, count=n)
-        mtime = np.fromiter((m for _, m in dataset.stats), dtype=np.int64, count=n)
-        return Listing(samples, paths, size, mtime, known), []
+    if dataset.size is not None:
+        return Listing(paths, dataset.labels, dataset.splits, dataset.size, dataset.mtime_ns, known), []
     size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
     if assume_unchanged and old is not None:
         hit = np.flatnonzero(known >= 0)
@@ -279,19 +280,19 @@ def _listing(dataset: Dataset, old: Cache | None, assume_unchanged: bool) -> tup
     unreadable = []
     for i in np.flatnonzero(size < 0).tolist():
         try:
-            st = os.stat(os.path.join(dataset.root, samples[i].relpath))
+            st = os.stat(os.path.join(os.fsencode(dataset.root), paths[i]))
         except OSError as exc:
-            unreadable.append(QuarantineEntry(samples[i].relpath, f"cannot read file: {exc.strerror}"))
+            unreadable.append(QuarantineEntry(os.fsdecode(paths[i]), f"cannot read file: {exc.strerror}"))
             continue
         size[i], mtime[i] = st.st_size, st.st_mtime_ns
-    listing = Listing(samples, paths, size, mtime, known)
+    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, known)
     return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), unreadable
 
 
 def _known_hashes(listing: Listing, old: Cache | None, pool: VectorPool) -> np.ndarray:
     """The content hash of each listed file whose path, size and mtime match a row of the existing cache
     with its vector at hand (hex as bytes (n,), b"" elsewhere): those files are not read again."""
-    hashes = np.zeros(len(listing.samples), dtype="S64")
+    hashes = np.zeros(len(listing.paths), dtype="S64")
     if old is None or not old.n_rows:
         return hashes
     r = old.rows
@@ -319,32 +320,32 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
     for i in read:
         sha = hashes[i].decode()
         if sha and sha in pool.quarantine and sha not in pool:
-            quarantine.append(QuarantineEntry(listing.samples[i].relpath, pool.quarantine[sha], sha))
+            quarantine.append(QuarantineEntry(os.fsdecode(listing.paths[i]), pool.quarantine[sha], sha))
             keep[i] = False
     quarantine += unreadable
     if config.strict and quarantine:
         raise BadImagesError(_strict_message(quarantine))
-    kept = np.flatnonzero(keep)
-    samples = [listing.samples[i] for i in kept.tolist()] if len(kept) < len(keep) else listing.samples
-    sha256 = hashes[kept]
-    index = {name: i for i, name in enumerate(dataset.class_names)}
+    if not keep.all():
+        kept = np.flatnonzero(keep)
+        listing, hashes = listing.take(kept), hashes[kept]
     rows = Rows(
-        path=listing.paths[kept],
-        sha256=sha256,
-        label=np.fromiter((index[s.label] for s in samples), dtype=np.int64, count=len(samples)),
-        split=_splits(samples, sha256, config),
-        size=listing.size[kept],
-        mtime_ns=listing.mtime_ns[kept],
+        path=listing.paths,
+        sha256=hashes,
+        label=listing.labels,
+        split=_splits(listing.splits, hashes, config),
+        size=listing.size,
+        mtime_ns=listing.mtime_ns,
     )
     return rows, quarantine
 
 
-def _splits(samples: list[Sample], sha256: np.ndarray, config: ExtractConfig) -> np.ndarray:
+def _splits(given: np.ndarray, sha256: np.ndarray, config: ExtractConfig) -> np.ndarray:
     """Each row's split (bytes (n,)): from the layout, else from its content hash."""
-    found = np.array([(s.split or "").encode() for s in samples], dtype="S10").reshape(len(samples))
-    hashed = np.flatnonzero(found == b"")
-    if len(hashed):
-        found[hashed] = splits_for_hashes(sha256[hashed], config.val_fraction, config.test_fraction)
+    hashed = np.flatnonzero(given == b"")
+    if not len(hashed):
+        return given
+    found = given.copy()
+    found[hashed] = splits_for_hashes(sha256[hashed], config.val_fraction, config.test_fraction)
     return found
 
 

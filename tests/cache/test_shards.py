@@ -106,7 +106,15 @@ def test_key_index_finds_first_entries_of_a_million_style_base_and_later_keys():
 
 def test_key_index_tells_apart_keys_whose_hashes_collide(monkeypatch):
     monkeypatch.setattr(shards, "_hash64", lambda keys: np.zeros(len(keys), dtype=np.uint64))
+    monkeypatch.setattr(shards, "_hash_one", lambda key: 0)
     index = KeyIndex()
     index.add(["a", "b", "a", "c"], np.arange(4))
     assert index.find(["c", "a", "b", "d"]).tolist() == [3, 0, 1, -1]
     assert "b" in index and "d" not in index
+
+
+def test_one_keys_hash_is_the_hash_of_many():
+    keys = [b"", b"a", b"abcdefgh", b"abcdefghi", b"\xff" * 64, b"sha/10", "é/3".encode()]
+    keys += [b"%064x" % i for i in range(50)]
+    many = shards._hash64(np.array(keys, dtype=bytes)).tolist()
+    assert [shards._hash_one(key) for key in keys] == many
