@@ -383,7 +383,8 @@ def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, q
     kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
     digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
     for column in (rows.path, rows.sha256, rows.split):  # fixed-width bytes (see _stored_form)
-        digest.update(f"{len(column)}:{column.dtype.itemsize}:".encode() + column.tobytes())
+        digest.update(f"{len(column)}:{column.dtype.itemsize}:".encode())
+        digest.update(np.ascontiguousarray(column).data)  # read in place, not copied
     texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
     numbers = [rows.label, rows.size, rows.mtime_ns]
     for where in [locations] + ([views.locations] if views is not None else []):
@@ -395,7 +396,8 @@ def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, q
     for column in texts:
         digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
     for column in numbers:
-        digest.update(f"{len(column)}:".encode() + np.asarray(column, dtype=np.int64).tobytes())
+        digest.update(f"{len(column)}:".encode())
+        digest.update(np.ascontiguousarray(column, dtype=np.int64).data)
     return digest.hexdigest()
 
 
@@ -416,7 +418,7 @@ def _write_rows(h5, rows: Rows) -> None:
     import h5py
 
     for name, column in ((PATH, rows.path), (SHA256, rows.sha256), (SPLIT, rows.split)):
-        h5.create_dataset(name, data=column.astype(h5py.string_dtype("utf-8", column.dtype.itemsize)))
+        h5.create_dataset(name, data=column.view(h5py.string_dtype("utf-8", column.dtype.itemsize)))
     h5.create_dataset(LABEL, data=rows.label)
     h5.create_dataset(SIZE, data=rows.size)
     h5.create_dataset(MTIME, data=rows.mtime_ns)

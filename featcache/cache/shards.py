@@ -139,37 +139,33 @@ class ShardWriter:
 
 class KeyIndex:
     """Keys (content hashes, view keys, paths) to entry ids: the keys indexed first (an existing cache's, by
-    the million) as a bytes array ordered by a 64-bit hash of each key, found by binary search on the hashes
-    (no object per key), and a dictionary of those added later (what a run computes). A key keeps its first
-    entry unless added with ``replace``."""
+    the million) kept as the bytes array they came in and ordered by a 64-bit hash of each key, found by
+    binary search on the hashes (no object, no copy per key), and a dictionary of those added later (what
+    a run computes). A key keeps its first entry unless added with ``replace``."""
 
     #: later keys are merged into the ordered base when there are more of them than this
     MERGE_AT = 1 << 16
 
     def __init__(self):
-        self._hashes = np.zeros(0, dtype=np.uint64)  # increasing
-        self._keys = np.zeros(0, dtype="S1")
-        self._ids = np.zeros(0, dtype=np.int64)
+        self._base = _Ordered(np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.int64))
         self._later: dict[bytes, int] = {}
+        self._later_view: _Ordered | None = None
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._later)
+        return len(self._base) + len(self._later)
 
     def __contains__(self, key) -> bool:
         key = key.encode() if isinstance(key, str) else bytes(key)
-        if key in self._later:
-            return True
-        hashed = np.uint64(_hash_one(key))
-        at = int(np.searchsorted(self._hashes, hashed))
-        return self._scan(at, key, hashed) >= 0
+        return key in self._later or self._base.get(key) >= 0
 
     def keys(self) -> list[str]:
-        return [k.decode() for k in self._keys.tolist()] + [k.decode() for k in self._later]
+        return [k.decode() for k in self._base.ordered_keys().tolist()] + [k.decode() for k in self._later]
 
     def add(self, keys, ids: np.ndarray, replace: bool = False) -> None:
-        keys = bytes_column(keys)
+        """Index ``keys`` (an array of fixed-width bytes is kept as it is: do not change it afterwards)."""
+        keys, ids = bytes_column(keys), np.asarray(ids, dtype=np.int64)
         if not len(self):
-            self._hashes, self._keys, self._ids = _ordered(keys, np.asarray(ids, dtype=np.int64))
+            self._base = _Ordered(keys, ids)
             return
         if replace:
             self._later.update(zip(keys.tolist(), ids.tolist()))
@@ -177,49 +173,82 @@ class KeyIndex:
             listed = keys.tolist()
             for i in np.flatnonzero(self.find(keys) < 0).tolist():
                 self._later.setdefault(listed[i], int(ids[i]))
+        self._later_view = None  # made again by the next find
         if len(self._later) > self.MERGE_AT:
             self._merge()
 
     def find(self, keys) -> np.ndarray:
         """The entry id of each of ``keys``, -1 where unknown, int64 (n,)."""
         keys = bytes_column(keys)
-        ids = np.full(len(keys), -1, dtype=np.int64)
-        if len(self._keys) and len(keys):
-            hashes = _hash64(keys)
-            at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._keys) - 1)
-            same_hash = self._hashes[at] == hashes
-            hit = same_hash & (self._keys[at] == keys)
-            ids[hit] = self._ids[at[hit]]
-            for i in np.flatnonzero(same_hash & ~hit).tolist():  # another key with the same hash
-                ids[i] = self._scan(int(at[i]), keys[i], hashes[i])
+        hashes = _hash64(keys)
+        ids = self._base.find(hashes, keys)
         if self._later:
-            later = self._later.get
-            found = np.fromiter((later(k, -1) for k in keys.tolist()), dtype=np.int64, count=len(keys))
+            if self._later_view is None:
+                later = np.array(list(self._later), dtype=bytes)
+                self._later_view = _Ordered(later, np.fromiter(self._later.values(), np.int64, len(self._later)))
+            found = self._later_view.find(hashes, keys)
             ids = np.where(found >= 0, found, ids)
         return ids
-
-    def _scan(self, at: int, key: bytes, hashed: np.uint64) -> int:
-        """The id of ``key`` (whose hash is ``hashed``) among the base keys from ``at`` on, or -1."""
-        while at < len(self._keys) and self._hashes[at] == hashed:
-            if self._keys[at] == key:
-                return int(self._ids[at])
-            at += 1
-        return -1
 
     def _merge(self) -> None:
         later = np.array(list(self._later), dtype=bytes)
         ids = np.fromiter(self._later.values(), dtype=np.int64, count=len(self._later))
         # a later key's entry comes first, so it wins over the base's
-        self._hashes, self._keys, self._ids = _ordered(
-            np.concatenate([later, self._keys]), np.concatenate([ids, self._ids])
-        )
-        self._later = {}
+        keys = np.concatenate([later, self._base.ordered_keys()])
+        self._base = _Ordered(keys, np.concatenate([ids, self._base.ids]))
+        self._later, self._later_view = {}, None
+
+
+class _Ordered:
+    """``keys`` (not copied) with their ids, ordered by hash: ``hashes`` increasing, ``pos`` the position in
+    ``keys`` of each, ``ids`` its id; a repeated key is kept at its first occurrence only."""
+
+    def __init__(self, keys: np.ndarray, ids: np.ndarray):
+        hashes = _hash64(keys)
+        order = np.argsort(hashes, kind="stable")
+        hashes = hashes[order]
+        first = np.ones(len(order), dtype=bool)
+        same = np.flatnonzero(hashes[1:] == hashes[:-1])  # repeated keys, and the rare collisions
+        first[same + 1] = keys[order[same + 1]] != keys[order[same]]
+        self.keys, self.hashes, self.pos, self.ids = keys, hashes[first], order[first], ids[order[first]]
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def ordered_keys(self) -> np.ndarray:
+        return self.keys[self.pos]
+
+    def get(self, key: bytes) -> int:
+        """The id of one key, -1 when absent."""
+        hashed = np.uint64(_hash_one(key))
+        return self._scan(int(np.searchsorted(self.hashes, hashed)), key, hashed)
+
+    def find(self, hashes: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """The id of each of ``keys`` (whose hashes are ``hashes``), -1 where absent."""
+        ids = np.full(len(keys), -1, dtype=np.int64)
+        if not len(self.pos) or not len(keys):
+            return ids
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.pos) - 1)
+        candidate = np.flatnonzero(self.hashes[at] == hashes)
+        equal = self.keys[self.pos[at[candidate]]] == keys[candidate]
+        ids[candidate[equal]] = self.ids[at[candidate[equal]]]
+        for i in candidate[~equal].tolist():  # another key with the same hash comes first
+            ids[i] = self._scan(int(at[i]), keys[i], hashes[i])
+        return ids
+
+    def _scan(self, at: int, key: bytes, hashed) -> int:
+        """The id of ``key`` among the keys from ``at`` on that have its hash ``hashed``, or -1."""
+        while at < len(self.pos) and self.hashes[at] == hashed:
+            if self.keys[self.pos[at]] == key:
+                return int(self.ids[at])
+            at += 1
+        return -1
 
 
 def _hash64(keys: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding)."""
     width = -(-keys.dtype.itemsize // 8) * 8
-    words = np.frombuffer(keys.astype(f"S{width}").tobytes(), dtype="<u8").reshape(len(keys), width // 8)
+    words = np.ascontiguousarray(keys.astype(f"S{width}", copy=False)).view("<u8").reshape(len(keys), width // 8)
     hashes = np.full(len(keys), _HASH_START, dtype=np.uint64)
     for k in range(words.shape[1]):
         word = words[:, k]
@@ -241,16 +270,6 @@ def _hash_one(key: bytes) -> int:
 
 
 _HASH_START, _HASH_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
-
-
-def _ordered(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hashes, keys and ids ordered by hash, a repeated key kept at its first occurrence only."""
-    hashes = _hash64(keys)
-    order = np.argsort(hashes, kind="stable")
-    hashes, keys, ids = hashes[order], keys[order], ids[order]
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = (hashes[1:] != hashes[:-1]) | (keys[1:] != keys[:-1])
-    return hashes[first], keys[first], ids[first]
 
 
 class VectorPool:

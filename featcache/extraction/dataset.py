@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,20 +153,22 @@ class _Found:
         self.rejected: list[tuple[str, str]] = []
         self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
 
-    def add(self, paths: list[bytes], label: str, split: str | None, size: list[int], mtime: list[int]) -> None:
-        """The kept files of one folder, all of class ``label`` and split ``split``."""
+    def add(self, paths: list[bytes], label: str, split: str | None, size, mtime, in_order: bool = False) -> None:
+        """Files of class ``label`` and split ``split``: those kept in one folder (put in order by path), or
+        consecutive rows of a manifest (``in_order``: kept as they come)."""
         if not paths:
             return
         if label not in self._label_of:
             self.unknown.setdefault(split or "train", set()).add(label)
             return
-        chunks = self.chunks
-        chunks["paths"].append(np.array(paths, dtype=bytes))
+        chunks, paths = self.chunks, np.array(paths, dtype=bytes)
+        order = slice(None) if in_order else np.argsort(paths, kind="stable")  # bytes: code point order
+        chunks["paths"].append(paths[order])
         chunks["labels"].append(np.full(len(paths), self._label_of[label], dtype=np.int32))
         chunks["splits"].append(np.full(len(paths), (split or "").encode(), dtype="S10"))
         if self.stat:
-            chunks["size"].append(np.array(size, dtype=np.int64))
-            chunks["mtime"].append(np.array(mtime, dtype=np.int64))
+            chunks["size"].append(np.array(size, dtype=np.int64)[order])
+            chunks["mtime"].append(np.array(mtime, dtype=np.int64)[order])
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
@@ -203,34 +204,38 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
 
     Directory entries carry their type, so only a file that is kept costs a system call (its stat,
     skipped unless ``found.stat``): listing a million files must not cost four million. Names are
-    bytes, as the file system holds them, so no object per file outlives its folder.
+    bytes, as the file system holds them, and a folder's files are put in order as one array.
     """
     try:
-        entries = sorted(os.scandir(folder), key=_name)
+        entries = os.scandir(folder)
     except OSError:
         return
-    paths, size, mtime, stat = [], [], [], found.stat
-    for entry in entries:
-        name = entry.name
-        if name[:1] == b"." or not name.lower().endswith(_SUFFIXES):
-            continue
-        if not entry.is_file(follow_symlinks=False):
-            reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
-            if reason:
-                found.rejected.append((os.fsdecode(rel + name), reason))
+    paths, size, mtime, folders, refused, stat = [], [], [], [], [], found.stat
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name[:1] == b".":
                 continue
-        if stat:
-            st = entry.stat()
-            size.append(st.st_size)
-            mtime.append(st.st_mtime_ns)
-        paths.append(rel + name)
+            if not name.lower().endswith(_SUFFIXES):
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(name)
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(name)  # refused as a file, walked as a folder
+                reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
+                if reason:
+                    refused.append((os.fsdecode(rel + name), reason))
+                    continue
+            if stat:
+                st = entry.stat()
+                size.append(st.st_size)
+                mtime.append(st.st_mtime_ns)
+            paths.append(rel + name)
+    found.rejected += sorted(refused)
     found.add(paths, *label_split, size, mtime)
-    for entry in entries:
-        if entry.name[:1] != b"." and entry.is_dir(follow_symlinks=False):
-            _walk_images(entry.path, rel + entry.name + b"/", fence, label_split, found)
-
-
-_name = operator.attrgetter("name")
+    for name in sorted(folders):
+        _walk_images(os.path.join(folder, name), rel + name + b"/", fence, label_split, found)
 
 
 def _refusal(item, fence: Path | None) -> str | None:
@@ -269,7 +274,7 @@ def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
     found = _Found(sorted({s.label for s in samples if s.split in (None, "train")}), stat=False)
     found.rejected = rejected
     for (label, split), group in itertools.groupby(samples, key=lambda s: (s.label, s.split)):
-        found.add([os.fsencode(s.relpath) for s in group], label, split, [], [])
+        found.add([os.fsencode(s.relpath) for s in group], label, split, [], [], in_order=True)
     return found.dataset(root, "manifest")
 
 

@@ -137,6 +137,8 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, pro
         with paused_gc():
             listing, unreadable = _listing(dataset, old, config.assume_unchanged)
             hashes = _known_hashes(listing, old, pool)
+        if old is not None:  # of the old rows only the content hashes are needed from here on
+            old.rows = Rows(sha256=old.rows.sha256)
         unknown = np.flatnonzero(hashes == b"").tolist()
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()

@@ -98,10 +98,13 @@ def test_key_index_finds_first_entries_of_a_million_style_base_and_later_keys():
     assert index.find(["absent", keys[0][:-1]]).tolist() == [-1, -1]
     index.add(["later", keys[0]], np.array([9000, 9001]))
     assert index.find(["later", keys[0]]).tolist() == [9000, 0] and "later" in index and len(index) == 5051
+    index.add(["later2"], np.array([9004]))  # after a find: that find's view of the later keys is outdated
+    assert index.find(["later2", "later"]).tolist() == [9004, 9000]
     index.add([keys[0]], np.array([9002]), replace=True)
     index.add(["after"], np.array([9003]))
     index._merge()  # later keys join the ordered base; replaced entries win
     assert index.find(["later", keys[0], keys[5], "after", "absent"]).tolist() == [9000, 9002, 5, 9003, -1]
+    assert index.find(["later2"]).tolist() == [9004]
 
 
 def test_key_index_tells_apart_keys_whose_hashes_collide(monkeypatch):
