@@ -137,6 +137,10 @@ class ShardWriter:
         return buffer.getvalue()
 
 
+#: keys looked up at once by KeyIndex.find
+FIND_CHUNK = 1 << 16
+
+
 class KeyIndex:
     """Keys (content hashes, view keys, paths) to entry ids: the keys indexed first (an existing cache's, by
     the million) kept as the bytes array they came in and ordered by a 64-bit hash of each key, found by
@@ -178,8 +182,11 @@ class KeyIndex:
             self._merge()
 
     def find(self, keys) -> np.ndarray:
-        """The entry id of each of ``keys``, -1 where unknown, int64 (n,)."""
+        """The entry id of each of ``keys``, -1 where unknown, int64 (n,); looked up a chunk at a time, so
+        what the lookup needs besides the answer stays small however many keys are asked."""
         keys = bytes_column(keys)
+        if len(keys) > FIND_CHUNK:
+            return np.concatenate([self.find(keys[i : i + FIND_CHUNK]) for i in range(0, len(keys), FIND_CHUNK)])
         hashes = _hash64(keys)
         ids = self._base.find(hashes, keys)
         if self._later:

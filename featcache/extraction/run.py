@@ -25,6 +25,7 @@ from featcache.cache.layout import (
 )
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import (
+    FIND_CHUNK,
     KeyIndex,
     ShardWriter,
     VectorPool,
@@ -297,12 +298,13 @@ def _known_hashes(listing: Listing, old: Cache | None, pool: VectorPool) -> np.n
     hashes = np.zeros(len(listing.paths), dtype="S64")
     if old is None or not old.n_rows:
         return hashes
-    r = old.rows
-    listed = np.flatnonzero(listing.known_row >= 0)
-    rows = listing.known_row[listed]
-    same = (r.size[rows] == listing.size[listed]) & (r.mtime_ns[rows] == listing.mtime_ns[listed])
-    same &= pool.contains(r.sha256[rows])
-    hashes[listed[same]] = r.sha256[rows[same]]
+    r, known = old.rows, np.flatnonzero(listing.known_row >= 0)
+    for start in range(0, len(known), FIND_CHUNK):  # a chunk at a time: no copy of every hash on the way
+        listed = known[start : start + FIND_CHUNK]
+        rows = listing.known_row[listed]
+        same = (r.size[rows] == listing.size[listed]) & (r.mtime_ns[rows] == listing.mtime_ns[listed])
+        same &= pool.contains(r.sha256[rows])
+        hashes[listed[same]] = r.sha256[rows[same]]
     return hashes
 
 
