@@ -23,6 +23,7 @@ from featcache.cache.layout import (
     check_format,
     decode_strings,
     open_h5,
+    picked,
 )
 from featcache.errors import CacheError
 
@@ -79,17 +80,9 @@ def _split_codes(dataset) -> np.ndarray:
 
 
 def read_sha256(path: str | Path, rows: np.ndarray) -> list[str]:
-    """The content hashes of ``rows`` (increasing cache row indices), read a slice at a time."""
-    rows = np.asarray(rows, dtype=np.int64)
-    found: list[str] = []
+    """The content hashes of ``rows`` (increasing cache row indices), read a block at a time."""
     with open_h5(Path(path)) as h5:
-        data = h5[SHA256]
-        for start in range(0, data.shape[0], METADATA_ROWS):
-            lo, hi = np.searchsorted(rows, [start, start + METADATA_ROWS])
-            if hi > lo:
-                values = data[start : start + METADATA_ROWS]
-                found += decode_strings(values[rows[lo:hi] - start])
-    return found
+        return decode_strings(picked(h5[SHA256], np.asarray(rows, dtype=np.int64)))
 
 
 class FeatureReader:

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from featcache.cache import layout
 from featcache.cache.layout import FORMAT_VERSION, QuarantineEntry, Rows, read_cache, read_features, write_cache
 from featcache.cache.shards import ShardWriter, VectorPool, shards_dir
 from featcache.errors import CacheError
@@ -106,3 +107,16 @@ def test_a_full_disk_keeps_the_old_cache_whole(tmp_path, monkeypatch):
     with pytest.raises(CacheError, match="no space left on the device"):
         write_cache(path, {"fingerprint": "g"}, ["a", "b"], rows, located, [])
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.h5.shards"]
+
+
+@pytest.mark.parametrize("count", [0, 7, 1024, 5000])
+def test_picked_rows_equal_numpy_indexing_across_blocks(tmp_path, count):
+    values = np.arange(3 * layout.BLOCK_ROWS + 11, dtype=np.int64) * 3
+    with h5py.File(tmp_path / "c.h5", "w") as h5:
+        h5.create_dataset("v", data=values)
+    rng = np.random.default_rng(count)
+    idx = np.sort(rng.choice(len(values), count, replace=False))
+    if count:
+        idx[0], idx[-1] = 0, len(values) - 1
+    with h5py.File(tmp_path / "c.h5") as h5:
+        assert np.array_equal(layout.picked(h5["v"], idx), values[idx])

@@ -132,3 +132,23 @@ def test_splits_for_hashes_agree_with_split_for_hash(val, test):
     expected = [split_for_hash(h, val, test) for h in hashes]
     assert [s.decode() for s in splits_for_hashes(hashes, val, test)] == expected
     assert set(expected) > {"train"} or val + test == 0
+
+
+def test_files_are_listed_by_name_then_sub_folders_with_their_stats(tmp_path):
+    root = make_split_dataset(tmp_path / "d", counts={"train": 1})
+    folder = root / "train" / "cat"
+    for name in ("é.png", "Z.png", "a.jpg", "sub/b.jpg", "sub/a.jpg", "a.jpg.d/x.jpg", "d.jpg/y.jpg", ".hidden.jpg"):
+        write_image(folder / name, (200, 10, 10), 5)
+    (folder / "notes.txt").write_text("not an image")
+    ds = scan(root)
+    cats = [s.relpath for s in ds.samples if s.label == "cat"]
+    assert cats == [
+        "train/cat/Z.png", "train/cat/a.jpg", "train/cat/cat_000.jpg", "train/cat/é.png",
+        "train/cat/a.jpg.d/x.jpg", "train/cat/d.jpg/y.jpg", "train/cat/sub/a.jpg", "train/cat/sub/b.jpg",
+    ]  # fmt: skip
+    assert ds.rejected == [("train/cat/d.jpg", "a folder, not a file")]
+    i = [s.relpath for s in ds.samples].index("train/cat/é.png")
+    stat = (folder / "é.png").stat()
+    assert (ds.size[i], ds.mtime_ns[i]) == (stat.st_size, stat.st_mtime_ns)
+    unstated = scan(root, stat=False)
+    assert unstated.samples == ds.samples and unstated.size is None
