@@ -135,7 +135,7 @@ class Rows:
 
     def counts(self, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Rows per split (train, validation, test), and per split and class (classes sorted)."""
-        split = np.asarray(self.split)
+        split = self.split if isinstance(self.split, np.ndarray) else np.asarray(self.split, dtype=object)
         names = [name.encode() for name in SPLITS] if split.dtype.kind == "S" else SPLITS
         masks = [split.reshape(-1) == name for name in names]
         return split_counts(masks, np.asarray(self.label, dtype=np.int64).reshape(-1), class_names)
