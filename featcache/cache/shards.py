@@ -104,7 +104,7 @@ class ShardWriter:
     def write(self, sha256s, vectors: np.ndarray, bad: list[tuple[str, str]] = ()) -> Path:
         """Commit one shard: ``vectors`` float32 (len(sha256s), dim) and ``bad`` (sha256, reason) pairs."""
         self._seq += 1
-        sha256s = [_text(s) for s in sha256s]
+        sha256s = decode_strings(sha256s)
         data = self._hdf5_bytes(sha256s, vectors, bad)
         final = self.directory / f"{bytes_sha256(data)[:32]}.h5"
         tmp = self.directory / f".shard-{os.getpid()}-{self._seq:06d}-{self._token}.h5.tmp"
@@ -191,15 +191,18 @@ class KeyIndex:
         ids = self._base.find(hashes, keys)
         if self._later:
             if self._later_view is None:
-                later = np.array(list(self._later), dtype=bytes)
-                self._later_view = _Ordered(later, np.fromiter(self._later.values(), np.int64, len(self._later)))
+                self._later_view = _Ordered(*self._later_arrays())
             found = self._later_view.find(hashes, keys)
             ids = np.where(found >= 0, found, ids)
         return ids
 
-    def _merge(self) -> None:
+    def _later_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The keys added later and their ids, as arrays."""
         later = np.array(list(self._later), dtype=bytes)
-        ids = np.fromiter(self._later.values(), dtype=np.int64, count=len(self._later))
+        return later, np.fromiter(self._later.values(), dtype=np.int64, count=len(self._later))
+
+    def _merge(self) -> None:
+        later, ids = self._later_arrays()
         # a later key's entry comes first, so it wins over the base's
         keys = np.concatenate([later, self._base.ordered_keys()])
         self._base = _Ordered(keys, np.concatenate([ids, self._base.ids]))
