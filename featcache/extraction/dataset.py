@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import DatasetError
+from featcache.extraction.filestat import reason, stat_files
 from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
@@ -152,6 +153,31 @@ class _Found:
         self.chunks: dict[str, list[np.ndarray]] = {"paths": [], "labels": [], "splits": [], "size": [], "mtime": []}
         self.rejected: list[tuple[str, str]] = []
         self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
+        self._folders: list[tuple[bytes, bytes, list[bytes], str, str | None]] = []  # listed, stat-ed at the end
+
+    def listed(self, folder: bytes, rel: bytes, names: list[bytes], label_split: tuple) -> None:
+        """The image files ``names`` of ``folder`` (``rel`` from the data folder), of class and split
+        ``label_split``: added by :meth:`dataset`, once every folder's files are stat-ed at once."""
+        self._folders.append((folder, rel, names, *label_split))
+
+    def _add_listed(self) -> None:
+        listed = [entry for entry in self._folders if entry[2]]
+        if not self.stat:
+            for _, rel, names, label, split in listed:
+                self.add([rel + name for name in names], label, split, (), ())
+            self._folders = []
+            return
+        size, mtime = stat_files([(folder, names) for folder, _, names, _, _ in listed])
+        start = 0
+        for _, rel, names, label, split in listed:
+            stop = start + len(names)
+            ok = size[start:stop] >= 0
+            for i in np.flatnonzero(~ok).tolist():
+                self.rejected.append((os.fsdecode(rel + names[i]), reason(int(mtime[start + i]))))
+            kept = [rel + name for name, good in zip(names, ok.tolist()) if good]
+            self.add(kept, label, split, size[start:stop][ok], mtime[start:stop][ok])
+            start = stop
+        self._folders = []
 
     def add(self, paths: list[bytes], label: str, split: str | None, size, mtime, in_order: bool = False) -> None:
         """Files of class ``label`` and split ``split``: those kept in one folder (put in order by path), or
@@ -172,6 +198,7 @@ class _Found:
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
+        self._add_listed()
         for split in ("validation", "test"):
             extra = sorted(self.unknown.get(split, ()))
             if extra:
@@ -203,14 +230,14 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
     the files of a folder by name, then its sub-folders by name, hidden entries skipped.
 
     Directory entries carry their type, so only a file that is kept costs a system call (its stat,
-    skipped unless ``found.stat``): listing a million files must not cost four million. Names are
-    bytes, as the file system holds them, and a folder's files are put in order as one array.
+    made for every folder at the end of the walk unless ``found.stat``): listing a million files must
+    not cost four million. Names are bytes, as the file system holds them.
     """
     try:
         entries = os.scandir(folder)
     except OSError:
         return
-    paths, size, mtime, folders, refused, stat = [], [], [], [], [], found.stat
+    names, folders, refused = [], [], []
     with entries:
         for entry in entries:
             name = entry.name
@@ -227,13 +254,9 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
                 if reason:
                     refused.append((os.fsdecode(rel + name), reason))
                     continue
-            if stat:
-                st = entry.stat()
-                size.append(st.st_size)
-                mtime.append(st.st_mtime_ns)
-            paths.append(rel + name)
+            names.append(name)
     found.rejected += sorted(refused)
-    found.add(paths, *label_split, size, mtime)
+    found.listed(folder, rel, names, label_split)
     for name in sorted(folders):
         _walk_images(os.path.join(folder, name), rel + name + b"/", fence, label_split, found)
 

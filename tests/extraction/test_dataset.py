@@ -8,6 +8,7 @@ import os
 import pytest
 
 from featcache.errors import DatasetError
+from featcache.extraction import dataset as dataset_module
 from featcache.extraction.dataset import scan, split_for_hash, splits_for_hashes
 from tests.support import CLASS_COLOURS, make_split_dataset, write_image
 
@@ -152,3 +153,19 @@ def test_files_are_listed_by_name_then_sub_folders_with_their_stats(tmp_path):
     assert (ds.size[i], ds.mtime_ns[i]) == (stat.st_size, stat.st_mtime_ns)
     unstated = scan(root, stat=False)
     assert unstated.samples == ds.samples and unstated.size is None
+
+
+def test_a_file_removed_between_listing_and_stat_is_refused_with_the_reason(tmp_path, monkeypatch):
+    root = make_split_dataset(tmp_path / "d", counts={"train": 3})
+    gone = root / "train" / "cat" / "cat_001.jpg"
+    real = dataset_module.stat_files
+
+    def removing_first(folders):
+        gone.unlink()  # after the walk listed it, before its stat
+        return real(folders)
+
+    monkeypatch.setattr(dataset_module, "stat_files", removing_first)
+    ds = scan(root)
+    assert ("train/cat/cat_001.jpg", "cannot read file: No such file or directory") in ds.rejected
+    assert "train/cat/cat_001.jpg" not in [s.relpath for s in ds.samples]
+    assert len(ds) == len(ds.size) == len(ds.mtime_ns) == 3 * 2 - 1

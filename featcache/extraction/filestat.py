@@ -1,0 +1,165 @@
+"""Sizes and modification times of many files, stat-ed in parallel processes when there are many.
+
+One ``stat`` per file is what noticing a changed image costs, and for a large collection it is most
+of an update's time. Python threads do not speed it up: each call takes the interpreter lock
+around a system call of a few microseconds, and two threads mostly wait for each other. Processes
+do, so past :data:`PARALLEL_MIN` files the list is cut in consecutive shares and helper processes
+(a bare ``python -I -S``, no imports beyond ``os``) stat theirs while this process stats its own.
+A helper that cannot start or fails leaves its share to this process: the result is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+#: files below which this process stats them all (a helper takes some 20-40 ms to start)
+PARALLEL_MIN = 20_000
+#: helper processes at most, besides this one
+MAX_HELPERS = 3
+
+# Reads "folder\0name\0name\0...folder\0name..." (a folder is the item with a "/"), writes per name
+# its size and mtime in ns as two little-endian int64, or -1 and the errno when it cannot be stat-ed.
+_HELPER = r"""
+import os, struct, sys
+pack, out, fd, err = struct.Struct("<qq").pack, bytearray(), None, 0
+for item in sys.stdin.buffer.read().split(b"\0"):
+    if b"/" in item:
+        if fd is not None:
+            os.close(fd)
+        try:
+            fd, err = os.open(item, os.O_RDONLY | os.O_DIRECTORY), 0
+        except OSError as exc:
+            fd, err = None, exc.errno or 0
+        continue
+    if fd is None:
+        out += pack(-1, err)
+        continue
+    try:
+        st = os.stat(item, dir_fd=fd)
+    except OSError as exc:
+        out += pack(-1, exc.errno or 0)
+        continue
+    out += pack(st.st_size, st.st_mtime_ns)
+sys.stdout.buffer.write(out)
+"""
+
+
+def stat_files(folders: list[tuple[bytes, list[bytes]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Size and mtime (ns) of every name of every ``(folder, names)``, in that order, as int64 arrays;
+    where a file cannot be stat-ed its size is -1 and its mtime the error number."""
+    pieces = [(os.path.abspath(folder), names) for folder, names in folders if names]
+    total = sum(len(names) for _, names in pieces)
+    shares = _shares(pieces, 1 + _helpers(total))
+    helpers = [_Helper.start(share) for share in shares[1:]]
+    found = [_stat_here(shares[0])] + [helper.result(share) for helper, share in zip(helpers, shares[1:])]
+    table = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+    return table[:, 0].copy(), table[:, 1].copy()
+
+
+def reason(errno: int) -> str:
+    """Why a file could not be stat-ed, as the quarantine records it."""
+    return f"cannot read file: {os.strerror(errno)}"
+
+
+def _helpers(total: int) -> int:
+    if total < PARALLEL_MIN or not sys.executable or os.stat not in os.supports_dir_fd:
+        return 0
+    return max(0, min((os.cpu_count() or 1) - 1, MAX_HELPERS))
+
+
+def _shares(pieces: list[tuple[bytes, list[bytes]]], parts: int) -> list[list[tuple[bytes, list[bytes]]]]:
+    """``pieces`` cut into ``parts`` consecutive shares of about as many names (a folder may be cut)."""
+    total = sum(len(names) for _, names in pieces)
+    size = -(-total // parts) if total else 1
+    shares: list[list[tuple[bytes, list[bytes]]]] = [[]]
+    room = size
+    for folder, names in pieces:
+        start = 0
+        while start < len(names):
+            if room == 0:
+                shares.append([])
+                room = size
+            taken = names[start : start + room]
+            shares[-1].append((folder, taken))
+            start, room = start + len(taken), room - len(taken)
+    return shares
+
+
+def _stat_here(share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
+    """The (size, mtime or errno) of each name of ``share``, stat-ed by this process."""
+    size: list[int] = []
+    mtime: list[int] = []
+    for folder, names in share:
+        _stat_folder(folder, names, size, mtime)
+    return np.array([size, mtime], dtype=np.int64).reshape(2, -1).T
+
+
+def _stat_folder(folder: bytes, names: list[bytes], size: list[int], mtime: list[int]) -> None:
+    """Append the size and mtime of each name in ``folder`` (-1 and the errno where it cannot be stat-ed);
+    each is stat-ed relative to the open folder where the system allows it: the kernel then resolves
+    one name, not the whole path again."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if os.stat in os.supports_dir_fd else None
+    except OSError as exc:
+        size += [-1] * len(names)
+        mtime += [exc.errno or 0] * len(names)
+        return
+    try:
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(os.path.join(folder, name))
+            except OSError as exc:
+                size.append(-1)
+                mtime.append(exc.errno or 0)
+                continue
+            size.append(st.st_size)
+            mtime.append(st.st_mtime_ns)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+class _Helper:
+    """A helper process stat-ing one share; its input is written from a thread while this process works."""
+
+    def __init__(self, process: subprocess.Popen | None, feeder: threading.Thread | None):
+        self.process, self.feeder = process, feeder
+
+    @classmethod
+    def start(cls, share: list[tuple[bytes, list[bytes]]]) -> _Helper:
+        command = [sys.executable, "-I", "-S", "-c", _HELPER]
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return cls(None, None)
+        data = b"\0".join(b"\0".join([folder, *names]) for folder, names in share)
+        feeder = threading.Thread(target=_feed, args=(process, data), daemon=True)
+        feeder.start()
+        return cls(process, feeder)
+
+    def result(self, share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
+        """The helper's table for ``share``, or this process's own when the helper failed."""
+        expected = sum(len(names) for _, names in share)
+        if self.process is None:
+            return _stat_here(share)
+        output = self.process.stdout.read()
+        self.process.stdout.close()
+        self.feeder.join()
+        if self.process.wait() != 0 or len(output) != expected * 16:
+            return _stat_here(share)
+        return np.frombuffer(output, dtype="<i8").reshape(expected, 2).astype(np.int64)
+
+
+def _feed(process: subprocess.Popen, data: bytes) -> None:
+    try:
+        process.stdin.write(data)
+        process.stdin.close()
+    except OSError:  # the helper died; its result says so
+        pass

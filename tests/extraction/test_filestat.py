@@ -1,0 +1,77 @@
+"""filestat.py: sizes and times as os.stat gives them, errors per file, helper processes or not."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import pytest
+
+from featcache.extraction import filestat
+from featcache.extraction.filestat import reason, stat_files
+from tests.support import write_image
+
+
+def _folders(tmp_path, per_folder=(7, 5, 9)):
+    """Folders of images, a symlink to a file elsewhere, a name that is gone and a folder that is gone."""
+    write_image(tmp_path / "elsewhere.jpg", (10, 200, 10), 9)
+    folders = []
+    for k, count in enumerate(per_folder):
+        folder = tmp_path / f"class_{k}"
+        names = []
+        for i in range(count):
+            write_image(folder / f"img_{i}.jpg", (20 * i, 10, 10), i)
+            names.append(f"img_{i}.jpg".encode())
+        (folder / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+        folders.append((os.fsencode(folder), [*names, b"gone.jpg", b"link.jpg"]))
+    folders.append((os.fsencode(tmp_path / "no-such-folder"), [b"a.jpg", b"b.jpg"]))
+    return folders
+
+
+def _expected(folders):
+    """What os.stat says of each name, by full path: (size, mtime) or (-1, errno)."""
+    found = []
+    for folder, names in folders:
+        for name in names:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError as exc:
+                found.append((-1, exc.errno))
+                continue
+            found.append((st.st_size, st.st_mtime_ns))
+    return found
+
+
+@pytest.mark.parametrize("helpers", [False, True])
+def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path, monkeypatch, helpers):
+    folders = _folders(tmp_path)
+    if helpers:
+        monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(filestat.os, "cpu_count", lambda: 4)  # 3 helpers, shares cut inside folders
+    size, mtime = stat_files(folders)
+    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+    assert sum(size < 0) == 3 + 2  # a gone name per folder, two names of the missing folder
+    assert (size[size >= 0] > 0).all()
+    assert reason(errno.ENOENT) == "cannot read file: No such file or directory"
+
+
+@pytest.mark.parametrize("executable", ["/no/such/python", "/bin/false"])
+def test_a_helper_that_cannot_start_or_fails_leaves_its_share_to_this_process(tmp_path, monkeypatch, executable):
+    folders = _folders(tmp_path, (30, 30))
+    monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sys, "executable", executable)
+    size, mtime = stat_files(folders)
+    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+
+
+def test_shares_are_consecutive_and_even():
+    pieces = [(b"/a", [b"1", b"2", b"3", b"4", b"5"]), (b"/b", [b"6"]), (b"/c", [b"7", b"8"])]
+    shares = filestat._shares(pieces, 3)
+    assert [[(f, n) for f, n in share] for share in shares] == [
+        [(b"/a", [b"1", b"2", b"3"])],
+        [(b"/a", [b"4", b"5"]), (b"/b", [b"6"])],
+        [(b"/c", [b"7", b"8"])],
+    ]
+    assert stat_files([])[0].shape == (0,)
