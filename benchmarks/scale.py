@@ -17,7 +17,8 @@ that is deleted at the end, even on failure:
   fingerprint extract computes for the fake backbone, so extract finds them unchanged; then
   ``--added`` new images, which extract computes and adds (``--small-rows``, ``--rows`` / 10 and
   ``--rows`` rows), ``--added`` more added by ``extract --assume-unchanged`` (which does not stat
-  the files the cache holds), and a rerun that computes nothing;
+  the files the cache holds), each add timed ``--repeats`` times on copies of the cache as it was
+  (the median reported, with the spread), and a rerun that computes nothing;
 - synthetic caches without images (``--big-rows`` / 10 and ``--big-rows`` rows, random vectors
   around one centre per class, written a shard at a time) for info, verify (every sampled row is
   skipped, its file being absent), train-head and compare.
@@ -184,8 +185,10 @@ def write_vectors(cache: Path, rows: Rows, attrs: dict, seed: int = 0) -> None:
     write_cache(cache, attrs, class_names(), rows, Locations(files, counts, sizes, index, row, DIM), [])
 
 
-def adds(run: ScaleRun, sizes: list[int], added: int) -> dict[int, dict]:
-    """For each size: images and their cache, ``added`` new images added by extract, then a rerun that adds nothing."""
+def adds(run: ScaleRun, sizes: list[int], added: int, repeats: int = 3) -> dict[int, dict]:
+    """For each size: images and their cache, ``added`` new images added by extract, ``added`` more added with
+    --assume-unchanged (each add timed ``repeats`` times on copies of the cache as it was), then a rerun
+    that adds nothing."""
     found = {}
     for n in sizes:
         data, cache = run.work / f"images-{n}", run.work / f"cache-{n}" / "features.h5"
@@ -197,13 +200,11 @@ def adds(run: ScaleRun, sizes: list[int], added: int) -> dict[int, dict]:
             tiny_images(data, added, "new", seed=n + 1)
         if n == sizes[0]:  # the first process reads featcache's libraries from disk; the measured ones do not
             run.op("warm-up", n, "cli", "info", str(cache), keep=False)
-        add = run.op(f"extract: add {added:,} images", n, "extract", str(data), str(cache))
+        add = repeated_add(run, f"extract: add {added:,} images", n, cache, data, repeats)
         with run.step(f"{added:,} more new PNGs beside the {n + added:,}"):
             tiny_images(data, added, "more", seed=n + 2)
-        trusted = run.op(
-            f"extract --assume-unchanged: add {added:,} images", n + added, "extract", "--assume-unchanged",
-            str(data), str(cache),
-        )  # fmt: skip
+        name = f"extract --assume-unchanged: add {added:,} images"
+        trusted = repeated_add(run, name, n + added, cache, data, repeats, "--assume-unchanged")
         rerun = run.op("extract: rerun, nothing new", n + 2 * added, "extract", str(data), str(cache))
         for record, computed in ((add, added), (trusted, added), (rerun, 0)):
             if record is not None and record["computed"] != computed:
@@ -213,6 +214,39 @@ def adds(run: ScaleRun, sizes: list[int], added: int) -> dict[int, dict]:
             shutil.rmtree(data)
             shutil.rmtree(cache.parent)
     return found
+
+
+def repeated_add(run: ScaleRun, name: str, rows: int, cache: Path, data: Path, repeats: int, *flags: str):
+    """extract ``data`` into ``cache`` ``repeats`` times, each time into a copy of the cache as it is now
+    (shards hard-linked: they are never changed); the last copy becomes the cache. The record of the run
+    of median time, with every run's seconds (``seconds_runs``)."""
+    records = []
+    for k in range(repeats):
+        trial = run.work / f"{cache.parent.name}-trial" / cache.name
+        linked_copy(cache.parent, trial.parent)
+        record = run.op(name, rows, "extract", *flags, str(data), str(trial), keep=False)
+        if record is None:
+            return None
+        records.append(record)
+        if k == repeats - 1:
+            shutil.rmtree(cache.parent)
+            trial.parent.rename(cache.parent)
+        else:
+            shutil.rmtree(trial.parent)
+    median = sorted(records, key=lambda r: r["seconds"])[len(records) // 2]
+    median = {**median, "seconds_runs": [r["seconds"] for r in records]}
+    run.operations.append(median)
+    return median
+
+
+def linked_copy(source: Path, target: Path) -> None:
+    """A copy of the folder ``source`` at ``target``: files in it copied, files in its sub-folders hard-linked."""
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_dir():
+            shutil.copytree(item, target / item.name, copy_function=os.link)
+        else:
+            shutil.copy2(item, target / item.name)
 
 
 def add_figures(found: dict[int, dict], rows: int, small: int, smaller: int, added: int) -> dict:
@@ -235,6 +269,8 @@ def add_figures(found: dict[int, dict], rows: int, small: int, smaller: int, add
                 f"{name}_seconds": large["seconds"],
                 f"{name}_seconds_small": small_add["seconds"],
                 f"{name}_time_ratio": round(large["seconds"] / small_add["seconds"], 2),
+                f"{name}_seconds_runs": large["seconds_runs"],
+                f"{name}_seconds_small_runs": small_add["seconds_runs"],
             }
     reruns = found[smaller]["rerun"], found[rows]["rerun"]
     if None not in reruns:
@@ -392,7 +428,12 @@ def filesystem(path: Path) -> str:
 
 
 def run(
-    work: Path, rows: int = 200_000, big_rows: int = 1_000_000, small_rows: int = 2_000, added: int = 1_000
+    work: Path,
+    rows: int = 200_000,
+    big_rows: int = 1_000_000,
+    small_rows: int = 2_000,
+    added: int = 1_000,
+    repeats: int = 3,
 ) -> dict:
     """Every measurement of the section in the new folder ``work``, which is deleted at the end."""
     work.mkdir(parents=True)
@@ -403,7 +444,7 @@ def run(
             )
         scale = ScaleRun(work)
         result: dict = {"rows": rows, "small_rows": small_rows, "added": added, "big_rows": big_rows}
-        found = adds(scale, sorted({small_rows, rows // 10, rows}), added)
+        found = adds(scale, sorted({small_rows, rows // 10, rows}), added, repeats)
         result |= add_figures(found, rows, small_rows, rows // 10, added)
         result |= readers(scale, big_rows)
         result |= {"setup_seconds": scale.setup, "operations": scale.operations, "notes": scale.notes}
@@ -423,8 +464,10 @@ def operations_table(scale: ScaleRun) -> str:
     for r in scale.operations:
         share = "-" if r["others_cpu_share"] is None else f"{r['others_cpu_share']:.0%}"
         rows = "-" if r["rows"] is None else f"{r['rows']:,}"
+        runs = r.get("seconds_runs", [])
+        spread = f" ({min(runs):.2f}-{max(runs):.2f}, median of {len(runs)})" if len(runs) > 1 else ""
         lines.append(
-            f"| {r['operation']} | {rows} | {r['seconds']:.2f} | {r['process_seconds']:.2f} | "
+            f"| {r['operation']} | {rows} | {r['seconds']:.2f}{spread} | {r['process_seconds']:.2f} | "
             f"{r['peak_rss_mb']:.0f} | {r['written_mb']:.1f} | {share} |"
         )
     lines += [
@@ -457,6 +500,13 @@ def operations_table(scale: ScaleRun) -> str:
 )
 @click.option("--added", type=click.IntRange(1), default=1_000, show_default=True, help="New images added.")
 @click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Times each add is timed, on copies of the cache as it was; the median is reported.",
+)
+@click.option(
     "--big-rows",
     type=click.IntRange(10),
     default=1_000_000,
@@ -476,7 +526,7 @@ def operations_table(scale: ScaleRun) -> str:
     default=None,
     help="Also write the figures as JSON here.",
 )
-def main(rows, small_rows, added, big_rows, work, json_out):
+def main(rows, small_rows, added, repeats, big_rows, work, json_out):
     """Measure featcache at scale: an add to a large cache, train-head under a memory budget, peak RSS as rows grow."""
     from benchmarks import report
 
@@ -486,7 +536,7 @@ def main(rows, small_rows, added, big_rows, work, json_out):
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="featcache-scale-", dir=parent))
     folder.rmdir()  # run() makes it and deletes it
-    result = run(folder, rows, big_rows, small_rows, added)
+    result = run(folder, rows, big_rows, small_rows, added, repeats)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     click.echo(report.table({"scale": result}, sections=("scale",)))

@@ -70,6 +70,7 @@ AUGMENTED, VIEW_ROW, VIEW = "augmented", "row", "view"
 SHARDS_SUFFIX, VIEWS_SUFFIX = ".shards", ".views"  # the folders of shards beside the entry file
 CONTENT = "content_sha256"  # attribute: digest of what the entry file holds, timestamps aside
 SPLITS = ("train", "validation", "test")
+ROW_COLUMNS = (PATH, SHA256, LABEL, SPLIT, SIZE, MTIME)  # the per-row columns; their names are those of Rows
 
 
 @dataclass
@@ -214,16 +215,30 @@ def decode_strings(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_cache(path: Path, with_vectors: bool = True, with_rows: bool = True, arrays: bool = False) -> Cache:
+def read_cache(
+    path: Path, with_vectors: bool = True, with_rows: bool = True, arrays: bool = False, columns: tuple = ROW_COLUMNS
+) -> Cache:
     """Read a whole cache; with ``with_vectors=False`` only its metadata, with ``with_rows=False`` not even
     the per-row lists (``Cache.n_rows`` still counts them): what ``info`` and ``verify`` need at any size.
-    With ``arrays`` the rows are numpy arrays, which read and compare fast by the million."""
+    With ``arrays`` the rows are numpy arrays, which read and compare fast by the million, and only the
+    per-row ``columns`` are read (the others are left empty)."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
         check_format(path, attrs)
+        rows_reader = with_rows and ((lambda h5: _row_arrays(h5, columns)) if arrays else _all_rows)
         try:
-            return _read_body(path, h5, attrs, with_vectors, with_rows and (_row_arrays if arrays else _all_rows))
+            return _read_body(path, h5, attrs, with_vectors, rows_reader)
+        except (KeyError, OSError, ValueError) as exc:
+            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+
+
+def read_columns(path: Path, columns: tuple) -> Rows:
+    """The per-row ``columns`` of a cache (of ROW_COLUMNS) as numpy arrays, the others left empty."""
+    path = Path(path)
+    with open_h5(path) as h5:
+        try:
+            return _row_arrays(h5, columns)
         except (KeyError, OSError, ValueError) as exc:
             raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
 
@@ -293,15 +308,11 @@ def _all_rows(h5) -> Rows:
     )
 
 
-def _row_arrays(h5) -> Rows:
-    return Rows(
-        path=bytes_column(h5[PATH][:]),
-        sha256=bytes_column(h5[SHA256][:]),
-        label=h5[LABEL][:].astype(np.int64),
-        split=bytes_column(h5[SPLIT][:]),
-        size=h5[SIZE][:].astype(np.int64),
-        mtime_ns=h5[MTIME][:].astype(np.int64),
-    )
+def _row_arrays(h5, columns: tuple = ROW_COLUMNS) -> Rows:
+    """The per-row ``columns`` as arrays: strings as fixed-width bytes, numbers as int64."""
+    strings = (PATH, SHA256, SPLIT)
+    read = {name: bytes_column(h5[name][:]) if name in strings else h5[name][:].astype(np.int64) for name in columns}
+    return Rows(**read)
 
 
 def bytes_column(values) -> np.ndarray:

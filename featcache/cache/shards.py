@@ -316,9 +316,9 @@ class VectorPool:
         """Which of ``sha256s`` (str, or bytes as :func:`bytes_column` makes) the pool holds, bool (n,)."""
         return self._id.find(sha256s) >= 0
 
-    def add_cache(self, cache_path: Path, cache: Cache | None = None) -> None:
+    def add_cache(self, cache_path: Path, cache: Cache | None = None) -> np.ndarray:
         """Index the rows and quarantine of an existing cache (``cache``, when already read, saves reading
-        it again); rows of missing or damaged shards are left out."""
+        it again); rows of missing or damaged shards are left out. Which rows were indexed, bool (n,)."""
         if cache is None:
             cache = read_cache(cache_path, with_vectors=False, arrays=True)
         for entry in cache.quarantine:
@@ -326,16 +326,16 @@ class VectorPool:
                 self.quarantine.setdefault(entry.sha256, entry.reason)
         shas = bytes_column(cache.rows.sha256)
         if not len(shas):
-            return
+            return np.zeros(0, dtype=bool)
         loc = cache.locations
         if loc is None:  # format 1: the vectors are in the cache file itself
             with open_h5(cache_path) as h5:
                 self.dim = int(h5[FEATURES].shape[1])
             source = self._source_id(Path(cache_path), len(shas))
             self._add(shas, np.full(len(shas), source, dtype=np.int64), np.arange(len(shas), dtype=np.int64))
-            return
+            return np.ones(len(shas), dtype=bool)
         self.dim = loc.dim
-        self._add_located(shards_dir(cache_path), shas, loc)
+        return self._add_located(shards_dir(cache_path), shas, loc)
 
     def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
         """Index the augmented views of an existing cache by :func:`view_key`; ``sha256s`` are the content
@@ -346,7 +346,7 @@ class VectorPool:
         self.dim = views.locations.dim
         self._add_located(views_folder(cache_path), keys, views.locations)
 
-    def _add_located(self, folder: Path, shas, loc: Locations) -> None:
+    def _add_located(self, folder: Path, shas, loc: Locations) -> np.ndarray:
         ids = np.full(len(loc.files), -1, dtype=np.int64)
         for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes)):
             if _intact(folder / name, size):
@@ -355,9 +355,11 @@ class VectorPool:
             else:
                 log.warning("shard %s is missing or damaged; its rows will be computed again", name)
         source = ids[np.asarray(loc.index, dtype=np.int64)]
-        keep = np.flatnonzero(source >= 0)
+        intact = source >= 0
+        keep = np.flatnonzero(intact)
         kept = shas if len(keep) == len(shas) else bytes_column(shas)[keep]
         self._add(kept, source[keep], np.asarray(loc.row, dtype=np.int64)[keep])
+        return intact
 
     def _source_id(self, path: Path, rows: int) -> int:
         self._sources.append(path)

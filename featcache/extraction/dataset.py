@@ -12,7 +12,6 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import DatasetError
-from featcache.extraction.filestat import reason, stat_files
 from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
@@ -40,8 +39,7 @@ class Dataset:
     splits: np.ndarray  # bytes (n,): train | validation | test, b"" where the content hash decides
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
-    size: np.ndarray | None = None  # int64 (n,): each file's size and ...
-    mtime_ns: np.ndarray | None = None  # ... modification time, when the files were stat-ed
+    folders: list[tuple[bytes, int, int]] = field(default_factory=list)  # (folder "/"-ended, first, end): its rows
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,13 +54,21 @@ class Dataset:
         """Every image as a :class:`Sample` (an object each: for small datasets and tests)."""
         return [self.sample(i) for i in range(len(self))]
 
+    def by_folder(self) -> list[tuple[bytes, list[bytes]]]:
+        """The walked images as (folder, file names) in row order, each folder's full path: what
+        :class:`featcache.extraction.filestat.FileStats` stats (empty for a manifest)."""
+        root = os.fsencode(self.root)
+        return [
+            (os.path.join(root, folder), [path[len(folder) :] for path in self.paths[start:end].tolist()])
+            for folder, start, end in self.folders
+        ]
 
-def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False, stat: bool = True) -> Dataset:
+
+def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
     """Find every image of ``data_dir`` and its class and split (b"" where hashing decides).
 
     Symlinks leading out of ``data_dir`` and manifest paths that leave it are refused unless
-    ``allow_outside``. Listed files are stat-ed (``Dataset.size``, ``Dataset.mtime_ns``) unless
-    ``stat`` is False (a manifest's files are never stat-ed here).
+    ``allow_outside``. Files are listed, not stat-ed (:meth:`Dataset.by_folder` says what to stat).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -71,9 +77,9 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
     if manifest is not None:
         dataset = _scan_manifest(root, Path(manifest), fence)
     elif any(_child_dir(root, name) for name in SPLIT_ALIASES):
-        dataset = _scan_split_folders(root, fence, stat)
+        dataset = _scan_split_folders(root, fence)
     else:
-        dataset = _scan_class_folders(root, fence, stat)
+        dataset = _scan_class_folders(root, fence)
     _check_classes(dataset)
     return dataset
 
@@ -108,7 +114,7 @@ def _child_dir(root: Path, name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _scan_split_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
+def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
     seen: dict[str, str] = {}
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
@@ -119,21 +125,21 @@ def _scan_split_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
         seen[split] = name
     if "train" not in seen:
         raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
-    found = _Found(_class_dirs(root / seen["train"]), stat)
+    found = _Found(_class_dirs(root / seen["train"]))
     for split in SPLITS:
         if split in seen:
             _collect(root, seen[split], _class_dirs(root / seen[split]), split, fence, found)
     return found.dataset(root, "split-folders")
 
 
-def _scan_class_folders(root: Path, fence: Path | None, stat: bool) -> Dataset:
+def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
     classes = _class_dirs(root)
     if not classes:
         raise DatasetError(
             f"{root} has no class folders; lay images out as {root}/<class>/<image> "
             f"or {root}/train/<class>/<image>, or pass --manifest"
         )
-    found = _Found(classes, stat)
+    found = _Found(classes)
     _collect(root, "", classes, None, fence, found)
     return found.dataset(root, "class-folders")
 
@@ -144,61 +150,38 @@ def _class_dirs(folder: Path) -> list[str]:
 
 
 class _Found:
-    """What a walk finds, a folder at a time: the kept files' paths, labels, splits (and stats) as column
-    chunks, the refused files with the reason, and labels of validation or test that train lacks."""
+    """What a walk finds, a folder at a time: the kept files' paths, labels and splits as column chunks,
+    where each folder's rows are, the refused files with the reason, and labels of validation or test
+    that train lacks."""
 
-    def __init__(self, class_names: list[str], stat: bool):
-        self.class_names, self.stat = class_names, stat
+    def __init__(self, class_names: list[str]):
+        self.class_names = class_names
         self._label_of = {name: i for i, name in enumerate(class_names)}
-        self.chunks: dict[str, list[np.ndarray]] = {"paths": [], "labels": [], "splits": [], "size": [], "mtime": []}
+        self.chunks: dict[str, list[np.ndarray]] = {"paths": [], "labels": [], "splits": []}
+        self.rows = 0
+        self.folders: list[tuple[bytes, int, int]] = []
         self.rejected: list[tuple[str, str]] = []
         self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
-        self._folders: list[tuple[bytes, bytes, list[bytes], str, str | None]] = []  # listed, stat-ed at the end
 
-    def listed(self, folder: bytes, rel: bytes, names: list[bytes], label_split: tuple) -> None:
-        """The image files ``names`` of ``folder`` (``rel`` from the data folder), of class and split
-        ``label_split``: added by :meth:`dataset`, once every folder's files are stat-ed at once."""
-        self._folders.append((folder, rel, names, *label_split))
-
-    def _add_listed(self) -> None:
-        listed = [entry for entry in self._folders if entry[2]]
-        if not self.stat:
-            for _, rel, names, label, split in listed:
-                self.add([rel + name for name in names], label, split, (), ())
-            self._folders = []
-            return
-        size, mtime = stat_files([(folder, names) for folder, _, names, _, _ in listed])
-        start = 0
-        for _, rel, names, label, split in listed:
-            stop = start + len(names)
-            ok = size[start:stop] >= 0
-            for i in np.flatnonzero(~ok).tolist():
-                self.rejected.append((os.fsdecode(rel + names[i]), reason(int(mtime[start + i]))))
-            kept = [rel + name for name, good in zip(names, ok.tolist()) if good]
-            self.add(kept, label, split, size[start:stop][ok], mtime[start:stop][ok])
-            start = stop
-        self._folders = []
-
-    def add(self, paths: list[bytes], label: str, split: str | None, size, mtime, in_order: bool = False) -> None:
-        """Files of class ``label`` and split ``split``: those kept in one folder (put in order by path), or
-        consecutive rows of a manifest (``in_order``: kept as they come)."""
+    def add(self, paths: list[bytes], label: str, split: str | None, folder: bytes | None = None) -> None:
+        """Files of class ``label`` and split ``split``: those kept in ``folder`` (put in order by path), or
+        consecutive rows of a manifest (``folder`` None: kept as they come)."""
         if not paths:
             return
         if label not in self._label_of:
             self.unknown.setdefault(split or "train", set()).add(label)
             return
         chunks, paths = self.chunks, np.array(paths, dtype=bytes)
-        order = slice(None) if in_order else np.argsort(paths, kind="stable")  # bytes: code point order
-        chunks["paths"].append(paths[order])
+        if folder is not None:
+            paths.sort(kind="stable")  # bytes: code point order
+            self.folders.append((folder, self.rows, self.rows + len(paths)))
+        chunks["paths"].append(paths)
         chunks["labels"].append(np.full(len(paths), self._label_of[label], dtype=np.int32))
         chunks["splits"].append(np.full(len(paths), (split or "").encode(), dtype="S10"))
-        if self.stat:
-            chunks["size"].append(np.array(size, dtype=np.int64)[order])
-            chunks["mtime"].append(np.array(mtime, dtype=np.int64)[order])
+        self.rows += len(paths)
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
-        self._add_listed()
         for split in ("validation", "test"):
             extra = sorted(self.unknown.get(split, ()))
             if extra:
@@ -207,10 +190,8 @@ class _Found:
                     f"add training images for them or remove them from {split}"
                 )
         joined = {name: _joined(chunks, name) for name, chunks in self.chunks.items()}
-        stats = (joined["size"], joined["mtime"]) if self.stat else (None, None)
-        return Dataset(
-            root, layout, joined["paths"], joined["labels"], joined["splits"], self.class_names, self.rejected, *stats
-        )
+        paths, labels, splits = joined["paths"], joined["labels"], joined["splits"]
+        return Dataset(root, layout, paths, labels, splits, self.class_names, self.rejected, self.folders)
 
 
 def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
@@ -229,9 +210,9 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
     """Add the image files under ``folder`` (``rel`` from the data folder, ending in "/") to ``found``:
     the files of a folder by name, then its sub-folders by name, hidden entries skipped.
 
-    Directory entries carry their type, so only a file that is kept costs a system call (its stat,
-    made for every folder at the end of the walk unless ``found.stat``): listing a million files must
-    not cost four million. Names are bytes, as the file system holds them.
+    Directory entries carry their type, so listing costs no system call per file (a kept file's stat
+    comes later, see :mod:`featcache.extraction.filestat`): listing a million files must not cost
+    four million. Names are bytes, as the file system holds them.
     """
     try:
         entries = os.scandir(folder)
@@ -256,7 +237,7 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
                     continue
             names.append(name)
     found.rejected += sorted(refused)
-    found.listed(folder, rel, names, label_split)
+    found.add([rel + name for name in names], *label_split, folder=rel)
     for name in sorted(folders):
         _walk_images(os.path.join(folder, name), rel + name + b"/", fence, label_split, found)
 
@@ -294,10 +275,10 @@ def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
             samples.append(samples_or_reason)
         else:
             rejected.append(samples_or_reason)
-    found = _Found(sorted({s.label for s in samples if s.split in (None, "train")}), stat=False)
+    found = _Found(sorted({s.label for s in samples if s.split in (None, "train")}))
     found.rejected = rejected
     for (label, split), group in itertools.groupby(samples, key=lambda s: (s.label, s.split)):
-        found.add([os.fsencode(s.relpath) for s in group], label, split, [], [], in_order=True)
+        found.add([os.fsencode(s.relpath) for s in group], label, split)
     return found.dataset(root, "manifest")
 
 

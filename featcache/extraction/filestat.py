@@ -1,11 +1,12 @@
-"""Sizes and modification times of many files, stat-ed in parallel processes when there are many.
+"""Sizes and modification times of many files, stat-ed by helper processes while extract goes on.
 
 One ``stat`` per file is what noticing a changed image costs, and for a large collection it is most
 of an update's time. Python threads do not speed it up: each call takes the interpreter lock
 around a system call of a few microseconds, and two threads mostly wait for each other. Processes
 do, so past :data:`PARALLEL_MIN` files the list is cut in consecutive shares and helper processes
-(a bare ``python -I -S``, no imports beyond ``os``) stat theirs while this process stats its own.
-A helper that cannot start or fails leaves its share to this process: the result is the same.
+(a bare ``python -I -S``, no imports beyond ``os``) stat theirs, one per core, while this process
+reads the existing cache and matches its rows. A helper that cannot start or fails leaves its share
+to this process: the result is the same.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 
 #: files below which this process stats them all (a helper takes some 20-40 ms to start)
 PARALLEL_MIN = 20_000
-#: helper processes at most, besides this one
-MAX_HELPERS = 3
+#: helper processes at most
+MAX_HELPERS = 4
 
 # Reads "folder\0name\0name\0...folder\0name..." (a folder is the item with a "/"), writes per name
 # its size and mtime in ns as two little-endian int64, or -1 and the errno when it cannot be stat-ed.
@@ -49,16 +50,40 @@ sys.stdout.buffer.write(out)
 """
 
 
-def stat_files(folders: list[tuple[bytes, list[bytes]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Size and mtime (ns) of every name of every ``(folder, names)``, in that order, as int64 arrays;
-    where a file cannot be stat-ed its size is -1 and its mtime the error number."""
-    pieces = [(os.path.abspath(folder), names) for folder, names in folders if names]
-    total = sum(len(names) for _, names in pieces)
-    shares = _shares(pieces, 1 + _helpers(total))
-    helpers = [_Helper.start(share) for share in shares[1:]]
-    found = [_stat_here(shares[0])] + [helper.result(share) for helper, share in zip(helpers, shares[1:])]
-    table = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-    return table[:, 0].copy(), table[:, 1].copy()
+class FileStats:
+    """The files of ``(folder, names)`` pairs being stat-ed: :meth:`start` sets helpers to work on a long
+    list at once; :meth:`result` gives the size and mtime of each (waiting for the helpers, or stat-ing
+    here); :meth:`close` stops helpers whose result is no longer wanted."""
+
+    def __init__(self, pieces: list[tuple[bytes, list[bytes]]], helpers: list):
+        self._pieces, self._helpers = pieces, helpers
+
+    @classmethod
+    def start(cls, folders: list[tuple[bytes, list[bytes]]]) -> FileStats:
+        pieces = [(os.path.abspath(folder), names) for folder, names in folders if names]
+        count = _helpers(sum(len(names) for _, names in pieces))
+        if not count:
+            return cls(pieces, [])
+        return cls(pieces, [(_Helper.start(share), share) for share in _shares(pieces, count)])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Size and mtime (ns) of every name, in order, as int64 arrays; where a file cannot be stat-ed
+        its size is -1 and its mtime the error number (see :func:`reason`)."""
+        found = [helper.result(share) for helper, share in self._helpers] or [_stat_here(self._pieces)]
+        self._helpers = []
+        table = np.concatenate(found)
+        return table[:, 0].copy(), table[:, 1].copy()
+
+    def close(self) -> None:
+        for helper, _ in self._helpers:
+            helper.stop()
+        self._helpers = []
+
+    def __enter__(self) -> FileStats:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def reason(errno: int) -> str:
@@ -67,9 +92,10 @@ def reason(errno: int) -> str:
 
 
 def _helpers(total: int) -> int:
+    """How many helper processes stat ``total`` files: none for a short list, else one per core."""
     if total < PARALLEL_MIN or not sys.executable or os.stat not in os.supports_dir_fd:
         return 0
-    return max(0, min((os.cpu_count() or 1) - 1, MAX_HELPERS))
+    return max(1, min(os.cpu_count() or 1, MAX_HELPERS))
 
 
 def _shares(pieces: list[tuple[bytes, list[bytes]]], parts: int) -> list[list[tuple[bytes, list[bytes]]]]:
@@ -155,6 +181,14 @@ class _Helper:
         if self.process.wait() != 0 or len(output) != expected * 16:
             return _stat_here(share)
         return np.frombuffer(output, dtype="<i8").reshape(expected, 2).astype(np.int64)
+
+    def stop(self) -> None:
+        """End the helper, its result unread."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.stdout.close()
+            self.feeder.join()
+            self.process.wait()
 
 
 def _feed(process: subprocess.Popen, data: bytes) -> None:

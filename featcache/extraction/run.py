@@ -15,10 +15,15 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.cache.layout import (
+    MTIME,
+    PATH,
+    SHA256,
+    SIZE,
     Cache,
     QuarantineEntry,
     Rows,
     read_cache,
+    read_columns,
     read_fingerprint,
     read_views,
     write_cache,
@@ -40,6 +45,7 @@ from featcache.config import ExtractConfig
 from featcache.errors import BadImagesError, CacheError, ConfigError, FingerprintMismatch
 from featcache.extraction.augmentation import ViewsDone, drop_views, update_views
 from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashes
+from featcache.extraction.filestat import FileStats, reason
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
 from featcache.versions import cpu_name, package_version
@@ -118,37 +124,35 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
 
         require_ray()
     with paused_gc():
-        dataset = scan(config.data_dir, config.manifest, config.allow_outside, stat=not config.assume_unchanged)
+        dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     fields = fingerprint_fields(config, backbone)
     _prepare_output(config.output)
-    with CacheLock(config.output):
-        sweep_temporaries(config.output)
-        adopt_legacy_parts(config.output)
-        result = _update(config, dataset, backbone, fields, progress)
+    # the files are stat-ed (by helper processes, for a long listing) while the existing cache is read
+    with FileStats.start([] if config.assume_unchanged else dataset.by_folder()) as stats:
+        with CacheLock(config.output):
+            sweep_temporaries(config.output)
+            adopt_legacy_parts(config.output)
+            result = _update(config, dataset, stats, backbone, fields, progress)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _update(config: ExtractConfig, dataset: Dataset, backbone, fields: dict, progress: bool) -> ExtractResult:
+def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone, fields, progress) -> ExtractResult:
     """Compute what the cache lacks, write the new entry file, delete shards it no longer uses."""
     fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
     with paused_gc():
-        pool, old = _open_pool(config, fingerprint, fields)
+        pool, old, at_hand = _open_pool(config, fingerprint, fields)
     try:
         with paused_gc():
-            listing, unreadable = _listing(dataset, old, config.assume_unchanged)
-            hashes = _known_hashes(listing, old, pool)
-        if old is not None:  # of the old rows only the content hashes are needed from here on
-            old.rows = Rows(sha256=old.rows.sha256)
-        unknown = np.flatnonzero(hashes == b"").tolist()
+            listing, unreadable = _listing(dataset, stats, old, at_hand, config.assume_unchanged)
+        unknown = np.flatnonzero(listing.reused_row < 0).tolist()
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
         computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
-        for i, item in zip(unknown, new):
-            hashes[i] = computed.hashes.get(item.sample.relpath, "")
         with paused_gc():
+            hashes = _hashes(listing.reused_row, old, [computed.hashes.get(item.sample.relpath, "") for item in new])
             rows, quarantine = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
@@ -211,12 +215,13 @@ def _prepare_output(output: Path) -> None:
 
 
 def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
-    """Index reusable vectors (existing cache + shards of unfinished runs); refuse mismatched settings."""
+    """Index reusable vectors (existing cache + shards of unfinished runs); refuse mismatched settings.
+    The pool, the existing cache (or None) and which of its rows have their vector at hand."""
     folder = shards_dir(config.output)
     old = _read_existing(config, fingerprint, fields)
-    pool = VectorPool()
+    pool, at_hand = VectorPool(), np.zeros(0, dtype=bool)
     if old is not None:
-        pool.add_cache(config.output, old)
+        at_hand = pool.add_cache(config.output, old)
     stale = shard_fingerprints(folder, skip=pool.known) - {fingerprint}
     if stale and not config.overwrite:
         raise FingerprintMismatch(
@@ -226,7 +231,7 @@ def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     if stale:
         drop_other_shards(folder, fingerprint)
     pool.add_shards(folder, fingerprint)
-    return pool, old
+    return pool, old, at_hand
 
 
 def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cache | None:
@@ -244,19 +249,21 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cac
             return None
         old = read_cache(config.output, with_vectors=False, with_rows=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
-    return read_cache(config.output, with_vectors=False, arrays=True)
+    # of the rows only the content hashes: the paths, sizes and times are read while matching (_listing)
+    return read_cache(config.output, with_vectors=False, arrays=True, columns=(SHA256,))
 
 
 class Listing(NamedTuple):
     """The listed images that could be stat-ed, as columns: paths (bytes), labels, splits (b"": by content
-    hash), size and mtime (int64), and the row of the existing cache with the same path (-1: none)."""
+    hash), size and mtime (int64), and the row of the existing cache whose vector each reuses: same path,
+    size and mtime, vector at hand (-1: none; the file is read)."""
 
     paths: np.ndarray
     labels: np.ndarray
     splits: np.ndarray
     size: np.ndarray
     mtime_ns: np.ndarray
-    known_row: np.ndarray
+    reused_row: np.ndarray
 
     def take(self, kept: np.ndarray) -> Listing:
         """The listing of the images ``kept`` (indices, increasing)."""
@@ -268,44 +275,55 @@ class Listing(NamedTuple):
         return ListedFile(sample, int(self.size[i]), int(self.mtime_ns[i]))
 
 
-def _listing(dataset: Dataset, old: Cache | None, assume_unchanged: bool) -> tuple[Listing, list[QuarantineEntry]]:
-    """Every listed file with its size and mtime, and those that cannot be read. Sizes and times come
-    from the listing, else (with ``assume_unchanged``) from the existing cache's row of the same path,
-    else from a stat."""
+def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.ndarray, assume_unchanged: bool):
+    """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`: its
+    vector must be ``at_hand``), and
+    the files that cannot be read. Sizes and times come from ``stats`` (the walked folders' files), else
+    (with ``assume_unchanged``) from the existing cache's row of the same path, else from a stat. The
+    existing cache's paths, sizes and times are read here and let go once matched."""
     paths, n = dataset.paths, len(dataset)
-    known = _rows_of(paths, old.rows.path) if old is not None and old.n_rows else np.full(n, -1, dtype=np.int64)
-    if dataset.size is not None:
-        return Listing(paths, dataset.labels, dataset.splits, dataset.size, dataset.mtime_ns, known), []
-    size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    if assume_unchanged and old is not None:
-        hit = np.flatnonzero(known >= 0)
-        size[hit], mtime[hit] = old.rows.size[known[hit]], old.rows.mtime_ns[known[hit]]
-    unreadable = []
-    for i in np.flatnonzero(size < 0).tolist():
-        try:
-            st = os.stat(os.path.join(os.fsencode(dataset.root), paths[i]))
-        except OSError as exc:
-            unreadable.append(QuarantineEntry(os.fsdecode(paths[i]), f"cannot read file: {exc.strerror}"))
-            continue
-        size[i], mtime[i] = st.st_size, st.st_mtime_ns
-    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, known)
+    files = read_columns(old.path, (PATH, SIZE, MTIME)) if old is not None and old.n_rows else None
+    known = _rows_of(paths, files.path) if files is not None else np.full(n, -1, dtype=np.int64)
+    if dataset.folders and not assume_unchanged:
+        size, mtime = stats.result()
+        unreadable = [QuarantineEntry(os.fsdecode(paths[i]), reason(int(mtime[i]))) for i in np.flatnonzero(size < 0)]
+    else:  # a manifest's files, or with assume_unchanged
+        size, mtime, unreadable = _stats(dataset, known, files if assume_unchanged else None)
+    reused = _reused_rows(known, size, mtime, files, at_hand)
+    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, reused)
     return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), unreadable
 
 
-def _known_hashes(listing: Listing, old: Cache | None, pool: VectorPool) -> np.ndarray:
-    """The content hash of each listed file whose path, size and mtime match a row of the existing cache
-    with its vector at hand (hex as bytes (n,), b"" elsewhere): those files are not read again."""
-    hashes = np.zeros(len(listing.paths), dtype="S64")
-    if old is None or not old.n_rows:
-        return hashes
-    r, known = old.rows, np.flatnonzero(listing.known_row >= 0)
-    for start in range(0, len(known), FIND_CHUNK):  # a chunk at a time: no copy of every hash on the way
-        listed = known[start : start + FIND_CHUNK]
-        rows = listing.known_row[listed]
-        same = (r.size[rows] == listing.size[listed]) & (r.mtime_ns[rows] == listing.mtime_ns[listed])
-        same &= pool.contains(r.sha256[rows])
-        hashes[listed[same]] = r.sha256[rows[same]]
-    return hashes
+def _stats(dataset: Dataset, known: np.ndarray, files: Rows | None):
+    """Size and mtime of each listed file (size -1: cannot be read), and the quarantine entries of those
+    that cannot: from ``files`` (the existing cache's) where the path is ``known`` there, else a stat."""
+    n = len(dataset)
+    size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    if files is not None:
+        hit = np.flatnonzero(known >= 0)
+        size[hit], mtime[hit] = files.size[known[hit]], files.mtime_ns[known[hit]]
+    unreadable = []
+    for i in np.flatnonzero(size < 0).tolist():
+        try:
+            st = os.stat(os.path.join(os.fsencode(dataset.root), dataset.paths[i]))
+        except OSError as exc:
+            unreadable.append(QuarantineEntry(os.fsdecode(dataset.paths[i]), f"cannot read file: {exc.strerror}"))
+            continue
+        size[i], mtime[i] = st.st_size, st.st_mtime_ns
+    return size, mtime, unreadable
+
+
+def _reused_rows(known: np.ndarray, size, mtime, files: Rows | None, at_hand: np.ndarray) -> np.ndarray:
+    """``known`` (each listed file's row of the existing cache with its path, -1: none) where that row's size
+    and mtime are the file's and its vector is ``at_hand``, -1 elsewhere: those files are not read again."""
+    reused = np.full(len(known), -1, dtype=np.int64)
+    if files is None:
+        return reused
+    listed = np.flatnonzero(known >= 0)
+    rows = known[listed]
+    same = (files.size[rows] == size[listed]) & (files.mtime_ns[rows] == mtime[listed]) & at_hand[rows]
+    reused[listed[same]] = rows[same]
+    return reused
 
 
 def _rows_of(paths: np.ndarray, old_paths: np.ndarray) -> np.ndarray:
@@ -313,6 +331,18 @@ def _rows_of(paths: np.ndarray, old_paths: np.ndarray) -> np.ndarray:
     index = KeyIndex()
     index.add(old_paths, np.arange(len(old_paths), dtype=np.int64))
     return index.find(paths)
+
+
+def _hashes(reused: np.ndarray, old: Cache | None, computed: list[str]) -> np.ndarray:
+    """The content hash of each listed file (hex as bytes (n,)): the existing cache's where its row is
+    ``reused``, else (in order) ``computed`` ("" where the file could not be read)."""
+    hashes = np.zeros(len(reused), dtype="S64")
+    hit = np.flatnonzero(reused >= 0)
+    for start in range(0, len(hit), FIND_CHUNK):  # no copy of every reused hash on the way
+        at = hit[start : start + FIND_CHUNK]
+        hashes[at] = old.rows.sha256[reused[at]]
+    hashes[reused < 0] = np.array(computed, dtype="S64").reshape(len(computed))
+    return hashes
 
 
 def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config, unreadable):

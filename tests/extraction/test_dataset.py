@@ -8,7 +8,6 @@ import os
 import pytest
 
 from featcache.errors import DatasetError
-from featcache.extraction import dataset as dataset_module
 from featcache.extraction.dataset import scan, split_for_hash, splits_for_hashes
 from tests.support import CLASS_COLOURS, make_split_dataset, write_image
 
@@ -135,7 +134,7 @@ def test_splits_for_hashes_agree_with_split_for_hash(val, test):
     assert set(expected) > {"train"} or val + test == 0
 
 
-def test_files_are_listed_by_name_then_sub_folders_with_their_stats(tmp_path):
+def test_files_are_listed_by_name_then_sub_folders_each_folder_with_its_rows(tmp_path):
     root = make_split_dataset(tmp_path / "d", counts={"train": 1})
     folder = root / "train" / "cat"
     for name in ("é.png", "Z.png", "a.jpg", "sub/b.jpg", "sub/a.jpg", "a.jpg.d/x.jpg", "d.jpg/y.jpg", ".hidden.jpg"):
@@ -148,24 +147,6 @@ def test_files_are_listed_by_name_then_sub_folders_with_their_stats(tmp_path):
         "train/cat/a.jpg.d/x.jpg", "train/cat/d.jpg/y.jpg", "train/cat/sub/a.jpg", "train/cat/sub/b.jpg",
     ]  # fmt: skip
     assert ds.rejected == [("train/cat/d.jpg", "a folder, not a file")]
-    i = [s.relpath for s in ds.samples].index("train/cat/é.png")
-    stat = (folder / "é.png").stat()
-    assert (ds.size[i], ds.mtime_ns[i]) == (stat.st_size, stat.st_mtime_ns)
-    unstated = scan(root, stat=False)
-    assert unstated.samples == ds.samples and unstated.size is None
-
-
-def test_a_file_removed_between_listing_and_stat_is_refused_with_the_reason(tmp_path, monkeypatch):
-    root = make_split_dataset(tmp_path / "d", counts={"train": 3})
-    gone = root / "train" / "cat" / "cat_001.jpg"
-    real = dataset_module.stat_files
-
-    def removing_first(folders):
-        gone.unlink()  # after the walk listed it, before its stat
-        return real(folders)
-
-    monkeypatch.setattr(dataset_module, "stat_files", removing_first)
-    ds = scan(root)
-    assert ("train/cat/cat_001.jpg", "cannot read file: No such file or directory") in ds.rejected
-    assert "train/cat/cat_001.jpg" not in [s.relpath for s in ds.samples]
-    assert len(ds) == len(ds.size) == len(ds.mtime_ns) == 3 * 2 - 1
+    listed = [os.path.join(folder, name) for folder, names in ds.by_folder() for name in names]
+    assert listed == [os.fsencode(root / s.relpath) for s in ds.samples]  # every row, in row order
+    assert ds.by_folder()[0] == (os.fsencode(folder) + b"/", [b"Z.png", b"a.jpg", b"cat_000.jpg", "é.png".encode()])

@@ -1,4 +1,4 @@
-"""filestat.py: sizes and times as os.stat gives them, errors per file, helper processes or not."""
+"""filestat.py: sizes and times as os.stat gives them, errors per file, helper processes or not, stopped."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from featcache.extraction import filestat
-from featcache.extraction.filestat import reason, stat_files
+from featcache.extraction.filestat import FileStats, reason
 from tests.support import write_image
 
 
@@ -48,8 +48,9 @@ def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path
     folders = _folders(tmp_path)
     if helpers:
         monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
-        monkeypatch.setattr(filestat.os, "cpu_count", lambda: 4)  # 3 helpers, shares cut inside folders
-    size, mtime = stat_files(folders)
+        monkeypatch.setattr(filestat.os, "cpu_count", lambda: 3)  # 3 helpers, shares cut inside folders
+    with FileStats.start(folders) as stats:
+        size, mtime = stats.result()
     assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
     assert sum(size < 0) == 3 + 2  # a gone name per folder, two names of the missing folder
     assert (size[size >= 0] > 0).all()
@@ -62,7 +63,8 @@ def test_a_helper_that_cannot_start_or_fails_leaves_its_share_to_this_process(tm
     monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
     monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(sys, "executable", executable)
-    size, mtime = stat_files(folders)
+    with FileStats.start(folders) as stats:
+        size, mtime = stats.result()
     assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
 
 
@@ -74,4 +76,12 @@ def test_shares_are_consecutive_and_even():
         [(b"/a", [b"4", b"5"]), (b"/b", [b"6"])],
         [(b"/c", [b"7", b"8"])],
     ]
-    assert stat_files([])[0].shape == (0,)
+    assert FileStats.start([]).result()[0].shape == (0,)
+
+
+def test_helpers_whose_result_is_not_wanted_are_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
+    with FileStats.start(_folders(tmp_path, (40, 40))) as stats:
+        processes = [helper.process for helper, _ in stats._helpers]
+        assert processes and all(p.poll() is None or p.returncode == 0 for p in processes)
+    assert all(p.returncode is not None for p in processes)  # ended and reaped: no process left behind

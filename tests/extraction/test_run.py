@@ -294,3 +294,25 @@ def test_assume_unchanged_without_a_cache_reads_everything(split_data, tmp_path)
     cache = read_cache(tmp_path / "c.h5")
     stat = (split_data / cache.rows.path[0]).stat()
     assert (cache.rows.size[0], cache.rows.mtime_ns[0]) == (stat.st_size, stat.st_mtime_ns)
+
+
+@pytest.mark.parametrize("helpers", [False, True])
+def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_path, monkeypatch, helpers):
+    from featcache.extraction import filestat, run
+
+    if helpers:  # the files are stat-ed by helper processes, as past 20,000 files
+        monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
+    gone, real_scan = split_data / "train" / "cat" / "cat_001.jpg", run.scan
+
+    def scan_then_remove(*args, **kwargs):
+        dataset = real_scan(*args, **kwargs)
+        gone.unlink()  # listed, not yet stat-ed
+        return dataset
+
+    monkeypatch.setattr(run, "scan", scan_then_remove)
+    result = _run(split_data, tmp_path / "c.h5")
+    assert [(q.path, q.reason) for q in result.quarantine] == [
+        ("train/cat/cat_001.jpg", "cannot read file: No such file or directory")
+    ]
+    assert (result.rows, result.computed) == (19, 19)
+    assert "train/cat/cat_001.jpg" not in read_cache(tmp_path / "c.h5").rows.path
