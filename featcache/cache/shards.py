@@ -430,8 +430,18 @@ class VectorPool:
             out[at] = _read_rows(self._dataset(self._sources[s]), unique)[inverse]
         return out
 
-    def locate(self, sha256s, writer: ShardWriter) -> Locations:
-        """Where each of ``sha256s`` lies in a shard; vectors still in a format-1 file are copied into new shards."""
+    def locate(self, sha256s, writer: ShardWriter, known: tuple[Locations, np.ndarray] | None = None) -> Locations:
+        """Where each of ``sha256s`` lies in a shard; vectors still in a format-1 file are copied into new shards.
+        With ``known`` = (locations, reused), row i with ``reused[i]`` >= 0 lies where row ``reused[i]`` of
+        those locations does (its shard intact): only the other rows are looked up."""
+        if known is None:
+            return self._locate(sha256s, writer)
+        where, reused = known
+        miss = np.flatnonzero(reused < 0)
+        found = self._locate(bytes_column(sha256s)[miss], writer)
+        return joined_locations(where, reused, found, miss)
+
+    def _locate(self, sha256s, writer: ShardWriter) -> Locations:
         if any(path.parent != writer.directory for path in self._sources):
             source, _ = self._where(sha256s)
             outside = np.array([path.parent != writer.directory for path in self._sources])[source]
@@ -470,6 +480,27 @@ class VectorPool:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+
+
+def joined_locations(known: Locations, reused: np.ndarray, found: Locations, miss: np.ndarray) -> Locations:
+    """The locations of ``len(reused)`` rows: row i at row ``reused[i]`` of ``known`` where that is >= 0, the
+    rows ``miss`` (the others, in order) where ``found`` says; only the shards they use are listed."""
+    names = list(dict.fromkeys([*known.files, *found.files]))
+    at = {name: i for i, name in enumerate(names)}
+    rows_of = dict(zip(known.files, known.file_rows)) | dict(zip(found.files, found.file_rows))
+    bytes_of = dict(zip(known.files, known.file_bytes)) | dict(zip(found.files, found.file_bytes))
+    index, row = np.empty(len(reused), dtype=np.int64), np.empty(len(reused), dtype=np.int64)
+    hit = np.flatnonzero(reused >= 0)
+    index[hit] = np.array([at[f] for f in known.files], dtype=np.int64)[np.asarray(known.index)[reused[hit]]]
+    row[hit] = np.asarray(known.row)[reused[hit]]
+    index[miss] = np.array([at[f] for f in found.files], dtype=np.int64)[np.asarray(found.index, dtype=np.int64)]
+    row[miss] = found.row
+    used = np.flatnonzero(np.bincount(index, minlength=len(names)))
+    renumbered = np.zeros(len(names), dtype=np.int32)
+    renumbered[used] = np.arange(len(used), dtype=np.int32)
+    files = [names[i] for i in used.tolist()]
+    dim = known.dim or found.dim
+    return Locations(files, [rows_of[f] for f in files], [bytes_of[f] for f in files], renumbered[index], row, dim)
 
 
 def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -54,14 +55,12 @@ class Dataset:
         """Every image as a :class:`Sample` (an object each: for small datasets and tests)."""
         return [self.sample(i) for i in range(len(self))]
 
-    def by_folder(self) -> list[tuple[bytes, list[bytes]]]:
-        """The walked images as (folder, file names) in row order, each folder's full path: what
-        :class:`featcache.extraction.filestat.FileStats` stats (empty for a manifest)."""
+    def by_folder(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        """The walked images as (folder, file names) in row order, each folder's full path, made a folder
+        at a time: what :class:`featcache.extraction.filestat.FileStats` stats (none for a manifest)."""
         root = os.fsencode(self.root)
-        return [
-            (os.path.join(root, folder), [path[len(folder) :] for path in self.paths[start:end].tolist()])
-            for folder, start, end in self.folders
-        ]
+        for folder, start, end in self.folders:
+            yield os.path.join(root, folder), [path[len(folder) :] for path in self.paths[start:end].tolist()]
 
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:

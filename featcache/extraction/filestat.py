@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,31 +61,52 @@ class FileStats:
         self._pieces, self._helpers = pieces, helpers
 
     @classmethod
-    def start(cls, folders: list[tuple[bytes, list[bytes]]]) -> FileStats:
-        pieces = [(os.path.abspath(folder), names) for folder, names in folders if names]
-        count = _helpers(sum(len(names) for _, names in pieces))
+    def start(cls, folders: Iterable[tuple[bytes, list[bytes]]], total: int | None = None) -> FileStats:
+        """Stat the names of ``folders`` (an iterable, taken once; ``total`` names in all, counted when
+        not given): a helper starts as soon as its share is listed, and holds it as one block of bytes."""
+        if total is None:
+            folders = list(folders)
+            total = sum(len(names) for _, names in folders)
+        count = _helpers(total)
         if not count:
-            return cls(pieces, [])
-        return cls(pieces, [(_Helper.start(share), share) for share in _shares(pieces, count)])
+            return cls([(os.path.abspath(folder), names) for folder, names in folders if names], [])
+        return cls([], [(_Helper.start(share), share) for share in _shares(folders, total, count)])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Size and mtime (ns) of every name, in order, as int64 arrays; where a file cannot be stat-ed
         its size is -1 and its mtime the error number (see :func:`reason`)."""
         found = [helper.result(share) for helper, share in self._helpers] or [_stat_here(self._pieces)]
-        self._helpers = []
+        self._pieces, self._helpers = [], []
         table = np.concatenate(found)
         return table[:, 0].copy(), table[:, 1].copy()
 
     def close(self) -> None:
         for helper, _ in self._helpers:
             helper.stop()
-        self._helpers = []
+        self._pieces, self._helpers = [], []
 
     def __enter__(self) -> FileStats:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Share(NamedTuple):
+    """A helper's share of the names, as it reads them (see _HELPER), and how many names it holds."""
+
+    data: bytes
+    count: int
+
+    def pieces(self) -> list[tuple[bytes, list[bytes]]]:
+        """The (folder, names) pairs of the share (a folder is the item with a "/")."""
+        pieces: list[tuple[bytes, list[bytes]]] = []
+        for item in self.data.split(b"\0"):
+            if b"/" in item:
+                pieces.append((item, []))
+            else:
+                pieces[-1][1].append(item)
+        return pieces
 
 
 def reason(errno: int) -> str:
@@ -98,22 +121,23 @@ def _helpers(total: int) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_HELPERS))
 
 
-def _shares(pieces: list[tuple[bytes, list[bytes]]], parts: int) -> list[list[tuple[bytes, list[bytes]]]]:
-    """``pieces`` cut into ``parts`` consecutive shares of about as many names (a folder may be cut)."""
-    total = sum(len(names) for _, names in pieces)
-    size = -(-total // parts) if total else 1
-    shares: list[list[tuple[bytes, list[bytes]]]] = [[]]
-    room = size
-    for folder, names in pieces:
-        start = 0
+def _shares(folders: Iterable[tuple[bytes, list[bytes]]], total: int, parts: int) -> Iterator[_Share]:
+    """The names of ``folders`` cut into ``parts`` consecutive shares of about as many (a folder may be cut),
+    each made as soon as its names are listed."""
+    size = -(-total // parts)
+    chunks: list[bytes] = []
+    count = 0
+    for folder, names in folders:
+        folder, start = os.path.abspath(folder), 0
         while start < len(names):
-            if room == 0:
-                shares.append([])
-                room = size
-            taken = names[start : start + room]
-            shares[-1].append((folder, taken))
-            start, room = start + len(taken), room - len(taken)
-    return shares
+            taken = names[start : start + size - count]
+            chunks.append(b"\0".join([folder, *taken]))
+            start, count = start + len(taken), count + len(taken)
+            if count == size:
+                yield _Share(b"\0".join(chunks), count)
+                chunks, count = [], 0
+    if count:
+        yield _Share(b"\0".join(chunks), count)
 
 
 def _stat_here(share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
@@ -157,7 +181,7 @@ class _Helper:
         self.process, self.feeder = process, feeder
 
     @classmethod
-    def start(cls, share: list[tuple[bytes, list[bytes]]]) -> _Helper:
+    def start(cls, share: _Share) -> _Helper:
         command = [sys.executable, "-I", "-S", "-c", _HELPER]
         try:
             process = subprocess.Popen(
@@ -165,22 +189,20 @@ class _Helper:
             )
         except OSError:
             return cls(None, None)
-        data = b"\0".join(b"\0".join([folder, *names]) for folder, names in share)
-        feeder = threading.Thread(target=_feed, args=(process, data), daemon=True)
+        feeder = threading.Thread(target=_feed, args=(process, share.data), daemon=True)
         feeder.start()
         return cls(process, feeder)
 
-    def result(self, share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
+    def result(self, share: _Share) -> np.ndarray:
         """The helper's table for ``share``, or this process's own when the helper failed."""
-        expected = sum(len(names) for _, names in share)
         if self.process is None:
-            return _stat_here(share)
+            return _stat_here(share.pieces())
         output = self.process.stdout.read()
         self.process.stdout.close()
         self.feeder.join()
-        if self.process.wait() != 0 or len(output) != expected * 16:
-            return _stat_here(share)
-        return np.frombuffer(output, dtype="<i8").reshape(expected, 2).astype(np.int64)
+        if self.process.wait() != 0 or len(output) != share.count * 16:
+            return _stat_here(share.pieces())
+        return np.frombuffer(output, dtype="<i8").reshape(share.count, 2).astype(np.int64)
 
     def stop(self) -> None:
         """End the helper, its result unread."""

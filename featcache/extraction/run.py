@@ -128,7 +128,8 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
     fields = fingerprint_fields(config, backbone)
     _prepare_output(config.output)
     # the files are stat-ed (by helper processes, for a long listing) while the existing cache is read
-    with FileStats.start([] if config.assume_unchanged else dataset.by_folder()) as stats:
+    files = ([], 0) if config.assume_unchanged else (dataset.by_folder(), len(dataset))
+    with FileStats.start(*files) as stats:
         with CacheLock(config.output):
             sweep_temporaries(config.output)
             adopt_legacy_parts(config.output)
@@ -153,10 +154,11 @@ def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone,
         pool.add_shards(folder, fingerprint)
         with paused_gc():
             hashes = _hashes(listing.reused_row, old, [computed.hashes.get(item.sample.relpath, "") for item in new])
-            rows, quarantine = _assemble(
+            rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
-            locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint))
+            known = (old.locations, reused) if old is not None and old.locations is not None else None
+            locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint), known)
         views_start = time.perf_counter()
         views = update_views(config, rows, _old_views(config, old), fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
@@ -346,9 +348,10 @@ def _hashes(reused: np.ndarray, old: Cache | None, computed: list[str]) -> np.nd
 
 
 def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config, unreadable):
-    """Rows of the new cache in listing order (numpy columns), and its quarantine (``unreadable`` are the
-    files that could not be read); ``read`` are the files read in this run, the only ones that can be bad.
-    With ``config.strict``, any file that cannot be used is an error."""
+    """Rows of the new cache in listing order (numpy columns), its quarantine (``unreadable`` are the files
+    that could not be read) and the existing cache's row each reuses (-1: none); ``read`` are the files read
+    in this run, the only ones that can be bad. With ``config.strict``, any file that cannot be used is an
+    error."""
     quarantine = [QuarantineEntry(p, r) for p, r in dataset.rejected]
     keep = hashes != b""
     for i in read:
@@ -370,7 +373,7 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
         size=listing.size,
         mtime_ns=listing.mtime_ns,
     )
-    return rows, quarantine
+    return rows, quarantine, listing.reused_row
 
 
 def _splits(given: np.ndarray, sha256: np.ndarray, config: ExtractConfig) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from featcache.cache import shards
-from featcache.cache.layout import read_cache
+from featcache.cache.layout import Locations, read_cache
 from featcache.cache.shards import (
     KeyIndex,
     ShardWriter,
@@ -121,3 +121,16 @@ def test_one_keys_hash_is_the_hash_of_many():
     keys += [b"%064x" % i for i in range(50)]
     many = shards._hash64(np.array(keys, dtype=bytes)).tolist()
     assert [shards._hash_one(key) for key in keys] == many
+
+
+def test_joined_locations_put_reused_rows_where_they_were_and_list_only_used_shards():
+    known = Locations(["a.h5", "b.h5", "c.h5"], [2, 3, 1], [20, 30, 10], np.array([0, 0, 1, 1, 1, 2]),
+                      np.array([0, 1, 0, 1, 2, 0]), 4)  # fmt: skip
+    found = Locations(["d.h5", "b.h5"], [2, 3], [40, 30], np.array([0, 1, 0]), np.array([1, 2, 0]), 4)
+    reused = np.array([3, -1, 0, -1, -1, 4])  # rows 1, 3, 4 are the found ones, in order
+    joined = shards.joined_locations(known, reused, found, np.flatnonzero(reused < 0))
+    where = [(joined.files[i], int(r)) for i, r in zip(joined.index.tolist(), joined.row)]
+    assert where == [("b.h5", 1), ("d.h5", 1), ("a.h5", 0), ("b.h5", 2), ("d.h5", 0), ("b.h5", 2)]
+    assert joined.files == ["a.h5", "b.h5", "d.h5"]  # c.h5 no longer used
+    assert (joined.file_rows, joined.file_bytes, joined.dim) == ([2, 3, 2], [20, 30, 40], 4)
+    assert joined.index.dtype == np.int32

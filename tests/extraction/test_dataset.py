@@ -147,6 +147,6 @@ def test_files_are_listed_by_name_then_sub_folders_each_folder_with_its_rows(tmp
         "train/cat/a.jpg.d/x.jpg", "train/cat/d.jpg/y.jpg", "train/cat/sub/a.jpg", "train/cat/sub/b.jpg",
     ]  # fmt: skip
     assert ds.rejected == [("train/cat/d.jpg", "a folder, not a file")]
-    listed = [os.path.join(folder, name) for folder, names in ds.by_folder() for name in names]
+    listed = [os.path.join(folder, name) for folder, names in list(ds.by_folder()) for name in names]
     assert listed == [os.fsencode(root / s.relpath) for s in ds.samples]  # every row, in row order
-    assert ds.by_folder()[0] == (os.fsencode(folder) + b"/", [b"Z.png", b"a.jpg", b"cat_000.jpg", "é.png".encode()])
+    assert next(ds.by_folder()) == (os.fsencode(folder) + b"/", [b"Z.png", b"a.jpg", b"cat_000.jpg", "é.png".encode()])

@@ -70,11 +70,11 @@ def test_a_helper_that_cannot_start_or_fails_leaves_its_share_to_this_process(tm
 
 def test_shares_are_consecutive_and_even():
     pieces = [(b"/a", [b"1", b"2", b"3", b"4", b"5"]), (b"/b", [b"6"]), (b"/c", [b"7", b"8"])]
-    shares = filestat._shares(pieces, 3)
-    assert [[(f, n) for f, n in share] for share in shares] == [
-        [(b"/a", [b"1", b"2", b"3"])],
-        [(b"/a", [b"4", b"5"]), (b"/b", [b"6"])],
-        [(b"/c", [b"7", b"8"])],
+    shares = list(filestat._shares(iter(pieces), 8, 3))
+    assert [(share.pieces(), share.count) for share in shares] == [
+        ([(b"/a", [b"1", b"2", b"3"])], 3),
+        ([(b"/a", [b"4", b"5"]), (b"/b", [b"6"])], 3),
+        ([(b"/c", [b"7", b"8"])], 2),
     ]
     assert FileStats.start([]).result()[0].shape == (0,)
 

@@ -108,6 +108,8 @@ def test_new_removed_and_renamed_files(split_data, tmp_path):
     assert "train/dog/dog_000.jpg" not in new.rows.path
     moved = old.features[old.rows.path.index("test/cat/cat_000.jpg")]
     assert np.array_equal(new.features[new.rows.path.index("test/cat/renamed.jpg")], moved)
+    fresh = read_cache(_run(split_data, tmp_path / "fresh.h5").output)  # every row as a new cache has it
+    assert new.rows == fresh.rows and np.array_equal(new.features, fresh.features)
 
 
 def test_identical_files_are_computed_once_and_kept_as_two_rows(split_data, tmp_path):
