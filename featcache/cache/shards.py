@@ -256,7 +256,10 @@ class _Ordered:
 
 
 def _hash64(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding)."""
+    """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding);
+    made a chunk of keys at a time, so its temporaries stay small however many keys there are."""
+    if len(keys) > FIND_CHUNK:
+        return np.concatenate([_hash64(keys[i : i + FIND_CHUNK]) for i in range(0, len(keys), FIND_CHUNK)])
     width = -(-keys.dtype.itemsize // 8) * 8
     words = np.ascontiguousarray(keys.astype(f"S{width}", copy=False)).view("<u8").reshape(len(keys), width // 8)
     hashes = np.full(len(keys), _HASH_START, dtype=np.uint64)

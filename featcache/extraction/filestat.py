@@ -3,10 +3,12 @@
 One ``stat`` per file is what noticing a changed image costs, and for a large collection it is most
 of an update's time. Python threads do not speed it up: each call takes the interpreter lock
 around a system call of a few microseconds, and two threads mostly wait for each other. Processes
-do, so past :data:`PARALLEL_MIN` files the list is cut in consecutive shares and helper processes
-(a bare ``python -I -S``, no imports beyond ``os``) stat theirs, one per core, while this process
-reads the existing cache and matches its rows. A helper that cannot start or fails leaves its share
-to this process: the result is the same.
+do (``python -m benchmarks.filestat``, 200,000 files on 2 cores, medians of 5 against a loop of
+``os.stat`` by full path: by name in one process 0.84x the time, two threads 1.13x, helper
+processes 0.58x). So past :data:`PARALLEL_MIN` files the list is cut in consecutive shares and
+helper processes (a bare ``python -I -S``, no imports beyond ``os``) stat theirs, one per core,
+while this process reads the existing cache and matches its rows. A helper that cannot start or
+fails leaves its share to this process: the result is the same.
 """
 
 from __future__ import annotations
@@ -151,8 +153,8 @@ def _stat_here(share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
 
 def _stat_folder(folder: bytes, names: list[bytes], size: list[int], mtime: list[int]) -> None:
     """Append the size and mtime of each name in ``folder`` (-1 and the errno where it cannot be stat-ed);
-    each is stat-ed relative to the open folder where the system allows it: the kernel then resolves
-    one name, not the whole path again."""
+    each is stat-ed by name relative to the open folder where the system allows it: the kernel then
+    resolves one name, not the whole path again."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if os.stat in os.supports_dir_fd else None
     except OSError as exc:
