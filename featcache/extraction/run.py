@@ -278,11 +278,11 @@ class Listing(NamedTuple):
 
 
 def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.ndarray, assume_unchanged: bool):
-    """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`: its
-    vector must be ``at_hand``), and
-    the files that cannot be read. Sizes and times come from ``stats`` (the walked folders' files), else
-    (with ``assume_unchanged``) from the existing cache's row of the same path, else from a stat. The
-    existing cache's paths, sizes and times are read here and let go once matched."""
+    """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`; a
+    reused row's vector is ``at_hand``), and the files that cannot be read. Sizes and times come from
+    ``stats`` (the walked folders' files), else (with ``assume_unchanged``) from the existing cache's row
+    of the same path, else from a stat. The existing cache's paths, sizes and times are read here and let
+    go once matched."""
     paths, n = dataset.paths, len(dataset)
     files = read_columns(old.path, (PATH, SIZE, MTIME)) if old is not None and old.n_rows else None
     known = _rows_of(paths, files.path) if files is not None else np.full(n, -1, dtype=np.int64)
@@ -290,13 +290,13 @@ def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.
         size, mtime = stats.result()
         unreadable = [QuarantineEntry(os.fsdecode(paths[i]), reason(int(mtime[i]))) for i in np.flatnonzero(size < 0)]
     else:  # a manifest's files, or with assume_unchanged
-        size, mtime, unreadable = _stats(dataset, known, files if assume_unchanged else None)
+        size, mtime, unreadable = _sizes_and_times(dataset, known, files if assume_unchanged else None)
     reused = _reused_rows(known, size, mtime, files, at_hand)
     listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, reused)
     return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), unreadable
 
 
-def _stats(dataset: Dataset, known: np.ndarray, files: Rows | None):
+def _sizes_and_times(dataset: Dataset, known: np.ndarray, files: Rows | None):
     """Size and mtime of each listed file (size -1: cannot be read), and the quarantine entries of those
     that cannot: from ``files`` (the existing cache's) where the path is ``known`` there, else a stat."""
     n = len(dataset)
