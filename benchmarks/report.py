@@ -216,6 +216,7 @@ DETAILS = [
         "add {added} images with --assume-unchanged to {small_rows} rows: s (in process)",
     ),
     ("scale", "extract_rerun_rss_mb_per_100k", "extract rerun, nothing new: peak RSS growth, MB per 100k rows"),
+    ("scale", "extract_add_rss_mb_per_100k", "extract, add {added} images: peak RSS growth, MB per 100k rows"),
     ("scale", "info_rss_mb_per_100k", "info: peak RSS growth, MB per 100k rows (synthetic caches)"),
     ("scale", "verify_rss_mb_per_100k", "verify: peak RSS growth, MB per 100k rows (synthetic caches)"),
     ("scale", "tensorflow_baseline_rss_mb", "TensorFlow's baseline: peak RSS, MB (plain Keras default head, tiny fit)"),

@@ -272,9 +272,10 @@ def add_figures(found: dict[int, dict], rows: int, small: int, smaller: int, add
                 f"{name}_seconds_runs": large["seconds_runs"],
                 f"{name}_seconds_small_runs": small_add["seconds_runs"],
             }
-    reruns = found[smaller]["rerun"], found[rows]["rerun"]
-    if None not in reruns:
-        out["extract_rerun_rss_mb_per_100k"] = per_100k(reruns[0], reruns[1])
+    for key, name in (("rerun", "extract_rerun_rss_mb_per_100k"), ("add", "extract_add_rss_mb_per_100k")):
+        runs = found[smaller][key], found[rows][key]
+        if None not in runs:
+            out[name] = per_100k(runs[0], runs[1])
     return out
 
 
