@@ -315,10 +315,6 @@ class VectorPool:
         """Every content hash the pool holds a vector of."""
         return self._id.keys()
 
-    def contains(self, sha256s) -> np.ndarray:
-        """Which of ``sha256s`` (str, or bytes as :func:`bytes_column` makes) the pool holds, bool (n,)."""
-        return self._id.find(sha256s) >= 0
-
     def add_cache(self, cache_path: Path, cache: Cache | None = None) -> np.ndarray:
         """Index the rows and quarantine of an existing cache (``cache``, when already read, saves reading
         it again); rows of missing or damaged shards are left out. Which rows were indexed, bool (n,)."""
