@@ -230,7 +230,7 @@ def read_cache(
         try:
             return _read_body(path, h5, attrs, with_vectors, rows_reader)
         except (KeyError, OSError, ValueError) as exc:
-            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+            raise damaged(path, exc) from None
 
 
 def read_columns(path: Path, columns: tuple) -> Rows:
@@ -240,7 +240,20 @@ def read_columns(path: Path, columns: tuple) -> Rows:
         try:
             return _row_arrays(h5, columns)
         except (KeyError, OSError, ValueError) as exc:
-            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+            raise damaged(path, exc) from None
+
+
+def row_blocks(path: Path, columns: tuple):
+    """(first row, :class:`Rows` of the per-row ``columns`` as arrays) for every block of BLOCK_ROWS rows of
+    a cache, in order: a cache of any size read with one block in memory."""
+    path = Path(path)
+    with open_h5(path) as h5:
+        try:
+            n = len(h5[LABEL])
+            for start in range(0, n, BLOCK_ROWS):
+                yield start, _row_arrays(h5, columns, slice(start, start + BLOCK_ROWS))
+        except (KeyError, OSError, ValueError) as exc:
+            raise damaged(path, exc) from None
 
 
 def check_format(path: Path, attrs: dict) -> None:
@@ -286,6 +299,49 @@ def picked(data, idx: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+class ColumnReader:
+    """One per-row string column of an entry file (``sha256``, ``path``), as fixed-width bytes: a block of
+    BLOCK_ROWS rows at a time, or given rows. The file is opened on first use and stays open until
+    :meth:`close` (lookups of a row at a time stay cheap)."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name, self._h5 = Path(path), name, None
+
+    def blocks(self):
+        """(first row, rows) of every block of the column, in order."""
+        data = self._data()
+        for start in range(0, len(data), BLOCK_ROWS):
+            yield start, self._read(data, slice(start, start + BLOCK_ROWS))
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The values of the rows ``idx`` (increasing)."""
+        return self._read(self._data(), np.asarray(idx, dtype=np.int64))
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def _data(self):
+        if self._h5 is None:
+            self._h5 = open_h5(self.path)
+        try:
+            return self._h5[self.name]
+        except KeyError as exc:
+            raise damaged(self.path, exc) from None
+
+    def _read(self, data, at) -> np.ndarray:
+        try:
+            return bytes_column(data[at] if isinstance(at, slice) else picked(data, at))
+        except (KeyError, OSError, ValueError) as exc:
+            raise damaged(self.path, exc) from None
+
+
+def damaged(path: Path, exc: Exception) -> CacheError:
+    """The error for an entry file that cannot be read as its layout says."""
+    return CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite")
+
+
 def _read_body(path, h5, attrs, with_vectors: bool, read_rows) -> Cache:
     rows = read_rows(h5) if read_rows else Rows()
     q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
@@ -308,10 +364,12 @@ def _all_rows(h5) -> Rows:
     )
 
 
-def _row_arrays(h5, columns: tuple = ROW_COLUMNS) -> Rows:
-    """The per-row ``columns`` as arrays: strings as fixed-width bytes, numbers as int64."""
+def _row_arrays(h5, columns: tuple = ROW_COLUMNS, rows: slice = slice(None)) -> Rows:
+    """The per-row ``columns`` (of the ``rows``) as arrays: strings as fixed-width bytes, numbers as int64."""
     strings = (PATH, SHA256, SPLIT)
-    read = {name: bytes_column(h5[name][:]) if name in strings else h5[name][:].astype(np.int64) for name in columns}
+    read = {
+        name: bytes_column(h5[name][rows]) if name in strings else h5[name][rows].astype(np.int64) for name in columns
+    }
     return Rows(**read)
 
 
@@ -472,7 +530,7 @@ def read_views(path: Path) -> Views | None:
             attrs = {k: attr_value(v) for k, v in g.attrs.items()}
             return Views(g[VIEW_ROW][:].astype(np.int64), g[VIEW][:].astype(np.int32), read_locations(g), attrs)
         except (KeyError, OSError, ValueError) as exc:
-            raise CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite") from None
+            raise damaged(path, exc) from None
 
 
 def _write_locations(h5, loc: Locations, folder: str) -> None:

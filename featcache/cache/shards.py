@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.keys import KeyIndex, StoredKeys
 from featcache.cache.layout import (
     FEATURES,
+    SHA256,
     Cache,
+    ColumnReader,
     Locations,
     Views,
     attr_value,
@@ -137,166 +140,22 @@ class ShardWriter:
         return buffer.getvalue()
 
 
-#: keys looked up at once by KeyIndex.find
-FIND_CHUNK = 1 << 16
-
-
-class KeyIndex:
-    """Keys (content hashes, view keys, paths) to entry ids: the keys indexed first (an existing cache's, by
-    the million) kept as the bytes array they came in and ordered by a 64-bit hash of each key, found by
-    binary search on the hashes (no object, no copy per key), and a dictionary of those added later (what
-    a run computes). A key keeps its first entry unless added with ``replace``."""
-
-    #: later keys are merged into the ordered base when there are more of them than this
-    MERGE_AT = 1 << 16
-
-    def __init__(self):
-        self._base = _Ordered(np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.int64))
-        self._later: dict[bytes, int] = {}
-        self._later_view: _Ordered | None = None
-
-    def __len__(self) -> int:
-        return len(self._base) + len(self._later)
-
-    def __contains__(self, key) -> bool:
-        key = key.encode() if isinstance(key, str) else bytes(key)
-        return key in self._later or self._base.get(key) >= 0
-
-    def keys(self) -> list[str]:
-        return [k.decode() for k in self._base.ordered_keys().tolist()] + [k.decode() for k in self._later]
-
-    def add(self, keys, ids: np.ndarray, replace: bool = False) -> None:
-        """Index ``keys`` (an array of fixed-width bytes is kept as it is: do not change it afterwards)."""
-        keys, ids = bytes_column(keys), np.asarray(ids, dtype=np.int64)
-        if not len(self):
-            self._base = _Ordered(keys, ids)
-            return
-        if replace:
-            self._later.update(zip(keys.tolist(), ids.tolist()))
-        else:
-            listed = keys.tolist()
-            for i in np.flatnonzero(self.find(keys) < 0).tolist():
-                self._later.setdefault(listed[i], int(ids[i]))
-        self._later_view = None  # made again by the next find
-        if len(self._later) > self.MERGE_AT:
-            self._merge()
-
-    def find(self, keys) -> np.ndarray:
-        """The entry id of each of ``keys``, -1 where unknown, int64 (n,); looked up a chunk at a time, so
-        what the lookup needs besides the answer stays small however many keys are asked."""
-        keys = bytes_column(keys)
-        if len(keys) > FIND_CHUNK:
-            return np.concatenate([self.find(keys[i : i + FIND_CHUNK]) for i in range(0, len(keys), FIND_CHUNK)])
-        hashes = _hash64(keys)
-        ids = self._base.find(hashes, keys)
-        if self._later:
-            if self._later_view is None:
-                self._later_view = _Ordered(*self._later_arrays())
-            found = self._later_view.find(hashes, keys)
-            ids = np.where(found >= 0, found, ids)
-        return ids
-
-    def _later_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The keys added later and their ids, as arrays."""
-        later = np.array(list(self._later), dtype=bytes)
-        return later, np.fromiter(self._later.values(), dtype=np.int64, count=len(self._later))
-
-    def _merge(self) -> None:
-        later, ids = self._later_arrays()
-        # a later key's entry comes first, so it wins over the base's
-        keys = np.concatenate([later, self._base.ordered_keys()])
-        self._base = _Ordered(keys, np.concatenate([ids, self._base.ids]))
-        self._later, self._later_view = {}, None
-
-
-class _Ordered:
-    """``keys`` (not copied) with their ids, ordered by hash: ``hashes`` increasing, ``pos`` the position in
-    ``keys`` of each, ``ids`` its id; a repeated key is kept at its first occurrence only."""
-
-    def __init__(self, keys: np.ndarray, ids: np.ndarray):
-        hashes = _hash64(keys)
-        order = np.argsort(hashes, kind="stable")
-        hashes = hashes[order]
-        first = np.ones(len(order), dtype=bool)
-        same = np.flatnonzero(hashes[1:] == hashes[:-1])  # repeated keys, and the rare collisions
-        first[same + 1] = keys[order[same + 1]] != keys[order[same]]
-        self.keys, self.hashes, self.pos, self.ids = keys, hashes[first], order[first], ids[order[first]]
-
-    def __len__(self) -> int:
-        return len(self.pos)
-
-    def ordered_keys(self) -> np.ndarray:
-        return self.keys[self.pos]
-
-    def get(self, key: bytes) -> int:
-        """The id of one key, -1 when absent."""
-        hashed = np.uint64(_hash_one(key))
-        return self._scan(int(np.searchsorted(self.hashes, hashed)), key, hashed)
-
-    def find(self, hashes: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """The id of each of ``keys`` (whose hashes are ``hashes``), -1 where absent."""
-        ids = np.full(len(keys), -1, dtype=np.int64)
-        if not len(self.pos) or not len(keys):
-            return ids
-        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.pos) - 1)
-        candidate = np.flatnonzero(self.hashes[at] == hashes)
-        equal = self.keys[self.pos[at[candidate]]] == keys[candidate]
-        ids[candidate[equal]] = self.ids[at[candidate[equal]]]
-        for i in candidate[~equal].tolist():  # another key with the same hash comes first
-            ids[i] = self._scan(int(at[i]), keys[i], hashes[i])
-        return ids
-
-    def _scan(self, at: int, key: bytes, hashed) -> int:
-        """The id of ``key`` among the keys from ``at`` on that have its hash ``hashed``, or -1."""
-        while at < len(self.pos) and self.hashes[at] == hashed:
-            if self.keys[self.pos[at]] == key:
-                return int(self.ids[at])
-            at += 1
-        return -1
-
-
-def _hash64(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each fixed-width bytes key, the same at any width (trailing zero bytes are padding);
-    made a chunk of keys at a time, so its temporaries stay small however many keys there are."""
-    if len(keys) > FIND_CHUNK:
-        return np.concatenate([_hash64(keys[i : i + FIND_CHUNK]) for i in range(0, len(keys), FIND_CHUNK)])
-    width = -(-keys.dtype.itemsize // 8) * 8
-    words = np.ascontiguousarray(keys.astype(f"S{width}", copy=False)).view("<u8").reshape(len(keys), width // 8)
-    hashes = np.full(len(keys), _HASH_START, dtype=np.uint64)
-    for k in range(words.shape[1]):
-        word = words[:, k]
-        mixed = (hashes ^ word) * np.uint64(_HASH_PRIME)
-        hashes = np.where(word != 0, mixed ^ (mixed >> np.uint64(29)), hashes)
-    return hashes
-
-
-def _hash_one(key: bytes) -> int:
-    """:func:`_hash64` of one key, without numpy (what a membership test per file costs)."""
-    key = key.rstrip(b"\0")
-    hashed = _HASH_START
-    for k in range(0, len(key), 8):
-        word = int.from_bytes(key[k : k + 8], "little")
-        if word:
-            mixed = ((hashed ^ word) * _HASH_PRIME) & _MASK64
-            hashed = mixed ^ (mixed >> 29)
-    return hashed
-
-
-_HASH_START, _HASH_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
-
-
 class VectorPool:
     """Where the vector of each content hash can be read: shards, or the file of a format-1 cache.
 
-    Each known content hash has an entry: a source file and a row in it, kept as numpy columns and
-    found through a :class:`KeyIndex`, so indexing and locating a cache of millions of rows costs
-    a few array operations, not a Python object per row.
+    The rows of an existing cache are found through :class:`CacheRows` (their hashes stay in its entry
+    file); every other content hash (shards of unfinished runs, vectors computed or copied in this run)
+    has an entry: a source file and a row in it, kept as numpy columns and found through a
+    :class:`KeyIndex`. Indexing and locating millions of rows costs a few array operations, not a
+    Python object per row.
     """
 
     def __init__(self, max_open: int = 32):
         self._id = KeyIndex()  # sha256 (or view key) -> entry
         self._source: list[np.ndarray] = []  # per entry: index into _sources (chunks, joined on demand)
         self._row: list[np.ndarray] = []  # per entry: row in that source
+        self._wins: list[np.ndarray] = []  # per entry: it was added to replace where the hash lay before
+        self._cache: CacheRows | None = None
         self._sources: list[Path] = []
         self._source_rows: list[int] = []
         self.quarantine: dict[str, str] = {}
@@ -306,35 +165,40 @@ class VectorPool:
         self._max_open = max_open
 
     def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._id
+        return sha256 in self._id or (self._cache is not None and sha256 in self._cache.keys)
 
     def __len__(self) -> int:
-        return len(self._id)
+        """Entries: content hashes, an existing cache's counted once per row it reuses."""
+        return len(self._id) + (len(self._cache.keys) if self._cache is not None else 0)
 
     def hashes(self) -> list[str]:
         """Every content hash the pool holds a vector of."""
-        return self._id.keys()
+        return self._id.keys() + (self._cache.keys.keys() if self._cache is not None else [])
 
     def add_cache(self, cache_path: Path, cache: Cache | None = None) -> np.ndarray:
-        """Index the rows and quarantine of an existing cache (``cache``, when already read, saves reading
-        it again); rows of missing or damaged shards are left out. Which rows were indexed, bool (n,)."""
+        """Index the rows and quarantine of an existing cache (``cache``, its metadata when already read, saves
+        reading it again); rows of missing or damaged shards are left out. Which rows were indexed, bool (n,).
+        The rows' content hashes are read a block at a time and left in the file."""
         if cache is None:
-            cache = read_cache(cache_path, with_vectors=False, arrays=True)
+            cache = read_cache(cache_path, with_vectors=False, with_rows=False)
         for entry in cache.quarantine:
             if entry.sha256:
                 self.quarantine.setdefault(entry.sha256, entry.reason)
-        shas = bytes_column(cache.rows.sha256)
-        if not len(shas):
+        if not cache.n_rows:
             return np.zeros(0, dtype=bool)
         loc = cache.locations
         if loc is None:  # format 1: the vectors are in the cache file itself
             with open_h5(cache_path) as h5:
                 self.dim = int(h5[FEATURES].shape[1])
-            source = self._source_id(Path(cache_path), len(shas))
-            self._add(shas, np.full(len(shas), source, dtype=np.int64), np.arange(len(shas), dtype=np.int64))
-            return np.ones(len(shas), dtype=bool)
-        self.dim = loc.dim
-        return self._add_located(shards_dir(cache_path), shas, loc)
+            source = np.array([self._source_id(Path(cache_path), cache.n_rows)])
+            intact = np.ones(cache.n_rows, dtype=bool)
+        else:
+            self.dim = loc.dim
+            source = self._intact_sources(shards_dir(cache_path), loc)
+            intact = (source >= 0)[loc.index]
+        keys = StoredKeys(ColumnReader(cache_path, SHA256), None if intact.all() else intact)
+        self._cache = CacheRows(keys, source, loc)
+        return intact
 
     def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
         """Index the augmented views of an existing cache by :func:`view_key`; ``sha256s`` are the content
@@ -345,7 +209,8 @@ class VectorPool:
         self.dim = views.locations.dim
         self._add_located(views_folder(cache_path), keys, views.locations)
 
-    def _add_located(self, folder: Path, shas, loc: Locations) -> np.ndarray:
+    def _intact_sources(self, folder: Path, loc: Locations) -> np.ndarray:
+        """The source id of each shard of ``loc``, -1 for a missing or damaged one."""
         ids = np.full(len(loc.files), -1, dtype=np.int64)
         for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes)):
             if _intact(folder / name, size):
@@ -353,7 +218,10 @@ class VectorPool:
                 ids[i] = self._source_id(folder / name, rows)
             else:
                 log.warning("shard %s is missing or damaged; its rows will be computed again", name)
-        source = ids[np.asarray(loc.index, dtype=np.int64)]
+        return ids
+
+    def _add_located(self, folder: Path, shas, loc: Locations) -> np.ndarray:
+        source = self._intact_sources(folder, loc)[np.asarray(loc.index, dtype=np.int64)]
         intact = source >= 0
         keep = np.flatnonzero(intact)
         kept = shas if len(keep) == len(shas) else bytes_column(shas)[keep]
@@ -366,29 +234,42 @@ class VectorPool:
         return len(self._sources) - 1
 
     def _add(self, shas, source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
-        """New entries for ``shas``; a hash keeps its first entry unless ``replace``."""
+        """New entries for ``shas``; a hash keeps its first entry (an existing cache's row first of all)
+        unless ``replace``."""
         first = self._entries()
         self._source.append(source)
         self._row.append(row)
+        self._wins.append(np.full(len(row), replace))
         self._id.add(shas, np.arange(first, first + len(shas), dtype=np.int64), replace)
 
     def _entries(self) -> int:
         return sum(len(chunk) for chunk in self._row)
 
-    def _columns(self) -> tuple[np.ndarray, np.ndarray]:
-        """Source and row of every entry, joined into one chunk each."""
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source, row and whether it replaces, of every entry, joined into one chunk each."""
         if len(self._row) != 1:
             self._source = [np.concatenate(self._source or [np.zeros(0, np.int64)])]
             self._row = [np.concatenate(self._row or [np.zeros(0, np.int64)])]
-        return self._source[0], self._row[0]
+            self._wins = [np.concatenate(self._wins or [np.zeros(0, bool)])]
+        return self._source[0], self._row[0], self._wins[0]
 
     def _where(self, sha256s) -> tuple[np.ndarray, np.ndarray]:
         """Source index and row of each of ``sha256s`` (all known)."""
-        ids = self._id.find(sha256s)
-        if len(ids) and ids.min() < 0:
-            raise KeyError(f"{int(np.count_nonzero(ids < 0))} content hash(es) not in the pool")
-        source, row = self._columns()
-        return source[ids], row[ids]
+        keys = bytes_column(sha256s)
+        ids = self._id.find(keys)
+        source, row, wins = self._columns()
+        found, hit = ids >= 0, ids[ids >= 0]
+        where_source, where_row = np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
+        where_source[found], where_row[found] = source[hit], row[hit]
+        if self._cache is not None:
+            replaced = np.zeros(len(keys), dtype=bool)
+            replaced[found] = wins[hit]
+            cached = self._cache.keys.find(keys)
+            use = (cached >= 0) & ~replaced  # a replacing entry wins over the cache's row
+            where_source[use], where_row[use] = self._cache.where(cached[use])
+        if len(keys) and where_source.min() < 0:
+            raise KeyError(f"{int(np.count_nonzero(where_source < 0))} content hash(es) not in the pool")
+        return where_source, where_row
 
     def add_shards(self, directory: Path, fingerprint: str) -> int:
         """Index the shards of ``fingerprint`` not indexed yet; unreadable leftovers are deleted."""
@@ -479,6 +360,25 @@ class VectorPool:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        if self._cache is not None:
+            self._cache.keys.close()
+
+
+@dataclass
+class CacheRows:
+    """The rows of an existing cache as a pool finds them: their content hashes (left in the entry file),
+    the source id of each of its shards (-1: not intact) or, for format 1, of the cache file itself, and
+    where each row lies (None for format 1: row i of the file)."""
+
+    keys: StoredKeys
+    source: np.ndarray
+    locations: Locations | None
+
+    def where(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Source id and row in it of each of the cache's ``rows``."""
+        if self.locations is None:
+            return np.full(len(rows), self.source[0], dtype=np.int64), rows
+        return self.source[np.asarray(self.locations.index)[rows]], np.asarray(self.locations.row)[rows]
 
 
 def joined_locations(known: Locations, reused: np.ndarray, found: Locations, miss: np.ndarray) -> Locations:

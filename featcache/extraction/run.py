@@ -14,24 +14,25 @@ from typing import NamedTuple
 
 import numpy as np
 
+from featcache.cache.keys import FIND_CHUNK, KeyIndex
 from featcache.cache.layout import (
     MTIME,
     PATH,
     SHA256,
     SIZE,
     Cache,
+    ColumnReader,
     QuarantineEntry,
     Rows,
     read_cache,
     read_columns,
     read_fingerprint,
     read_views,
+    row_blocks,
     write_cache,
 )
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import (
-    FIND_CHUNK,
-    KeyIndex,
     ShardWriter,
     VectorPool,
     adopt_legacy_parts,
@@ -193,7 +194,7 @@ def _old_views(config: ExtractConfig, old: Cache | None):
     if old is None:
         return None
     views = read_views(config.output)
-    return (views, old.rows.sha256) if views is not None else None
+    return (views, read_columns(config.output, (SHA256,)).sha256) if views is not None else None
 
 
 def _compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fields: dict, progress: bool):
@@ -251,8 +252,9 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cac
             return None
         old = read_cache(config.output, with_vectors=False, with_rows=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
-    # of the rows only the content hashes: the paths, sizes and times are read while matching (_listing)
-    return read_cache(config.output, with_vectors=False, arrays=True, columns=(SHA256,))
+    # no row: the paths, sizes and times are read while matching (_listing), the content hashes a block at a
+    # time by the pool (VectorPool.add_cache) and for the rows reused (_hashes)
+    return read_cache(config.output, with_vectors=False, with_rows=False)
 
 
 class Listing(NamedTuple):
@@ -281,29 +283,55 @@ def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.
     """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`; a
     reused row's vector is ``at_hand``), and the files that cannot be read. Sizes and times come from
     ``stats`` (the walked folders' files), else (with ``assume_unchanged``) from the existing cache's row
-    of the same path, else from a stat. The existing cache's paths, sizes and times are read here and let
-    go once matched."""
-    paths, n = dataset.paths, len(dataset)
-    files = read_columns(old.path, (PATH, SIZE, MTIME)) if old is not None and old.n_rows else None
-    known = _rows_of(paths, files.path) if files is not None else np.full(n, -1, dtype=np.int64)
+    of the same path, else from a stat."""
+    paths = dataset.paths
+    known = _known_files(paths, old)
     if dataset.folders and not assume_unchanged:
         size, mtime = stats.result()
         unreadable = [QuarantineEntry(os.fsdecode(paths[i]), reason(int(mtime[i]))) for i in np.flatnonzero(size < 0)]
     else:  # a manifest's files, or with assume_unchanged
-        size, mtime, unreadable = _sizes_and_times(dataset, known, files if assume_unchanged else None)
-    reused = _reused_rows(known, size, mtime, files, at_hand)
+        size, mtime, unreadable = _sizes_and_times(dataset, known if assume_unchanged else None)
+    same = (known.row >= 0) & (known.size == size) & (known.mtime_ns == mtime)
+    same[same] = at_hand[known.row[same]]
+    reused = np.where(same, known.row, -1)
     listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, reused)
     return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), unreadable
 
 
-def _sizes_and_times(dataset: Dataset, known: np.ndarray, files: Rows | None):
+class KnownFiles(NamedTuple):
+    """For each listed file, the existing cache's row of the same path (-1: none) and that row's size and
+    mtime, int64 (n,) each."""
+
+    row: np.ndarray
+    size: np.ndarray
+    mtime_ns: np.ndarray
+
+
+def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
+    """The :class:`KnownFiles` of the listed ``paths``. The existing cache's paths, sizes and times are read
+    a block at a time and looked up among the listed paths, so they are never all held."""
+    n = len(paths)
+    known = KnownFiles(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    if old is None or not old.n_rows:
+        return known
+    index = KeyIndex()
+    index.add(paths, np.arange(n, dtype=np.int64))
+    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME)):
+        listed = index.find(block.path)
+        hit = np.flatnonzero(listed >= 0)
+        at = listed[hit]
+        known.row[at], known.size[at], known.mtime_ns[at] = start + hit, block.size[hit], block.mtime_ns[hit]
+    return known
+
+
+def _sizes_and_times(dataset: Dataset, known: KnownFiles | None):
     """Size and mtime of each listed file (size -1: cannot be read), and the quarantine entries of those
-    that cannot: from ``files`` (the existing cache's) where the path is ``known`` there, else a stat."""
+    that cannot: from ``known`` (the existing cache's rows) where the path is known there, else a stat."""
     n = len(dataset)
     size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    if files is not None:
-        hit = np.flatnonzero(known >= 0)
-        size[hit], mtime[hit] = files.size[known[hit]], files.mtime_ns[known[hit]]
+    if known is not None:
+        hit = np.flatnonzero(known.row >= 0)
+        size[hit], mtime[hit] = known.size[hit], known.mtime_ns[hit]
     unreadable = []
     for i in np.flatnonzero(size < 0).tolist():
         try:
@@ -315,37 +343,20 @@ def _sizes_and_times(dataset: Dataset, known: np.ndarray, files: Rows | None):
     return size, mtime, unreadable
 
 
-def _reused_rows(known: np.ndarray, size, mtime, files: Rows | None, at_hand: np.ndarray) -> np.ndarray:
-    """``known`` (each listed file's row of the existing cache with its path, -1: none) where that row's size
-    and mtime are the file's and its vector is ``at_hand``, -1 elsewhere: those files are not read again."""
-    reused = np.full(len(known), -1, dtype=np.int64)
-    if files is None:
-        return reused
-    listed = np.flatnonzero(known >= 0)
-    rows = known[listed]
-    same = (files.size[rows] == size[listed]) & (files.mtime_ns[rows] == mtime[listed]) & at_hand[rows]
-    reused[listed[same]] = rows[same]
-    return reused
-
-
-def _rows_of(paths: np.ndarray, old_paths: np.ndarray) -> np.ndarray:
-    """For each of ``paths`` the row of ``old_paths`` (distinct) holding the same path, -1 where none."""
-    index = KeyIndex()
-    index.add(old_paths, np.arange(len(old_paths), dtype=np.int64))
-    return index.find(paths)
-
-
 def _hashes(reused: np.ndarray, old: Cache | None, computed: list[str]) -> np.ndarray:
     """The content hash of each listed file (hex as bytes (n,)): the existing cache's where its row is
-    ``reused``, else (in order) ``computed`` ("" where the file could not be read)."""
-    same_rows = old is not None and not computed and len(reused) == old.n_rows > 0
-    if same_rows and np.array_equal(reused, np.arange(len(reused))):
-        return old.rows.sha256  # every row reuses its own, in order: the hashes as read, not copied
+    ``reused`` (read from its file), else (in order) ``computed`` ("" where the file could not be read)."""
     hashes = np.zeros(len(reused), dtype="S64")
     hit = np.flatnonzero(reused >= 0)
-    for start in range(0, len(hit), FIND_CHUNK):  # no copy of every reused hash on the way
-        at = hit[start : start + FIND_CHUNK]
-        hashes[at] = old.rows.sha256[reused[at]]
+    if len(hit):
+        hit = hit[np.argsort(reused[hit], kind="stable")]  # the file is read in row order ...
+        column = ColumnReader(old.path, SHA256)
+        try:
+            for start in range(0, len(hit), FIND_CHUNK):  # ... a chunk at a time, not copied whole on the way
+                at = hit[start : start + FIND_CHUNK]
+                hashes[at] = column.rows(reused[at])
+        finally:
+            column.close()
     hashes[reused < 0] = np.array(computed, dtype="S64").reshape(len(computed))
     return hashes
 

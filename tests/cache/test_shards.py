@@ -7,7 +7,6 @@ import numpy as np
 from featcache.cache import shards
 from featcache.cache.layout import Locations, read_cache
 from featcache.cache.shards import (
-    KeyIndex,
     ShardWriter,
     VectorPool,
     check_shards,
@@ -76,51 +75,6 @@ def test_sweep_deletes_only_this_caches_temporaries(tmp_path):
         path.write_bytes(b"x")
     assert sorted(sweep_temporaries(cache)) == sorted(litter)
     assert all(p.exists() for p in keep) and len(list_shards(folder)) == 1
-
-
-def _reference(keys):
-    """The first position of each key: what a KeyIndex must answer."""
-    first = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    return first
-
-
-def test_key_index_finds_first_entries_of_a_million_style_base_and_later_keys():
-    rng = np.random.default_rng(0)
-    keys = [f"{rng.integers(0, 2**63):064x}" for _ in range(5000)] + [f"{i:064x}/{i % 11}" for i in range(50)]
-    keys += keys[:100]  # repeated contents keep their first entry
-    index = KeyIndex()
-    index.add(keys, np.arange(len(keys)))
-    first = _reference(keys)
-    assert index.find(keys).tolist() == [first[k] for k in keys]
-    assert index.find(np.array([k.encode() for k in keys[:10]], dtype="S80")).tolist() == list(range(10))
-    assert index.find(["absent", keys[0][:-1]]).tolist() == [-1, -1]
-    index.add(["later", keys[0]], np.array([9000, 9001]))
-    assert index.find(["later", keys[0]]).tolist() == [9000, 0] and "later" in index and len(index) == 5051
-    index.add(["later2"], np.array([9004]))  # after a find: that find's view of the later keys is outdated
-    assert index.find(["later2", "later"]).tolist() == [9004, 9000]
-    index.add([keys[0]], np.array([9002]), replace=True)
-    index.add(["after"], np.array([9003]))
-    index._merge()  # later keys join the ordered base; replaced entries win
-    assert index.find(["later", keys[0], keys[5], "after", "absent"]).tolist() == [9000, 9002, 5, 9003, -1]
-    assert index.find(["later2"]).tolist() == [9004]
-
-
-def test_key_index_tells_apart_keys_whose_hashes_collide(monkeypatch):
-    monkeypatch.setattr(shards, "_hash64", lambda keys: np.zeros(len(keys), dtype=np.uint64))
-    monkeypatch.setattr(shards, "_hash_one", lambda key: 0)
-    index = KeyIndex()
-    index.add(["a", "b", "a", "c"], np.arange(4))
-    assert index.find(["c", "a", "b", "d"]).tolist() == [3, 0, 1, -1]
-    assert "b" in index and "d" not in index
-
-
-def test_one_keys_hash_is_the_hash_of_many():
-    keys = [b"", b"a", b"abcdefgh", b"abcdefghi", b"\xff" * 64, b"sha/10", "é/3".encode()]
-    keys += [b"%064x" % i for i in range(50)]
-    many = shards._hash64(np.array(keys, dtype=bytes)).tolist()
-    assert [shards._hash_one(key) for key in keys] == many
 
 
 def test_joined_locations_put_reused_rows_where_they_were_and_list_only_used_shards():

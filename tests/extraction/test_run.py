@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from featcache.api import extract
+from featcache.cache import layout
 from featcache.cache.layout import read_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import list_shards, shards_dir
@@ -95,7 +96,10 @@ def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp
     assert after.rows.mtime_ns != before.rows.mtime_ns  # recorded again, so the next run reads nothing
 
 
-def test_new_removed_and_renamed_files(split_data, tmp_path):
+@pytest.mark.parametrize("block_rows", [None, 3])
+def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_rows):
+    if block_rows:  # the existing cache's rows are read a few at a time: matched and found across blocks
+        monkeypatch.setattr(layout, "BLOCK_ROWS", block_rows)
     out = tmp_path / "c.h5"
     _run(split_data, out)
     old = read_cache(out)
