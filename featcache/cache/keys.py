@@ -159,7 +159,8 @@ class StoredKeys:
     only each key's 64-bit hash and row are held, ordered by hash (12 bytes a key instead of the key and
     its index); a key whose hash is found is read back from the file to confirm it. ``column`` reads the
     column a block at a time and at given rows (:class:`featcache.cache.layout.ColumnReader`); rows where
-    ``keep`` is False are left out. A repeated key is found at its first row."""
+    ``keep`` is False are left out. A repeated key is held once, at its first row, so that a key shared by
+    many rows (one placeholder image copied thousands of times) costs one read-back, not one per row."""
 
     def __init__(self, column, keep: np.ndarray | None = None):
         self._column = column
@@ -168,10 +169,30 @@ class StoredKeys:
             hashes.append(_hash64(block if keep is None else block[keep[start : start + len(block)]]))
         hashes = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
         order = np.argsort(hashes, kind="stable")  # equal hashes stay in row order
-        self.hashes = hashes[order]
-        del hashes
+        hashes = hashes[order]
         rows = order if keep is None else np.flatnonzero(keep)[order]
+        del order
+        first = self._first_of_each_key(hashes, rows)
+        if first is not None:
+            hashes, rows = hashes[first], rows[first]
+        self.hashes = hashes
         self.rows = rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows
+
+    def _first_of_each_key(self, hashes: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """Which of the held (hash-ordered) rows to keep: the first row of each key, bool (n,); None when
+        no two rows share a hash. Only the rows whose hash is repeated are read back (repeated keys, and
+        the rare keys whose hashes collide): equal keys have equal hashes, so they lie in one run."""
+        same = np.flatnonzero(hashes[1:] == hashes[:-1])
+        if not len(same):
+            return None
+        shared = np.union1d(same, same + 1)  # positions in a run of equal hashes, increasing
+        distinct, inverse = np.unique(rows[shared], return_inverse=True)
+        keys = self._column.rows(distinct)[inverse]
+        _, first = np.unique(keys, return_index=True)  # in a run, rows come in row order: the first is kept
+        keep = np.ones(len(rows), dtype=bool)
+        keep[shared] = False
+        keep[shared[first]] = True
+        return keep
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -314,8 +314,12 @@ class ColumnReader:
             yield start, self._read(data, slice(start, start + BLOCK_ROWS))
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
-        """The values of the rows ``idx`` (increasing)."""
-        return self._read(self._data(), np.asarray(idx, dtype=np.int64))
+        """The values of the rows ``idx`` (any order, repeats allowed; increasing is read as it is)."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if np.all(idx[1:] > idx[:-1]):
+            return self._read(self._data(), idx)
+        distinct, inverse = np.unique(idx, return_inverse=True)  # HDF5 reads increasing rows only
+        return self._read(self._data(), distinct)[inverse]
 
     def close(self) -> None:
         if self._h5 is not None:

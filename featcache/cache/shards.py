@@ -264,8 +264,13 @@ class VectorPool:
         if self._cache is not None:
             replaced = np.zeros(len(keys), dtype=bool)
             replaced[found] = wins[hit]
-            cached = self._cache.keys.find(keys)
-            use = (cached >= 0) & ~replaced  # a replacing entry wins over the cache's row
+            if replaced.any():  # a replacing entry wins over the cache's row: the cache is not asked
+                cached = np.full(len(keys), -1, dtype=np.int64)
+                ask = np.flatnonzero(~replaced)
+                cached[ask] = self._cache.keys.find(keys[ask])
+            else:
+                cached = self._cache.keys.find(keys)
+            use = cached >= 0
             where_source[use], where_row[use] = self._cache.where(cached[use])
         if len(keys) and where_source.min() < 0:
             raise KeyError(f"{int(np.count_nonzero(where_source < 0))} content hash(es) not in the pool")

@@ -223,10 +223,21 @@ def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     folder = shards_dir(config.output)
     old = _read_existing(config, fingerprint, fields)
     pool, at_hand = VectorPool(), np.zeros(0, dtype=bool)
-    if old is not None:
-        at_hand = pool.add_cache(config.output, old)
+    try:
+        if old is not None:
+            at_hand = pool.add_cache(config.output, old)
+        _use_unfinished(pool, folder, fingerprint, config.overwrite)
+    except BaseException:
+        pool.close()  # the entry file it keeps open
+        raise
+    return pool, old, at_hand
+
+
+def _use_unfinished(pool: VectorPool, folder: Path, fingerprint: str, overwrite: bool) -> None:
+    """Index the shards of unfinished runs of ``fingerprint``; refuse (or, with ``overwrite``, delete) those
+    made with other settings."""
     stale = shard_fingerprints(folder, skip=pool.known) - {fingerprint}
-    if stale and not config.overwrite:
+    if stale and not overwrite:
         raise FingerprintMismatch(
             f"{folder} holds an unfinished run made with other settings; rerun it with those settings, "
             f"or pass --overwrite to discard it"
@@ -234,7 +245,6 @@ def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     if stale:
         drop_other_shards(folder, fingerprint)
     pool.add_shards(folder, fingerprint)
-    return pool, old, at_hand
 
 
 def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cache | None:
@@ -309,18 +319,23 @@ class KnownFiles(NamedTuple):
 
 def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
     """The :class:`KnownFiles` of the listed ``paths``. The existing cache's paths, sizes and times are read
-    a block at a time and looked up among the listed paths, so they are never all held."""
+    a block at a time and looked up among the listed paths, so they are never all held. A path the cache
+    holds twice is known by its first row; a path listed twice (a manifest's) is known at each listing."""
     n = len(paths)
     known = KnownFiles(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
     if old is None or not old.n_rows:
         return known
-    index = KeyIndex()
+    index = KeyIndex()  # a path listed twice is indexed at its first listing
     index.add(paths, np.arange(n, dtype=np.int64))
     for start, block in row_blocks(old.path, (PATH, SIZE, MTIME)):
         listed = index.find(block.path)
-        hit = np.flatnonzero(listed >= 0)
-        at = listed[hit]
+        at, hit = np.unique(listed, return_index=True)  # the block's first row of each listed path ...
+        new = (at >= 0) & (known.row[np.maximum(at, 0)] < 0)  # ... unless an earlier block had one
+        at, hit = at[new], hit[new]
         known.row[at], known.size[at], known.mtime_ns[at] = start + hit, block.size[hit], block.mtime_ns[hit]
+    if len(index) < n:
+        first = index.find(paths)  # each listing's first listing of its path
+        known = KnownFiles(*(column[first] for column in known))
     return known
 
 

@@ -79,12 +79,12 @@ def test_stored_keys_find_the_first_row_of_each_key_across_blocks():
     column = Column(keys, block=64)
     stored = StoredKeys(column)
     first = _reference(keys)
-    assert stored.find(keys).tolist() == [first[k] for k in keys] and len(stored) == len(keys)
+    assert stored.find(keys).tolist() == [first[k] for k in keys] and len(stored) == len(first)
     assert stored.find(["absent", keys[0][:-1], ""]).tolist() == [-1, -1, -1]
     reads = column.rows_read
     assert "absent" not in stored and column.rows_read == reads  # no hash found: nothing read back
     assert keys[5] in stored and "b" in stored
-    assert sorted(stored.keys()) == sorted(keys)
+    assert sorted(stored.keys()) == sorted(first)
 
 
 def test_stored_keys_leave_out_rows_not_kept():
@@ -100,3 +100,21 @@ def test_stored_keys_tell_apart_keys_whose_hashes_collide(monkeypatch):
     stored = StoredKeys(Column(["a", "b", "a", "c"], block=2))
     assert stored.find(["c", "a", "b", "d"]).tolist() == [3, 0, 1, -1]
     assert "b" in stored and "d" not in stored
+
+
+def test_a_key_shared_by_many_rows_is_held_once_and_read_back_once_per_lookup():
+    keys = ["placeholder"] * 5000 + ["a", "placeholder", "b"] + ["b"] * 20
+    column = Column(keys, block=512)
+    stored = StoredKeys(column)
+    assert len(stored) == 3 and column.rows_read == 5000 + 1 + 21  # the repeated rows, read back once
+    reads = column.rows_read
+    found = stored.find(keys)  # what compact asks: every row's key
+    assert found.tolist() == [0] * 5000 + [5000, 0, 5002] + [5002] * 20
+    assert column.rows_read - reads == 3  # one row per distinct key, not one per copy
+
+
+def test_stored_keys_keep_the_first_row_of_keys_whose_hashes_collide_and_repeat(monkeypatch):
+    monkeypatch.setattr(hashing, "_hash64", lambda keys: np.zeros(len(keys), dtype=np.uint64))
+    monkeypatch.setattr(hashing, "_hash_one", lambda key: 0)
+    stored = StoredKeys(Column(["a", "b", "a", "c", "b", "a"], block=4), keep=np.array([0, 1, 1, 1, 1, 1], bool))
+    assert len(stored) == 3 and stored.find(["a", "b", "c", "d"]).tolist() == [2, 1, 3, -1]

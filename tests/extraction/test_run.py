@@ -16,8 +16,9 @@ from featcache.cache.layout import read_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
+from featcache.extraction.run import _known_files
 from featcache.images import PreprocessSpec, load_image
-from tests.support import FakeBackbone, fake_embed, make_split_dataset, shards_in_use, write_image
+from tests.support import FakeBackbone, fake_embed, handmade_cache, make_split_dataset, shards_in_use, write_image
 
 
 def _run(data, out, backbone=None, **options):
@@ -114,6 +115,19 @@ def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_
     assert np.array_equal(new.features[new.rows.path.index("test/cat/renamed.jpg")], moved)
     fresh = read_cache(_run(split_data, tmp_path / "fresh.h5").output)  # every row as a new cache has it
     assert new.rows == fresh.rows and np.array_equal(new.features, fresh.features)
+
+
+@pytest.mark.parametrize("block_rows", [None, 1])
+def test_a_path_is_known_by_its_first_cache_row_at_each_of_its_listings(tmp_path, monkeypatch, block_rows):
+    if block_rows:
+        monkeypatch.setattr(layout, "BLOCK_ROWS", block_rows)
+    cache = handmade_cache(tmp_path / "c.h5", [0, 0, 0], ["train"] * 3, ["a"])
+    with h5py.File(cache, "r+") as h5:  # a cache holding one path twice, told apart by size
+        h5["path"][:] = np.array([b"x", b"y", b"x"], dtype=f"S{h5['path'].dtype.itemsize}").view(h5["path"].dtype)
+        h5["size"][:] = [10, 20, 30]
+    listed = np.array([b"x", b"y", b"x", b"z"])  # a manifest listing x twice
+    known = _known_files(listed, read_cache(cache, with_vectors=False, with_rows=False))
+    assert known.row.tolist() == [0, 1, 0, -1] and known.size.tolist() == [10, 20, 10, -1]
 
 
 def test_identical_files_are_computed_once_and_kept_as_two_rows(split_data, tmp_path):
