@@ -294,8 +294,9 @@ def picked(data, idx: np.ndarray) -> np.ndarray:
     parts = []
     for start in range(int(idx[0]) // BLOCK_ROWS * BLOCK_ROWS, int(idx[-1]) + 1, BLOCK_ROWS):
         lo, hi = np.searchsorted(idx, [start, start + BLOCK_ROWS])
-        if hi > lo:
-            parts.append(data[start : start + BLOCK_ROWS][idx[lo:hi] - start])
+        if hi > lo:  # the block's rows from the first asked to the last
+            first = int(idx[lo])
+            parts.append(data[first : int(idx[hi - 1]) + 1][idx[lo:hi] - first])
     return np.concatenate(parts)
 
 
@@ -456,11 +457,12 @@ def write_cache(
 
 
 def _stored_form(rows: Rows) -> Rows:
-    """``rows`` with each column as the entry file stores it: strings as fixed-width bytes, numbers as arrays."""
+    """``rows`` with each column as the entry file stores it: strings as fixed-width bytes, numbers as arrays
+    (a content-hash column given in blocks, see :class:`ColumnBlocks`, is left as it is)."""
     n = len(rows)
     return Rows(
         path=bytes_column(rows.path),
-        sha256=bytes_column(rows.sha256),
+        sha256=rows.sha256 if isinstance(rows.sha256, ColumnBlocks) else bytes_column(rows.sha256),
         label=np.asarray(rows.label, dtype=np.int32).reshape(n),
         split=bytes_column(rows.split),
         size=np.asarray(rows.size, dtype=np.int64).reshape(n),
@@ -474,8 +476,9 @@ def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, q
     kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
     digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
     for column in (rows.path, rows.sha256, rows.split):  # fixed-width bytes (see _stored_form)
-        digest.update(f"{len(column)}:{column.dtype.itemsize}:".encode())
-        digest.update(np.ascontiguousarray(column).data)  # read in place, not copied
+        digest.update(f"{len(column)}:{_itemsize(column)}:".encode())
+        for chunk in _chunks(column):
+            digest.update(np.ascontiguousarray(chunk).data)  # read in place, not copied
     texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
     numbers = [rows.label, rows.size, rows.mtime_ns]
     for where in [locations] + ([views.locations] if views is not None else []):
@@ -509,10 +512,40 @@ def _write_rows(h5, rows: Rows) -> None:
     import h5py
 
     for name, column in ((PATH, rows.path), (SHA256, rows.sha256), (SPLIT, rows.split)):
-        h5.create_dataset(name, data=column.view(h5py.string_dtype("utf-8", column.dtype.itemsize)))
+        dtype = h5py.string_dtype("utf-8", _itemsize(column))
+        if not isinstance(column, ColumnBlocks):
+            h5.create_dataset(name, data=column.view(dtype))
+            continue
+        data, start = h5.create_dataset(name, shape=(len(column),), dtype=dtype), 0
+        for chunk in column.blocks():
+            data[start : start + len(chunk)] = chunk.view(dtype)
+            start += len(chunk)
     h5.create_dataset(LABEL, data=rows.label)
     h5.create_dataset(SIZE, data=rows.size)
     h5.create_dataset(MTIME, data=rows.mtime_ns)
+
+
+class ColumnBlocks:
+    """A per-row string column of a cache being written that is made a block of rows at a time instead of
+    held whole (the content hashes of an update, most of them read from the entry file being replaced):
+    ``len()`` rows, fixed-width bytes of ``itemsize``, yielded by :meth:`blocks` in row order."""
+
+    itemsize: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def blocks(self):
+        """Arrays of dtype ``S<itemsize>`` of consecutive rows, together every row once, in order."""
+        raise NotImplementedError
+
+
+def _itemsize(column) -> int:
+    return column.itemsize if isinstance(column, ColumnBlocks) else column.dtype.itemsize
+
+
+def _chunks(column):
+    return column.blocks() if isinstance(column, ColumnBlocks) else [column]
 
 
 def _write_views(h5, views: Views, folder: str) -> None:

@@ -318,12 +318,15 @@ class VectorPool:
     def locate(self, sha256s, writer: ShardWriter, known: tuple[Locations, np.ndarray] | None = None) -> Locations:
         """Where each of ``sha256s`` lies in a shard; vectors still in a format-1 file are copied into new shards.
         With ``known`` = (locations, reused), row i with ``reused[i]`` >= 0 lies where row ``reused[i]`` of
-        those locations does (its shard intact): only the other rows are looked up."""
+        those locations does (its shard intact), and ``sha256s`` are the content hashes of the other rows, in
+        order: only those are looked up."""
         if known is None:
             return self._locate(sha256s, writer)
         where, reused = known
         miss = np.flatnonzero(reused < 0)
-        found = self._locate(bytes_column(sha256s)[miss], writer)
+        if len(miss) != len(sha256s):
+            raise ValueError(f"{len(miss)} rows are not reused but {len(sha256s)} content hashes were given")
+        found = self._locate(bytes_column(sha256s), writer)
         return joined_locations(where, reused, found, miss)
 
     def _locate(self, sha256s, writer: ShardWriter) -> Locations:

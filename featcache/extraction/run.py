@@ -7,21 +7,20 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from featcache.cache.keys import FIND_CHUNK, KeyIndex
+from featcache.cache.keys import KeyIndex
 from featcache.cache.layout import (
     MTIME,
     PATH,
     SHA256,
     SIZE,
     Cache,
-    ColumnReader,
     QuarantineEntry,
     Rows,
     read_cache,
@@ -49,6 +48,7 @@ from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashe
 from featcache.extraction.filestat import FileStats, reason
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
+from featcache.extraction.row_hashes import BLOCK_ROWS, RowHashes
 from featcache.versions import cpu_name, package_version
 
 
@@ -154,14 +154,17 @@ def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone,
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
         with paused_gc():
-            hashes = _hashes(listing.reused_row, old, [computed.hashes.get(item.sample.relpath, "") for item in new])
+            hashes = RowHashes(
+                config.output, listing.reused_row, [computed.hashes.get(item.sample.relpath, "") for item in new]
+            )
             rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
-            known = (old.locations, reused) if old is not None and old.locations is not None else None
-            locations = pool.locate(rows.sha256, ShardWriter(folder, fingerprint), known)
+            locations = _locate(pool, rows.sha256, reused, old, ShardWriter(folder, fingerprint))
         views_start = time.perf_counter()
-        views = update_views(config, rows, _old_views(config, old), fingerprint, backbone, progress)
+        old_views = _old_views(config, old)
+        with_hashes = replace(rows, sha256=rows.sha256.array()) if config.augment or old_views else rows
+        views = update_views(config, with_hashes, old_views, fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
         attrs = _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds)
         previous = old.attrs if old is not None else None  # nothing is written when nothing changed
@@ -358,33 +361,23 @@ def _sizes_and_times(dataset: Dataset, known: KnownFiles | None):
     return size, mtime, unreadable
 
 
-def _hashes(reused: np.ndarray, old: Cache | None, computed: list[str]) -> np.ndarray:
-    """The content hash of each listed file (hex as bytes (n,)): the existing cache's where its row is
-    ``reused`` (read from its file), else (in order) ``computed`` ("" where the file could not be read)."""
-    hashes = np.zeros(len(reused), dtype="S64")
-    hit = np.flatnonzero(reused >= 0)
-    if len(hit):
-        hit = hit[np.argsort(reused[hit], kind="stable")]  # the file is read in row order ...
-        column = ColumnReader(old.path, SHA256)
-        try:
-            for start in range(0, len(hit), FIND_CHUNK):  # ... a chunk at a time, not copied whole on the way
-                at = hit[start : start + FIND_CHUNK]
-                hashes[at] = column.rows(reused[at])
-        finally:
-            column.close()
-    hashes[reused < 0] = np.array(computed, dtype="S64").reshape(len(computed))
-    return hashes
+def _locate(pool: VectorPool, hashes: RowHashes, reused: np.ndarray, old: Cache | None, writer: ShardWriter):
+    """Where the vector of each row lies: a reused row where it lay in the existing cache, the others found
+    by content hash (every row, for a format-1 cache)."""
+    if old is None or old.locations is None:
+        return pool.locate(hashes.array(), writer)
+    return pool.locate(hashes.computed, writer, (old.locations, reused))
 
 
-def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config, unreadable):
-    """Rows of the new cache in listing order (numpy columns), its quarantine (``unreadable`` are the files
-    that could not be read) and the existing cache's row each reuses (-1: none); ``read`` are the files read
-    in this run, the only ones that can be bad. With ``config.strict``, any file that cannot be used is an
-    error."""
+def _assemble(dataset, listing: Listing, hashes: RowHashes, read: list[int], pool: VectorPool, config, unreadable):
+    """Rows of the new cache in listing order (numpy columns; the content hashes as ``hashes`` of the rows
+    kept), its quarantine (``unreadable`` are the files that could not be read) and the existing cache's row
+    each reuses (-1: none); ``read`` are the files read in this run, whose hashes were computed in that
+    order, the only ones that can be bad. With ``config.strict``, any file that cannot be used is an error."""
     quarantine = [QuarantineEntry(p, r) for p, r in dataset.rejected]
-    keep = hashes != b""
-    for i in read:
-        sha = hashes[i].decode()
+    keep = hashes.present()
+    for i, sha in zip(read, hashes.computed.tolist()):
+        sha = sha.decode()
         if sha and sha in pool.quarantine and sha not in pool:
             quarantine.append(QuarantineEntry(os.fsdecode(listing.paths[i]), pool.quarantine[sha], sha))
             keep[i] = False
@@ -393,7 +386,7 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
         raise BadImagesError(_strict_message(quarantine))
     if not keep.all():
         kept = np.flatnonzero(keep)
-        listing, hashes = listing.take(kept), hashes[kept]
+        listing, hashes = listing.take(kept), hashes.take(kept)
     rows = Rows(
         path=listing.paths,
         sha256=hashes,
@@ -405,13 +398,15 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
     return rows, quarantine, listing.reused_row
 
 
-def _splits(given: np.ndarray, sha256: np.ndarray, config: ExtractConfig) -> np.ndarray:
-    """Each row's split (bytes (n,)): from the layout, else from its content hash."""
+def _splits(given: np.ndarray, hashes: RowHashes, config: ExtractConfig) -> np.ndarray:
+    """Each row's split (bytes (n,)): from the layout, else from its content hash (read a block at a time)."""
     hashed = np.flatnonzero(given == b"")
     if not len(hashed):
         return given
     found = given.copy()
-    found[hashed] = splits_for_hashes(sha256[hashed], config.val_fraction, config.test_fraction)
+    for start in range(0, len(hashed), BLOCK_ROWS):
+        at = hashed[start : start + BLOCK_ROWS]
+        found[at] = splits_for_hashes(hashes.rows(at), config.val_fraction, config.test_fraction)
     return found
 
 

@@ -1,0 +1,78 @@
+"""The content hashes of the rows an update writes: those of reused rows are left in the entry file it
+replaces and read from there a block at a time, so an update of a large cache never holds them all."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from featcache.cache.layout import SHA256, ColumnBlocks, ColumnReader
+
+HASH_WIDTH = 64  # a sha256 in hex
+#: rows whose hashes are made at once by :meth:`RowHashes.blocks` (1 MB of hashes, a few MB of temporaries)
+BLOCK_ROWS = 1 << 14
+
+
+class RowHashes(ColumnBlocks):
+    """The content hash of each row (hex as bytes): row i's is row ``reused[i]`` of the entry file ``path``
+    where that is >= 0, else the next of ``computed`` (in row order; b"" where the file could not be read).
+    Only ``computed`` is held."""
+
+    def __init__(self, path: Path | None, reused: np.ndarray, computed):
+        self.path, self.reused = path, np.asarray(reused, dtype=np.int64)
+        self.computed = np.array(computed, dtype=f"S{HASH_WIDTH}").reshape(len(computed))
+        self._new = np.flatnonzero(self.reused < 0)  # the rows whose hash was computed, increasing
+        if len(self._new) != len(self.computed):
+            raise ValueError(f"{len(self._new)} rows are not reused but {len(self.computed)} hashes were computed")
+        self.itemsize = HASH_WIDTH if len(self.reused) else 1  # what a column of no rows is stored as
+
+    def __len__(self) -> int:
+        return len(self.reused)
+
+    def present(self) -> np.ndarray:
+        """Which rows have a content hash (the others: files that could not be read), bool (n,)."""
+        found = self.reused >= 0
+        found[self._new] = self.computed != b""
+        return found
+
+    def take(self, kept: np.ndarray) -> RowHashes:
+        """The hashes of the rows ``kept`` (indices, increasing)."""
+        reused = self.reused[kept]
+        computed = self.computed[np.searchsorted(self._new, kept[reused < 0])]
+        return RowHashes(self.path, reused, computed)
+
+    def rows(self, idx) -> np.ndarray:
+        """The hashes of the rows ``idx`` (increasing), ``S64`` (len(idx),)."""
+        with self._column() as column:
+            return self._rows(column, np.asarray(idx, dtype=np.int64).reshape(-1))
+
+    def blocks(self):
+        with self._column() as column:  # opened once for every block
+            for start in range(0, len(self), BLOCK_ROWS):
+                yield self._rows(column, np.arange(start, min(start + BLOCK_ROWS, len(self))))
+
+    @contextmanager
+    def _column(self):
+        """The entry file's content-hash column (None without a file: every hash was computed)."""
+        column = ColumnReader(self.path, SHA256) if self.path is not None else None
+        try:
+            yield column
+        finally:
+            if column is not None:
+                column.close()
+
+    def _rows(self, column: ColumnReader, idx: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(idx), dtype=f"S{HASH_WIDTH}")
+        source = self.reused[idx]
+        read = source >= 0
+        if read.any():
+            found[read] = column.rows(source[read])
+        if not read.all():
+            found[~read] = self.computed[np.searchsorted(self._new, idx[~read])]
+        return found
+
+    def array(self) -> np.ndarray:
+        """Every row's hash at once, ``S64`` (n,): for the uses that need them all (views, format-1 caches)."""
+        return self.rows(np.arange(len(self)))
