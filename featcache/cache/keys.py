@@ -34,12 +34,14 @@ class KeyIndex:
     def keys(self) -> list[str]:
         return [k.decode() for k in self._base.ordered_keys().tolist()] + [k.decode() for k in self._later]
 
-    def add(self, keys, ids: np.ndarray, replace: bool = False) -> None:
-        """Index ``keys`` (an array of fixed-width bytes is kept as it is: do not change it afterwards)."""
-        keys, ids = bytes_column(keys), np.asarray(ids, dtype=np.int64)
+    def add(self, keys, ids: np.ndarray | None = None, replace: bool = False) -> None:
+        """Index ``keys`` with ``ids`` (default: their positions in ``keys``; an array of fixed-width bytes is
+        kept as it is: do not change it afterwards)."""
+        keys = bytes_column(keys)
         if not len(self):
-            self._base = _Ordered(keys, ids)
+            self._base = _Ordered(keys, None if ids is None else np.asarray(ids, dtype=np.int64))
             return
+        ids = np.arange(len(keys), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if replace:
             self._later.update(zip(keys.tolist(), ids.tolist()))
         else:
@@ -80,16 +82,18 @@ class KeyIndex:
 
 class _Ordered:
     """``keys`` (not copied) with their ids, ordered by hash: ``hashes`` increasing, ``pos`` the position in
-    ``keys`` of each, ``ids`` its id; a repeated key is kept at its first occurrence only."""
+    ``keys`` of each, ``ids`` its id (its position, the same array, when ``ids`` is None); a repeated key is
+    kept at its first occurrence only."""
 
-    def __init__(self, keys: np.ndarray, ids: np.ndarray):
+    def __init__(self, keys: np.ndarray, ids: np.ndarray | None):
         hashes = _hash64(keys)
         order = np.argsort(hashes, kind="stable")
         hashes = hashes[order]
         first = np.ones(len(order), dtype=bool)
         same = np.flatnonzero(hashes[1:] == hashes[:-1])  # repeated keys, and the rare collisions
         first[same + 1] = keys[order[same + 1]] != keys[order[same]]
-        self.keys, self.hashes, self.pos, self.ids = keys, hashes[first], order[first], ids[order[first]]
+        self.keys, self.hashes, self.pos = keys, hashes[first], order[first]
+        self.ids = self.pos if ids is None else ids[self.pos]
 
     def __len__(self) -> int:
         return len(self.pos)

@@ -243,15 +243,15 @@ def read_columns(path: Path, columns: tuple) -> Rows:
             raise damaged(path, exc) from None
 
 
-def row_blocks(path: Path, columns: tuple):
-    """(first row, :class:`Rows` of the per-row ``columns`` as arrays) for every block of BLOCK_ROWS rows of
-    a cache, in order: a cache of any size read with one block in memory."""
-    path = Path(path)
+def row_blocks(path: Path, columns: tuple, block_rows: int | None = None):
+    """(first row, :class:`Rows` of the per-row ``columns`` as arrays) for every block of ``block_rows`` rows
+    (default BLOCK_ROWS) of a cache, in order: a cache of any size read with one block in memory."""
+    path, block_rows = Path(path), block_rows or BLOCK_ROWS
     with open_h5(path) as h5:
         try:
             n = len(h5[LABEL])
-            for start in range(0, n, BLOCK_ROWS):
-                yield start, _row_arrays(h5, columns, slice(start, start + BLOCK_ROWS))
+            for start in range(0, n, block_rows):
+                yield start, _row_arrays(h5, columns, slice(start, start + block_rows))
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 

@@ -329,8 +329,8 @@ def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
     if old is None or not old.n_rows:
         return known
     index = KeyIndex()  # a path listed twice is indexed at its first listing
-    index.add(paths, np.arange(n, dtype=np.int64))
-    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME)):
+    index.add(paths)  # each path's id: its position in the listing
+    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME), BLOCK_ROWS):  # lookups' temporaries stay small
         listed = index.find(block.path)
         at, hit = np.unique(listed, return_index=True)  # the block's first row of each listed path ...
         new = (at >= 0) & (known.row[np.maximum(at, 0)] < 0)  # ... unless an earlier block had one

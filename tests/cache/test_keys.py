@@ -118,3 +118,11 @@ def test_stored_keys_keep_the_first_row_of_keys_whose_hashes_collide_and_repeat(
     monkeypatch.setattr(hashing, "_hash_one", lambda key: 0)
     stored = StoredKeys(Column(["a", "b", "a", "c", "b", "a"], block=4), keep=np.array([0, 1, 1, 1, 1, 1], bool))
     assert len(stored) == 3 and stored.find(["a", "b", "c", "d"]).tolist() == [2, 1, 3, -1]
+
+
+def test_key_index_ids_default_to_positions():
+    index = KeyIndex()
+    index.add(["p", "q", "p", "r"])
+    assert index.find(["r", "p", "q", "s"]).tolist() == [3, 0, 1, -1]
+    index.add(["s", "p"])  # later keys too: their positions in what was added
+    assert index.find(["s", "p"]).tolist() == [0, 0]

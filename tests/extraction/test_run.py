@@ -16,6 +16,8 @@ from featcache.cache.layout import read_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
+from featcache.extraction import row_hashes
+from featcache.extraction import run as run_module
 from featcache.extraction.run import _known_files
 from featcache.images import PreprocessSpec, load_image
 from tests.support import FakeBackbone, fake_embed, handmade_cache, make_split_dataset, shards_in_use, write_image
@@ -97,10 +99,16 @@ def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp
     assert after.rows.mtime_ns != before.rows.mtime_ns  # recorded again, so the next run reads nothing
 
 
+def _small_blocks(monkeypatch, rows: int) -> None:
+    """The entry file's columns read, and the new rows' content hashes made, ``rows`` at a time."""
+    for module in (layout, run_module, row_hashes):
+        monkeypatch.setattr(module, "BLOCK_ROWS", rows)
+
+
 @pytest.mark.parametrize("block_rows", [None, 3])
 def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_rows):
     if block_rows:  # the existing cache's rows are read a few at a time: matched and found across blocks
-        monkeypatch.setattr(layout, "BLOCK_ROWS", block_rows)
+        _small_blocks(monkeypatch, block_rows)
     out = tmp_path / "c.h5"
     _run(split_data, out)
     old = read_cache(out)
@@ -120,7 +128,7 @@ def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_
 @pytest.mark.parametrize("block_rows", [None, 1])
 def test_a_path_is_known_by_its_first_cache_row_at_each_of_its_listings(tmp_path, monkeypatch, block_rows):
     if block_rows:
-        monkeypatch.setattr(layout, "BLOCK_ROWS", block_rows)
+        _small_blocks(monkeypatch, block_rows)
     cache = handmade_cache(tmp_path / "c.h5", [0, 0, 0], ["train"] * 3, ["a"])
     with h5py.File(cache, "r+") as h5:  # a cache holding one path twice, told apart by size
         h5["path"][:] = np.array([b"x", b"y", b"x"], dtype=f"S{h5['path'].dtype.itemsize}").view(h5["path"].dtype)
