@@ -18,7 +18,9 @@ BLOCK_ROWS = 1 << 14
 class RowHashes(ColumnBlocks):
     """The content hash of each row (hex as bytes): row i's is row ``reused[i]`` of the entry file ``path``
     where that is >= 0, else the next of ``computed`` (in row order; b"" where the file could not be read).
-    Only ``computed`` is held."""
+    Only ``computed`` is held while the reused rows come in the file's order (a walk of the folder the cache
+    was made from); otherwise (a reordered manifest) every hash is read at once, in the file's order, on first
+    use: reading in the rows' order would read the whole column for every block."""
 
     def __init__(self, path: Path | None, reused: np.ndarray, computed):
         self.path, self.reused = path, np.asarray(reused, dtype=np.int64)
@@ -27,6 +29,7 @@ class RowHashes(ColumnBlocks):
         if len(self._new) != len(self.computed):
             raise ValueError(f"{len(self._new)} rows are not reused but {len(self.computed)} hashes were computed")
         self.itemsize = HASH_WIDTH if len(self.reused) else 1  # what a column of no rows is stored as
+        self._held: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reused)
@@ -45,13 +48,39 @@ class RowHashes(ColumnBlocks):
 
     def rows(self, idx) -> np.ndarray:
         """The hashes of the rows ``idx`` (increasing), ``S64`` (len(idx),)."""
-        with self._column() as column:
-            return self._rows(column, np.asarray(idx, dtype=np.int64).reshape(-1))
+        return np.concatenate([*self.in_blocks(np.asarray(idx, dtype=np.int64).reshape(-1)), self.computed[:0]])
 
     def blocks(self):
+        return self.in_blocks()
+
+    def in_blocks(self, idx: np.ndarray | None = None):
+        """The hashes of the rows ``idx`` (increasing; default every row), BLOCK_ROWS rows at a time."""
+        n = len(self) if idx is None else len(idx)
+        held = self._held_hashes()
         with self._column() as column:  # opened once for every block
-            for start in range(0, len(self), BLOCK_ROWS):
-                yield self._rows(column, np.arange(start, min(start + BLOCK_ROWS, len(self))))
+            for start in range(0, n, BLOCK_ROWS):
+                at = np.arange(start, min(start + BLOCK_ROWS, n)) if idx is None else idx[start : start + BLOCK_ROWS]
+                yield held[at] if held is not None else self._rows(column, at)
+
+    def array(self) -> np.ndarray:
+        """Every row's hash at once, ``S64`` (n,): for the uses that need them all (views, format-1 caches)."""
+        return self.rows(np.arange(len(self)))
+
+    def _held_hashes(self) -> np.ndarray | None:
+        """Every row's hash, when the reused rows are not in the file's order (read once, then kept)."""
+        if self._held is None:
+            source = self.reused[self.reused >= 0]
+            if np.all(source[1:] >= source[:-1]):
+                return None
+            self._held = np.zeros(len(self), dtype=f"S{HASH_WIDTH}")
+            hit = np.flatnonzero(self.reused >= 0)
+            hit = hit[np.argsort(self.reused[hit], kind="stable")]  # the file is read in its order
+            with self._column() as column:
+                for start in range(0, len(hit), BLOCK_ROWS):
+                    at = hit[start : start + BLOCK_ROWS]
+                    self._held[at] = column.rows(self.reused[at])
+            self._held[self._new] = self.computed
+        return self._held
 
     @contextmanager
     def _column(self):
@@ -72,7 +101,3 @@ class RowHashes(ColumnBlocks):
         if not read.all():
             found[~read] = self.computed[np.searchsorted(self._new, idx[~read])]
         return found
-
-    def array(self) -> np.ndarray:
-        """Every row's hash at once, ``S64`` (n,): for the uses that need them all (views, format-1 caches)."""
-        return self.rows(np.arange(len(self)))

@@ -403,10 +403,11 @@ def _splits(given: np.ndarray, hashes: RowHashes, config: ExtractConfig) -> np.n
     hashed = np.flatnonzero(given == b"")
     if not len(hashed):
         return given
-    found = given.copy()
-    for start in range(0, len(hashed), BLOCK_ROWS):
-        at = hashed[start : start + BLOCK_ROWS]
-        found[at] = splits_for_hashes(hashes.rows(at), config.val_fraction, config.test_fraction)
+    found, start = given.copy(), 0
+    for block in hashes.in_blocks(hashed):
+        at = hashed[start : start + len(block)]
+        found[at] = splits_for_hashes(block, config.val_fraction, config.test_fraction)
+        start += len(block)
     return found
 
 

@@ -46,3 +46,30 @@ def test_a_first_extract_holds_only_computed_hashes_and_no_rows_store_as_width_o
     assert RowHashes(None, np.zeros(0, dtype=np.int64), []).itemsize == 1
     with pytest.raises(ValueError, match="2 rows are not reused but 1"):
         RowHashes(None, np.array([-1, -1]), ["a" * 64])
+
+
+class _SpanCounter(row_hashes.ColumnReader):
+    """A ColumnReader that adds up the span of file rows each read covers (what HDF5 is asked to read)."""
+
+    spans: list[int] = []
+
+    def rows(self, idx):
+        idx = np.asarray(idx)
+        _SpanCounter.spans.append(int(idx.max() - idx.min() + 1) if len(idx) else 0)
+        return super().rows(idx)
+
+
+@pytest.mark.parametrize("order", ["file", "permuted"])
+def test_each_pass_reads_the_file_about_once_whatever_the_order_of_the_rows(tmp_path, monkeypatch, order):
+    n = 60
+    path = handmade_cache(tmp_path / "c.h5", [0] * n, ["train"] * n, ["a"])
+    with h5py.File(path) as h5:
+        old = h5["sha256"][:]
+    monkeypatch.setattr(row_hashes, "BLOCK_ROWS", 4)
+    monkeypatch.setattr(row_hashes, "ColumnReader", _SpanCounter)
+    _SpanCounter.spans = []
+    reused = np.arange(n) if order == "file" else np.random.default_rng(0).permutation(n)
+    hashes = RowHashes(path, reused, [])
+    assert np.concatenate(list(hashes.blocks())).tolist() == old[reused].tolist()
+    assert hashes.array().tolist() == old[reused].tolist()  # a second pass
+    assert sum(_SpanCounter.spans) <= 2 * n  # not the whole column for every block of rows

@@ -275,6 +275,25 @@ def test_manifest_gives_labels_and_splits(tmp_path):
     assert result.per_split == {"train": 4, "validation": 0, "test": 2}
 
 
+@pytest.mark.parametrize("block_rows", [None, 2])
+def test_a_reordered_manifest_updates_to_what_a_fresh_extract_makes(tmp_path, monkeypatch, block_rows):
+    if block_rows:
+        _small_blocks(monkeypatch, block_rows)
+    data = make_split_dataset(tmp_path / "d", counts={"train": 3})
+    files = [f"train/{c}/{c}_{i:03d}.{'png' if i == 2 else 'jpg'}" for c in ("cat", "dog") for i in range(3)]
+    manifest, out = tmp_path / "m.csv", tmp_path / "m.h5"
+    manifest.write_text("path,label\n" + "".join(f"{f},{f.split('/')[1]}\n" for f in files))
+    _run(data, out, manifest=manifest)
+    write_image(data / "train" / "dog" / "new.jpg", (250, 10, 10), 99)
+    listed = [*reversed(files), "train/dog/new.jpg", files[0]]  # splits by content hash; one new, one twice
+    manifest.write_text("path,label\n" + "".join(f"{f},{f.split('/')[1]}\n" for f in listed))
+    assert _run(data, out, manifest=manifest).computed == 1
+    fresh = read_cache(_run(data, tmp_path / "fresh.h5", manifest=manifest).output)
+    updated = read_cache(out)
+    assert updated.rows == fresh.rows and np.array_equal(updated.features, fresh.features)
+    assert len(updated.rows) == 8 and updated.rows.path.count(files[0]) == 2
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 def test_decoding_threads_yield_to_the_model_until_they_are_starved():
     from concurrent.futures import ThreadPoolExecutor
