@@ -29,6 +29,8 @@ class RowHashes(ColumnBlocks):
         if len(self._new) != len(self.computed):
             raise ValueError(f"{len(self._new)} rows are not reused but {len(self.computed)} hashes were computed")
         self.itemsize = HASH_WIDTH if len(self.reused) else 1  # what a column of no rows is stored as
+        source = self.reused[self.reused >= 0]
+        self._in_file_order = bool(np.all(source[1:] >= source[:-1]))
         self._held: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -68,10 +70,9 @@ class RowHashes(ColumnBlocks):
 
     def _held_hashes(self) -> np.ndarray | None:
         """Every row's hash, when the reused rows are not in the file's order (read once, then kept)."""
+        if self._in_file_order:
+            return None
         if self._held is None:
-            source = self.reused[self.reused >= 0]
-            if np.all(source[1:] >= source[:-1]):
-                return None
             self._held = np.zeros(len(self), dtype=f"S{HASH_WIDTH}")
             hit = np.flatnonzero(self.reused >= 0)
             hit = hit[np.argsort(self.reused[hit], kind="stable")]  # the file is read in its order
