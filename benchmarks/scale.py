@@ -21,7 +21,9 @@ that is deleted at the end, even on failure:
   (the median reported, with the spread), and a rerun that computes nothing;
 - synthetic caches without images (``--big-rows`` / 10 and ``--big-rows`` rows, random vectors
   around one centre per class, written a shard at a time) for info, verify (every sampled row is
-  skipped, its file being absent), train-head and compare.
+  skipped, its file being absent), train-head and compare. train-head runs in memory and with
+  ``--memory-budget`` ``--repeats`` times each, taking turns, so that a slow spell of a shared
+  machine falls on both; their rates are compared by medians, and run by run.
 """
 
 from __future__ import annotations
@@ -291,30 +293,31 @@ def synthetic_cache(run: ScaleRun, n: int) -> Path:
     return cache
 
 
-def readers(run: ScaleRun, big_rows: int) -> dict:
+def readers(run: ScaleRun, big_rows: int, repeats: int = 3) -> dict:
     """info and verify on caches of ``big_rows`` / 10 and ``big_rows`` rows; train-head and compare on the larger
     (train-head in memory on the smaller one when the larger would not fit in memory)."""
     records: dict[str, list] = {"info": [], "verify": []}
-    out, budgeted, in_memory = {}, has_memory_budget(), None
+    out, budgeted, caches = {}, has_memory_budget(), {}
     if not budgeted:
         run.notes.append(
             "train-head and compare with --memory-budget: not measured, this featcache has no --memory-budget "
             "option yet; train-head in memory measured as it is today"
         )
     for n in (big_rows // 10, big_rows):
-        cache = synthetic_cache(run, n)
-        records["info"].append(run.op("info", n, "cli", "info", str(cache)))
-        records["verify"].append(run.op("verify (no images: every sampled row skipped)", n, "verify", str(cache)))
-        if n < big_rows and in_memory_mb(big_rows) > available_mb():
-            run.notes.append(
-                f"train-head in memory on {big_rows:,} rows would need about {in_memory_mb(big_rows):,.0f} MB, "
-                f"{available_mb():,.0f} MB are available: measured on {n:,} rows instead (a head's rows/s "
-                f"hardly depend on the rows)"
-            )
-            in_memory = train_head(run, cache, n, "in memory", budget_flags(n) if budgeted else [])
-        if n == big_rows:
-            out |= training(run, cache, n, budgeted, in_memory)
-        with run.step(f"synthetic cache of {n:,} rows deleted"):
+        caches[n] = synthetic_cache(run, n)
+        records["info"].append(run.op("info", n, "cli", "info", str(caches[n])))
+        records["verify"].append(run.op("verify (no images: every sampled row skipped)", n, "verify", str(caches[n])))
+    memory_rows = big_rows
+    if in_memory_mb(big_rows) > available_mb():
+        memory_rows = big_rows // 10
+        run.notes.append(
+            f"train-head in memory on {big_rows:,} rows would need about {in_memory_mb(big_rows):,.0f} MB, "
+            f"{available_mb():,.0f} MB are available: measured on {memory_rows:,} rows instead (a head's rows/s "
+            f"hardly depend on the rows)"
+        )
+    out |= training(run, caches, big_rows, memory_rows, budgeted, repeats)
+    with run.step("synthetic caches deleted"):
+        for cache in caches.values():
             shutil.rmtree(cache.parent)
     for name, (first, second) in records.items():
         if first is not None and second is not None:
@@ -347,37 +350,67 @@ def in_memory_mb(n: int) -> float:
     return 3 * n * DIM * 4 / MB + 3000
 
 
-def training(run: ScaleRun, cache: Path, n: int, budgeted: bool, in_memory: dict | None) -> dict:
-    """TensorFlow's baseline; train-head for 1 epoch in memory (unless ``in_memory`` was measured on a smaller
-    cache) and with --memory-budget; compare with --memory-budget."""
+def training(run: ScaleRun, caches: dict[int, Path], n: int, memory_rows: int, budgeted: bool, repeats: int) -> dict:
+    """TensorFlow's baseline; train-head for 1 epoch in memory (on the cache of ``memory_rows`` rows) and with
+    --memory-budget (on the cache of ``n`` rows), taking turns ``repeats`` times, for the medians of their
+    rates; compare with --memory-budget."""
     out = {}
     baseline = run.op(
         "TensorFlow baseline: default head compiled, fitted on 256 rows", None, "tf-baseline", str(CLASSES)
     )
     if baseline is not None:
         out["tensorflow_baseline_rss_mb"] = baseline["peak_rss_mb"]
-    if in_memory is None and in_memory_mb(n) <= available_mb():
-        in_memory = train_head(run, cache, n, "in memory", budget_flags(n) if budgeted else [])
-    elif in_memory is None:
-        run.notes.append(f"train-head in memory on {n:,} rows: skipped, needs about {in_memory_mb(n):,.0f} MB")
+    fits = {"memory": [], "budget": []}
+    for _ in range(repeats if budgeted else 1):
+        if in_memory_mb(memory_rows) <= available_mb():
+            flags = budget_flags(memory_rows) if budgeted else []
+            fits["memory"].append(train_head(run, caches[memory_rows], memory_rows, "in memory", flags))
+        if budgeted:
+            flags = ["--memory-budget", BUDGET]
+            fits["budget"].append(train_head(run, caches[n], n, f"--memory-budget {BUDGET}", flags))
+    if not fits["memory"]:
+        run.notes.append(f"train-head in memory on {memory_rows:,} rows: skipped, needs about "
+                         f"{in_memory_mb(memory_rows):,.0f} MB")  # fmt: skip
+    in_memory, limited = median_fit(run, fits["memory"]), median_fit(run, fits["budget"])
     if in_memory:
         out |= {
             "train_head_memory_rows": in_memory["rows"],
             "train_head_memory_rss_mb": in_memory["peak_rss_mb"],
             "train_head_memory_rows_per_s": in_memory["rate"],
+            "train_head_memory_rows_per_s_runs": in_memory["rate_runs"],
+        }
+    if limited:
+        out |= {
+            "train_head_budget_rss_mb": limited["peak_rss_mb"],
+            "train_head_budget_rows_per_s": limited["rate"],
+            "train_head_budget_rows_per_s_runs": limited["rate_runs"],
         }
     if not budgeted:
         return out
-    limited = train_head(run, cache, n, f"--memory-budget {BUDGET}", ["--memory-budget", BUDGET])
-    if limited:
-        out |= {"train_head_budget_rss_mb": limited["peak_rss_mb"], "train_head_budget_rows_per_s": limited["rate"]}
     compared = run.op(
-        f"compare --epochs 1 --memory-budget {BUDGET}", n, "cli", "--keras", "compare", str(cache),
+        f"compare --epochs 1 --memory-budget {BUDGET}", n, "cli", "--keras", "compare", str(caches[n]),
         "-o", str(run.work / "compare"), "--epochs", "1", "--memory-budget", BUDGET,
     )  # fmt: skip
     if compared is not None:
         out["compare_budget_rss_mb"] = compared["peak_rss_mb"]
     return out | over_baseline(out)
+
+
+def median_fit(run: ScaleRun, fits: list[dict | None]) -> dict | None:
+    """The record of the fit of median rate among ``fits`` (failed ones left out), with every run's rate
+    (``rate_runs``) and seconds, and the highest peak RSS of them all; kept in the operations."""
+    done = [fit for fit in fits if fit is not None]
+    if not done:
+        return None
+    median = sorted(done, key=lambda fit: fit["rate"])[len(done) // 2]
+    median = {
+        **median,
+        "rate_runs": [fit["rate"] for fit in done],
+        "seconds_runs": [fit["seconds"] for fit in done],
+        "peak_rss_mb": max(fit["peak_rss_mb"] for fit in done),
+    }
+    run.operations.append(median)
+    return median
 
 
 def budget_flags(n: int) -> list[str]:
@@ -386,10 +419,11 @@ def budget_flags(n: int) -> list[str]:
 
 
 def train_head(run: ScaleRun, cache: Path, n: int, label: str, flags: list[str]) -> dict | None:
-    """train-head for 1 epoch with ``flags``; its record with ``rate``, train rows per second of fit."""
+    """train-head for 1 epoch with ``flags``; its record with ``rate``, train rows per second of fit (not kept in
+    the operations: :func:`median_fit` keeps the median of several)."""
     head = run.work / "head"
     args = ("cli", "--keras", "train-head", str(cache), "-o", str(head), "--epochs", "1", *flags)
-    record = run.op(f"train-head --epochs 1, {label}", n, *args)
+    record = run.op(f"train-head --epochs 1, {label}", n, *args, keep=False)
     if record is None:
         return None
     metrics = json.loads((head / "head.json").read_text())["metrics"]
@@ -410,6 +444,8 @@ def over_baseline(out: dict) -> dict:
         found["memory_vs_budget_rate"] = round(
             out["train_head_memory_rows_per_s"] / out["train_head_budget_rows_per_s"], 2
         )
+        pairs = zip(out["train_head_memory_rows_per_s_runs"], out["train_head_budget_rows_per_s_runs"], strict=False)
+        found["memory_vs_budget_rate_runs"] = [round(memory / budget, 2) for memory, budget in pairs]
     return found
 
 
@@ -447,7 +483,7 @@ def run(
         result: dict = {"rows": rows, "small_rows": small_rows, "added": added, "big_rows": big_rows}
         found = adds(scale, sorted({small_rows, rows // 10, rows}), added, repeats)
         result |= add_figures(found, rows, small_rows, rows // 10, added)
-        result |= readers(scale, big_rows)
+        result |= readers(scale, big_rows, repeats)
         result |= {"setup_seconds": scale.setup, "operations": scale.operations, "notes": scale.notes}
         result["table"] = operations_table(scale)
         return result
@@ -505,7 +541,8 @@ def operations_table(scale: ScaleRun) -> str:
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="Times each add is timed, on copies of the cache as it was; the median is reported.",
+    help="Times each add is timed, on copies of the cache as it was, and train-head run in memory and with "
+    "--memory-budget, taking turns; the medians are reported.",
 )
 @click.option(
     "--big-rows",
