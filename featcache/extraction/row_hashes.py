@@ -20,10 +20,11 @@ class RowHashes(ColumnBlocks):
     where that is >= 0, else the next of ``computed`` (in row order; b"" where the file could not be read).
     Only ``computed`` is held while the reused rows come in the file's order (a walk of the folder the cache
     was made from); otherwise (a reordered manifest) every hash is read at once, in the file's order, on first
-    use: reading in the rows' order would read the whole column for every block."""
+    use: reading in the rows' order would read the whole column for every block. ``stored``, when given, is the
+    entry file's whole content-hash column, already read for another use (the views): it is not read again."""
 
-    def __init__(self, path: Path | None, reused: np.ndarray, computed):
-        self.path, self.reused = path, np.asarray(reused, dtype=np.int64)
+    def __init__(self, path: Path | None, reused: np.ndarray, computed, stored: np.ndarray | None = None):
+        self.path, self.reused, self.stored = path, np.asarray(reused, dtype=np.int64), stored
         self.computed = np.array(computed, dtype=f"S{HASH_WIDTH}").reshape(len(computed))
         self._new = np.flatnonzero(self.reused < 0)  # the rows whose hash was computed, increasing
         if len(self._new) != len(self.computed):
@@ -46,7 +47,7 @@ class RowHashes(ColumnBlocks):
         """The hashes of the rows ``kept`` (indices, increasing)."""
         reused = self.reused[kept]
         computed = self.computed[np.searchsorted(self._new, kept[reused < 0])]
-        return RowHashes(self.path, reused, computed)
+        return RowHashes(self.path, reused, computed, self.stored)
 
     def rows(self, idx) -> np.ndarray:
         """The hashes of the rows ``idx`` (increasing), ``S64`` (len(idx),)."""
@@ -86,6 +87,9 @@ class RowHashes(ColumnBlocks):
     @contextmanager
     def _column(self):
         """The entry file's content-hash column (None without a file: every hash was computed)."""
+        if self.stored is not None:
+            yield _HeldColumn(self.stored)
+            return
         column = ColumnReader(self.path, SHA256) if self.path is not None else None
         try:
             yield column
@@ -102,3 +106,13 @@ class RowHashes(ColumnBlocks):
         if not read.all():
             found[~read] = self.computed[np.searchsorted(self._new, idx[~read])]
         return found
+
+
+class _HeldColumn:
+    """A content-hash column already read whole, read as :class:`ColumnReader` reads one from its file."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = np.asarray(values, dtype=f"S{HASH_WIDTH}")
+
+    def rows(self, idx) -> np.ndarray:
+        return self.values[np.asarray(idx, dtype=np.int64)]

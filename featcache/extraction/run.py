@@ -48,8 +48,12 @@ from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashe
 from featcache.extraction.filestat import FileStats, reason
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
-from featcache.extraction.row_hashes import BLOCK_ROWS, RowHashes
+from featcache.extraction.row_hashes import RowHashes
 from featcache.versions import cpu_name, package_version
+
+#: rows of the existing cache whose paths are looked up among the listed ones at once (the lookup's
+#: temporaries, a few tens of bytes a row, stay small)
+PATH_BLOCK_ROWS = 1 << 14
 
 
 @dataclass
@@ -153,16 +157,16 @@ def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone,
         computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
+        old_views = _old_views(config, old)  # with the old rows' content hashes, read whole once for both uses
         with paused_gc():
-            hashes = RowHashes(
-                config.output, listing.reused_row, [computed.hashes.get(item.sample.relpath, "") for item in new]
-            )
+            computed_hashes = [computed.hashes.get(item.sample.relpath, "") for item in new]
+            stored = old_views[1] if old_views is not None else None
+            hashes = RowHashes(config.output, listing.reused_row, computed_hashes, stored)
             rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
             locations = _locate(pool, rows.sha256, reused, old, ShardWriter(folder, fingerprint))
         views_start = time.perf_counter()
-        old_views = _old_views(config, old)
         with_hashes = replace(rows, sha256=rows.sha256.array()) if config.augment or old_views else rows
         views = update_views(config, with_hashes, old_views, fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
@@ -330,7 +334,7 @@ def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
         return known
     index = KeyIndex()  # a path listed twice is indexed at its first listing
     index.add(paths)  # each path's id: its position in the listing
-    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME), BLOCK_ROWS):  # lookups' temporaries stay small
+    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME), PATH_BLOCK_ROWS):
         listed = index.find(block.path)
         at, hit = np.unique(listed, return_index=True)  # the block's first row of each listed path ...
         new = (at >= 0) & (known.row[np.maximum(at, 0)] < 0)  # ... unless an earlier block had one

@@ -73,3 +73,23 @@ def test_each_pass_reads_the_file_about_once_whatever_the_order_of_the_rows(tmp_
     assert np.concatenate(list(hashes.blocks())).tolist() == old[reused].tolist()
     assert hashes.array().tolist() == old[reused].tolist()  # a second pass
     assert sum(_SpanCounter.spans) <= 2 * n  # not the whole column for every block of rows
+
+
+class _Unopened(row_hashes.ColumnReader):
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("the entry file's hash column was read again")
+
+
+@pytest.mark.parametrize("reused", [[4, -1, 0, 0, -1, 2], [0, -1, 2, 3, -1, 4]])
+def test_a_column_already_read_is_used_instead_of_the_file(stored, monkeypatch, reused):
+    path, old = stored
+    computed = ["c" * 64, "d" * 64]
+    from_file = RowHashes(path, np.array(reused), computed)
+    expected = from_file.array().tolist()
+    monkeypatch.setattr(row_hashes, "ColumnReader", _Unopened)
+    held = RowHashes(path, np.array(reused), computed, stored=np.array(old))
+    assert held.array().tolist() == expected
+    assert np.concatenate(list(held.blocks())).tolist() == expected
+    assert held.take(np.array([0, 1, 5])).array().tolist() == [expected[0], expected[1], expected[5]]
+    with pytest.raises(AssertionError, match="read again"):
+        from_file.array()

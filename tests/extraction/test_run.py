@@ -101,8 +101,9 @@ def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp
 
 def _small_blocks(monkeypatch, rows: int) -> None:
     """The entry file's columns read, and the new rows' content hashes made, ``rows`` at a time."""
-    for module in (layout, run_module, row_hashes):
+    for module in (layout, row_hashes):
         monkeypatch.setattr(module, "BLOCK_ROWS", rows)
+    monkeypatch.setattr(run_module, "PATH_BLOCK_ROWS", rows)
 
 
 @pytest.mark.parametrize("block_rows", [None, 3])
