@@ -92,8 +92,11 @@ class _Ordered:
         first = np.ones(len(order), dtype=bool)
         same = np.flatnonzero(hashes[1:] == hashes[:-1])  # repeated keys, and the rare collisions
         first[same + 1] = keys[order[same + 1]] != keys[order[same]]
-        self.keys, self.hashes, self.pos = keys, hashes[first], order[first]
-        self.ids = self.pos if ids is None else ids[self.pos]
+        pos = order[first]
+        del order
+        self.keys, self.hashes = keys, hashes[first]
+        self.pos = pos.astype(np.int32) if len(pos) < 2**31 else pos  # 4 bytes a key, not 8
+        self.ids = self.pos if ids is None else ids[pos]
 
     def __len__(self) -> int:
         return len(self.pos)

@@ -491,7 +491,8 @@ def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, q
         digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
     for column in numbers:
         digest.update(f"{len(column)}:".encode())
-        digest.update(np.ascontiguousarray(column, dtype=np.int64).data)
+        for start in range(0, len(column), BLOCK_ROWS):  # as int64, a block at a time: no copy of it all
+            digest.update(np.ascontiguousarray(column[start : start + BLOCK_ROWS], dtype=np.int64).data)
     return digest.hexdigest()
 
 

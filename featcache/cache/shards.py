@@ -46,6 +46,8 @@ SHARD_Q_SHA256, SHARD_Q_REASON = "quarantine_sha256", "quarantine_reason"
 LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 #: the most rows one shard gets when vectors are copied (upgrade, compact): 64 MB at 2048-d
 COPY_ROWS = 8192
+#: rows whose locations :func:`joined_locations` makes at once
+JOIN_ROWS = 1 << 16
 
 
 def view_key(sha256: str | bytes, view: int) -> str:
@@ -365,11 +367,14 @@ class VectorPool:
         return self._handles[source][FEATURES]
 
     def close(self) -> None:
+        """Close the files read and let go of the existing cache's rows (the pool then knows only its other
+        entries); closing again does nothing."""
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
         if self._cache is not None:
             self._cache.keys.close()
+            self._cache = None
 
 
 @dataclass
@@ -391,23 +396,29 @@ class CacheRows:
 
 def joined_locations(known: Locations, reused: np.ndarray, found: Locations, miss: np.ndarray) -> Locations:
     """The locations of ``len(reused)`` rows: row i at row ``reused[i]`` of ``known`` where that is >= 0, the
-    rows ``miss`` (the others, in order) where ``found`` says; only the shards they use are listed."""
+    rows ``miss`` (the others, in order) where ``found`` says; only the shards they use are listed. Made a
+    block of rows at a time into the arrays returned, so a cache of millions of rows needs no other copy."""
     names = list(dict.fromkeys([*known.files, *found.files]))
     at = {name: i for i, name in enumerate(names)}
     rows_of = dict(zip(known.files, known.file_rows)) | dict(zip(found.files, found.file_rows))
     bytes_of = dict(zip(known.files, known.file_bytes)) | dict(zip(found.files, found.file_bytes))
-    index, row = np.empty(len(reused), dtype=np.int64), np.empty(len(reused), dtype=np.int64)
-    hit = np.flatnonzero(reused >= 0)
-    index[hit] = np.array([at[f] for f in known.files], dtype=np.int64)[np.asarray(known.index)[reused[hit]]]
-    row[hit] = np.asarray(known.row)[reused[hit]]
-    index[miss] = np.array([at[f] for f in found.files], dtype=np.int64)[np.asarray(found.index, dtype=np.int64)]
-    row[miss] = found.row
+    known_file = np.array([at[f] for f in known.files], dtype=np.int32)
+    known_index, known_row = np.asarray(known.index), np.asarray(known.row)
+    index, row = np.empty(len(reused), dtype=np.int32), np.empty(len(reused), dtype=np.int64)
+    for start in range(0, len(reused), JOIN_ROWS):
+        source = reused[start : start + JOIN_ROWS]
+        hit = np.flatnonzero(source >= 0)
+        index[start + hit], row[start + hit] = known_file[known_index[source[hit]]], known_row[source[hit]]
+    found_file = np.array([at[f] for f in found.files], dtype=np.int32)
+    index[miss], row[miss] = found_file[np.asarray(found.index, dtype=np.int64)], found.row
     used = np.flatnonzero(np.bincount(index, minlength=len(names)))
     renumbered = np.zeros(len(names), dtype=np.int32)
     renumbered[used] = np.arange(len(used), dtype=np.int32)
+    for start in range(0, len(index), JOIN_ROWS):
+        index[start : start + JOIN_ROWS] = renumbered[index[start : start + JOIN_ROWS]]
     files = [names[i] for i in used.tolist()]
     dim = known.dim or found.dim
-    return Locations(files, [rows_of[f] for f in files], [bytes_of[f] for f in files], renumbered[index], row, dim)
+    return Locations(files, [rows_of[f] for f in files], [bytes_of[f] for f in files], index, row, dim)
 
 
 def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:

@@ -76,11 +76,17 @@ class FileStats:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Size and mtime (ns) of every name, in order, as int64 arrays; where a file cannot be stat-ed
-        its size is -1 and its mtime the error number (see :func:`reason`)."""
-        found = [helper.result(share) for helper, share in self._helpers] or [_stat_here(self._pieces)]
+        its size is -1 and its mtime the error number (see :func:`reason`). The two are columns of one
+        table (16 bytes a file) that each helper's answer is read straight into."""
+        if self._helpers:
+            table, start = np.empty((sum(share.count for _, share in self._helpers), 2), dtype=np.int64), 0
+            for helper, share in self._helpers:
+                helper.read_into(share, table[start : start + share.count])
+                start += share.count
+        else:
+            table = _stat_here(self._pieces)
         self._pieces, self._helpers = [], []
-        table = np.concatenate(found)
-        return table[:, 0].copy(), table[:, 1].copy()
+        return table[:, 0], table[:, 1]
 
     def close(self) -> None:
         for helper, _ in self._helpers:
@@ -195,16 +201,26 @@ class _Helper:
         feeder.start()
         return cls(process, feeder)
 
-    def result(self, share: _Share) -> np.ndarray:
-        """The helper's table for ``share``, or this process's own when the helper failed."""
-        if self.process is None:
-            return _stat_here(share.pieces())
-        output = self.process.stdout.read()
-        self.process.stdout.close()
+    def read_into(self, share: _Share, out: np.ndarray) -> None:
+        """Read the helper's table for ``share`` into ``out`` (int64 (share.count, 2)), or make it here when
+        the helper failed."""
+        if self.process is None or not self._read_all(memoryview(out).cast("B")):
+            out[:] = _stat_here(share.pieces())
+        elif sys.byteorder != "little":  # the helper writes little-endian
+            out.byteswap(inplace=True)
+
+    def _read_all(self, view: memoryview) -> bool:
+        """Fill ``view`` with the helper's output; whether it wrote exactly that much and ended well."""
+        got, stdout = 0, self.process.stdout
+        while got < len(view):
+            count = stdout.readinto(view[got:])
+            if not count:
+                break
+            got += count
+        extra = stdout.read()
+        stdout.close()
         self.feeder.join()
-        if self.process.wait() != 0 or len(output) != share.count * 16:
-            return _stat_here(share.pieces())
-        return np.frombuffer(output, dtype="<i8").reshape(share.count, 2).astype(np.int64)
+        return self.process.wait() == 0 and got == len(view) and not extra
 
     def stop(self) -> None:
         """End the helper, its result unread."""

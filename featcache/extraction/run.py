@@ -166,6 +166,8 @@ def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone,
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
             locations = _locate(pool, rows.sha256, reused, old, ShardWriter(folder, fingerprint))
+            pool.close()  # what it knows of the existing rows is not needed to write the new entry file ...
+            old = replace(old, locations=None) if old is not None else None  # ... nor where they lay
         views_start = time.perf_counter()
         with_hashes = replace(rows, sha256=rows.sha256.array()) if config.augment or old_views else rows
         views = update_views(config, with_hashes, old_views, fingerprint, backbone, progress)
@@ -329,11 +331,12 @@ def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
     a block at a time and looked up among the listed paths, so they are never all held. A path the cache
     holds twice is known by its first row; a path listed twice (a manifest's) is known at each listing."""
     n = len(paths)
+    if old is not None and old.n_rows:
+        index = KeyIndex()  # a path listed twice is indexed at its first listing
+        index.add(paths)  # each path's id: its position in the listing; made before the answers, which it outlives
     known = KnownFiles(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
     if old is None or not old.n_rows:
         return known
-    index = KeyIndex()  # a path listed twice is indexed at its first listing
-    index.add(paths)  # each path's id: its position in the listing
     for start, block in row_blocks(old.path, (PATH, SIZE, MTIME), PATH_BLOCK_ROWS):
         listed = index.find(block.path)
         at, hit = np.unique(listed, return_index=True)  # the block's first row of each listed path ...

@@ -85,3 +85,17 @@ def test_helpers_whose_result_is_not_wanted_are_stopped(tmp_path, monkeypatch):
         processes = [helper.process for helper, _ in stats._helpers]
         assert processes and all(p.poll() is None or p.returncode == 0 for p in processes)
     assert all(p.returncode is not None for p in processes)  # ended and reaped: no process left behind
+
+
+@pytest.mark.parametrize("output", ["printf abc", "head -c 100000 /dev/zero"])
+def test_a_helper_that_answers_too_little_or_too_much_leaves_its_share_to_this_process(tmp_path, monkeypatch, output):
+    folders = _folders(tmp_path, (30, 30))
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\ncat > /dev/null\n{output}\n")  # reads its share, exits 0, answers wrong
+    fake.chmod(0o755)
+    monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with FileStats.start(folders) as stats:
+        size, mtime = stats.result()
+    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
