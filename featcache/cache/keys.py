@@ -164,26 +164,27 @@ _HASH_START, _HASH_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64)
 class StoredKeys:
     """Keys left where they are, in a column of a file (an existing cache's content hashes, by the million):
     only each key's 64-bit hash and row are held, ordered by hash (12 bytes a key instead of the key and
-    its index); a key whose hash is found is read back from the file to confirm it. ``column`` reads the
-    column a block at a time and at given rows (:class:`featcache.cache.layout.ColumnReader`); rows where
+    its index); a key whose hash is found is read back from the file to confirm it. ``column`` has a length
+    and reads the column a block at a time and at given rows (:class:`featcache.cache.layout.ColumnReader`); rows where
     ``keep`` is False are left out. A repeated key is held once, at its first row, so that a key shared by
     many rows (one placeholder image copied thousands of times) costs one read-back, not one per row."""
 
     def __init__(self, column, keep: np.ndarray | None = None):
         self._column = column
-        hashes = []
+        hashes, at = np.empty(len(column) if keep is None else int(np.count_nonzero(keep)), dtype=np.uint64), 0
         for start, block in column.blocks():
-            hashes.append(_hash64(block if keep is None else block[keep[start : start + len(block)]]))
-        hashes = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+            found = _hash64(block if keep is None else block[keep[start : start + len(block)]])
+            hashes[at : at + len(found)] = found
+            at += len(found)
         order = np.argsort(hashes, kind="stable")  # equal hashes stay in row order
-        hashes = hashes[order]
+        hashes.sort()  # in place: hashes[order], without a second array
         rows = order if keep is None else np.flatnonzero(keep)[order]
         del order
+        rows = rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows
         first = self._first_of_each_key(hashes, rows)
         if first is not None:
             hashes, rows = hashes[first], rows[first]
-        self.hashes = hashes
-        self.rows = rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows
+        self.hashes, self.rows = hashes, rows
 
     def _first_of_each_key(self, hashes: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
         """Which of the held (hash-ordered) rows to keep: the first row of each key, bool (n,); None when

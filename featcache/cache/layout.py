@@ -305,14 +305,18 @@ class ColumnReader:
     BLOCK_ROWS rows at a time, or given rows. The file is opened on first use and stays open until
     :meth:`close` (lookups of a row at a time stay cheap)."""
 
-    def __init__(self, path: Path, name: str):
+    def __init__(self, path: Path, name: str, block_rows: int | None = None):
         self.path, self.name, self._h5 = Path(path), name, None
+        self.block_rows = block_rows
+
+    def __len__(self) -> int:
+        return len(self._data())
 
     def blocks(self):
-        """(first row, rows) of every block of the column, in order."""
-        data = self._data()
-        for start in range(0, len(data), BLOCK_ROWS):
-            yield start, self._read(data, slice(start, start + BLOCK_ROWS))
+        """(first row, rows) of every block of the column (``block_rows`` rows, default BLOCK_ROWS), in order."""
+        data, step = self._data(), self.block_rows or BLOCK_ROWS
+        for start in range(0, len(data), step):
+            yield start, self._read(data, slice(start, start + step))
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """The values of the rows ``idx`` (any order, repeats allowed; increasing is read as it is)."""
@@ -382,7 +386,8 @@ def bytes_column(values) -> np.ndarray:
     """Strings (str, or UTF-8 bytes; a list, an object array or a bytes array) as a fixed-width bytes array
     (numpy ``S``) as wide as the longest: the form the entry file stores per-row strings in."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "S":
-        width = int(np.char.str_len(values).max()) if len(values) else 1
+        lengths = (int(np.char.str_len(values[i : i + BLOCK_ROWS]).max()) for i in range(0, len(values), BLOCK_ROWS))
+        width = max(lengths, default=1)  # measured a block at a time: no length held for every value
         return values if width >= values.dtype.itemsize else values.astype(f"S{max(width, 1)}")
     encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
     return np.array(encoded, dtype=bytes).reshape(len(encoded)) if encoded else np.zeros(0, dtype="S1")

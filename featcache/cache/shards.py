@@ -46,6 +46,8 @@ SHARD_Q_SHA256, SHARD_Q_REASON = "quarantine_sha256", "quarantine_reason"
 LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 #: the most rows one shard gets when vectors are copied (upgrade, compact): 64 MB at 2048-d
 COPY_ROWS = 8192
+#: content hashes read at once to index an existing cache's (1 MB of them)
+KEY_BLOCK_ROWS = 1 << 14
 #: rows whose locations :func:`joined_locations` makes at once
 JOIN_ROWS = 1 << 16
 
@@ -198,9 +200,14 @@ class VectorPool:
             self.dim = loc.dim
             source = self._intact_sources(shards_dir(cache_path), loc)
             intact = (source >= 0)[loc.index]
-        keys = StoredKeys(ColumnReader(cache_path, SHA256), None if intact.all() else intact)
-        self._cache = CacheRows(keys, source, loc)
+        self._cache = CacheRows(Path(cache_path), None if intact.all() else intact, source, loc)
         return intact
+
+    def index_cache_keys(self) -> None:
+        """Index the existing cache's content hashes now (else on the first lookup): an update that adds files
+        has it done while their sizes are still being read; one that adds none never needs it."""
+        if self._cache is not None:
+            self._cache.keys  # noqa: B018 (made on first use)
 
     def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
         """Index the augmented views of an existing cache by :func:`view_key`; ``sha256s`` are the content
@@ -263,7 +270,7 @@ class VectorPool:
         found, hit = ids >= 0, ids[ids >= 0]
         where_source, where_row = np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
         where_source[found], where_row[found] = source[hit], row[hit]
-        if self._cache is not None:
+        if self._cache is not None and len(keys):  # (no key asked: the cache's hashes need no index)
             replaced = np.zeros(len(keys), dtype=bool)
             replaced[found] = wins[hit]
             if replaced.any():  # a replacing entry wins over the cache's row: the cache is not asked
@@ -373,25 +380,36 @@ class VectorPool:
             handle.close()
         self._handles.clear()
         if self._cache is not None:
-            self._cache.keys.close()
+            self._cache.close()
             self._cache = None
 
 
-@dataclass
 class CacheRows:
-    """The rows of an existing cache as a pool finds them: their content hashes (left in the entry file),
-    the source id of each of its shards (-1: not intact) or, for format 1, of the cache file itself, and
-    where each row lies (None for format 1: row i of the file)."""
+    """The rows of an existing cache as a pool finds them: their content hashes (left in the entry file
+    ``path``; indexed on first use, rows where ``keep`` is False left out), the source id of each of its
+    shards (-1: not intact) or, for format 1, of the cache file itself, and where each row lies (None for
+    format 1: row i of the file)."""
 
-    keys: StoredKeys
-    source: np.ndarray
-    locations: Locations | None
+    def __init__(self, path: Path, keep: np.ndarray | None, source: np.ndarray, locations: Locations | None):
+        self.path, self.keep, self.source, self.locations = path, keep, source, locations
+        self._keys: StoredKeys | None = None
+
+    @property
+    def keys(self) -> StoredKeys:
+        """The index of the rows' content hashes (12 bytes a row; a read of the hash column to make)."""
+        if self._keys is None:
+            self._keys = StoredKeys(ColumnReader(self.path, SHA256, KEY_BLOCK_ROWS), self.keep)
+        return self._keys
 
     def where(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Source id and row in it of each of the cache's ``rows``."""
         if self.locations is None:
             return np.full(len(rows), self.source[0], dtype=np.int64), rows
         return self.source[np.asarray(self.locations.index)[rows]], np.asarray(self.locations.row)[rows]
+
+    def close(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
 
 
 def joined_locations(known: Locations, reused: np.ndarray, found: Locations, miss: np.ndarray) -> Locations:
@@ -411,7 +429,10 @@ def joined_locations(known: Locations, reused: np.ndarray, found: Locations, mis
         index[start + hit], row[start + hit] = known_file[known_index[source[hit]]], known_row[source[hit]]
     found_file = np.array([at[f] for f in found.files], dtype=np.int32)
     index[miss], row[miss] = found_file[np.asarray(found.index, dtype=np.int64)], found.row
-    used = np.flatnonzero(np.bincount(index, minlength=len(names)))
+    counts = np.zeros(len(names), dtype=np.int64)
+    for start in range(0, len(index), JOIN_ROWS):  # (bincount would copy the whole index as int64)
+        counts += np.bincount(index[start : start + JOIN_ROWS], minlength=len(names))
+    used = np.flatnonzero(counts)
     renumbered = np.zeros(len(names), dtype=np.int32)
     renumbered[used] = np.arange(len(used), dtype=np.int32)
     for start in range(0, len(index), JOIN_ROWS):

@@ -150,7 +150,7 @@ def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone,
         pool, old, at_hand = _open_pool(config, fingerprint, fields)
     try:
         with paused_gc():
-            listing, unreadable = _listing(dataset, stats, old, at_hand, config.assume_unchanged)
+            listing, unreadable = _listing(dataset, stats, old, at_hand, config.assume_unchanged, pool.index_cache_keys)
         unknown = np.flatnonzero(listing.reused_row < 0).tolist()
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
@@ -272,7 +272,8 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cac
         old = read_cache(config.output, with_vectors=False, with_rows=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
     # no row: the paths, sizes and times are read while matching (_listing), the content hashes a block at a
-    # time by the pool (VectorPool.add_cache) and for the rows reused (_hashes)
+    # time when the pool indexes them (only when some file is read, see VectorPool.index_cache_keys) and for
+    # the rows reused (RowHashes)
     return read_cache(config.output, with_vectors=False, with_rows=False)
 
 
@@ -298,13 +299,17 @@ class Listing(NamedTuple):
         return ListedFile(sample, int(self.size[i]), int(self.mtime_ns[i]))
 
 
-def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.ndarray, assume_unchanged: bool):
+def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.ndarray, assume_unchanged: bool,
+             when_new=None):  # fmt: skip
     """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`; a
     reused row's vector is ``at_hand``), and the files that cannot be read. Sizes and times come from
     ``stats`` (the walked folders' files), else (with ``assume_unchanged``) from the existing cache's row
-    of the same path, else from a stat."""
+    of the same path, else from a stat. ``when_new`` is called before they are waited for when some path
+    is not in ``old``: what an update that adds files needs anyway is done meanwhile."""
     paths = dataset.paths
     known = _known_files(paths, old)
+    if when_new is not None and old is not None and (known.row < 0).any():
+        when_new()
     if dataset.folders and not assume_unchanged:
         size, mtime = stats.result()
         unreadable = [QuarantineEntry(os.fsdecode(paths[i]), reason(int(mtime[i]))) for i in np.flatnonzero(size < 0)]

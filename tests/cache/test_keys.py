@@ -59,6 +59,9 @@ class Column:
     def __init__(self, keys, block: int):
         self.values, self.block, self.rows_read = np.array(keys, dtype=bytes), block, 0
 
+    def __len__(self) -> int:
+        return len(self.values)
+
     def blocks(self):
         for start in range(0, len(self.values), self.block):
             yield start, self.values[start : start + self.block]
