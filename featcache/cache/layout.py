@@ -427,38 +427,39 @@ def write_cache(
     """Write the entry file of a cache whose vectors are in shards beside it (and its ``views``, if any),
     then rename it over ``path``. With ``previous``, the attributes of the entry file there now, nothing
     is written when the new file would hold the same (returns False)."""
-    import h5py
-
     path = Path(path)
     rows = _stored_form(rows)
     digest = content_digest(attrs, class_names, rows, locations, quarantine, views)
-    if previous is not None and previous.get("format_version") == FORMAT_VERSION and previous.get(CONTENT) == digest:
+    if unchanged(previous, digest):
         return False  # the same content in the same format
-    n_views = len(views) if views is not None else 0
-    _check_space(path, len(rows) * 256 + n_views * 32 + len(locations.files) * 128 + len(quarantine) * 512 + (64 << 10))
-    tmp = path.with_name(temporary_name(path, os.getpid()))
+    widths = {PATH: rows.path.dtype.itemsize, SHA256: _itemsize(rows.sha256), SPLIT: rows.split.dtype.itemsize}
+    writer = EntryWriter(path, widths, len(rows), extra=(len(views) if views is not None else 0) * 32)
     try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
-            _write_rows(h5, rows)
-            _write_locations(h5, locations, path.name + SHARDS_SUFFIX)
-            write_strings(h5, CLASS_NAMES, class_names)
-            q = h5.create_group(QUARANTINE)
-            write_strings(q, PATH, [e.path for e in quarantine])
-            write_strings(q, "reason", [e.reason for e in quarantine])
-            write_strings(q, SHA256, [e.sha256 for e in quarantine])
-            if views is not None:
-                _write_views(h5, views, path.name + VIEWS_SUFFIX)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for start, block in _row_chunks(rows):
+            stop = start + len(block)
+            writer.add(block, locations.index[start:stop], locations.row[start:stop])
+        writer.finish(attrs, class_names, quarantine, locations, views)
+    finally:
+        writer.discard()
     return True
+
+
+def unchanged(previous: dict | None, digest: str) -> bool:
+    """Whether an entry file of the attributes ``previous`` already holds the content of ``digest``."""
+    return previous is not None and previous.get("format_version") == FORMAT_VERSION and previous.get(CONTENT) == digest
+
+
+def _row_chunks(rows: Rows):
+    """(first row, :class:`Rows` of at most BLOCK_ROWS consecutive rows) covering ``rows`` (in stored form),
+    in order, as the content-hash column comes (in blocks, see :class:`ColumnBlocks`, or whole)."""
+    start = 0
+    for chunk in _chunks(rows.sha256):
+        for begin in range(0, len(chunk), BLOCK_ROWS):  # numbers become int64 a block at a time
+            part = chunk[begin : begin + BLOCK_ROWS]
+            stop = start + len(part)
+            columns = {name: getattr(rows, name)[start:stop] for name in ("path", "label", "split", "size", "mtime_ns")}
+            yield start, Rows(sha256=part, **columns)
+            start = stop
 
 
 def _stored_form(rows: Rows) -> Rows:
@@ -475,30 +476,200 @@ def _stored_form(rows: Rows) -> Rows:
     )
 
 
+#: the per-row columns of an entry file as :class:`ContentDigest` and :class:`EntryWriter` take them:
+#: the names of :class:`Rows`, then the shard and row of each row's vector
+INDEX, ROW = "index", "row"
+_DIGESTED = (PATH, SHA256, SPLIT, LABEL, SIZE, MTIME, INDEX, ROW)
+
+
+class ContentDigest:
+    """The digest of what an entry file holds (attribute ``content_sha256``), its rows taken a block at a
+    time: each per-row column is hashed on its own, strings as their lengths and bytes, numbers as int64,
+    so rows given in blocks of any size, and strings stored at any width, digest alike."""
+
+    def __init__(self):
+        self._hashes = {name: hashlib.sha256() for name in _DIGESTED}
+        self._lengths = {name: hashlib.sha256() for name in _DIGESTED}
+        self._counts = dict.fromkeys(_DIGESTED, 0)
+
+    def add_rows(self, rows: Rows, index, row) -> None:
+        """The next rows (:class:`Rows` of arrays, strings as fixed-width bytes) and where their vectors lie."""
+        for name in _DIGESTED[:6]:
+            self.add(name, getattr(rows, _ROWS_FIELD.get(name, name)))
+        self.add(INDEX, index)
+        self.add(ROW, row)
+
+    def add(self, name: str, values) -> None:
+        """The next values of the per-row column ``name``."""
+        values, digest = np.ascontiguousarray(values), self._hashes[name]
+        if values.dtype.kind == "S":  # the lengths and the bytes (without padding) as two streams
+            self._lengths[name].update(np.char.str_len(values).astype(np.int64).data)
+            raw = values.view(np.uint8)
+            digest.update(np.ascontiguousarray(raw[raw != 0]).data)
+        else:
+            digest.update(np.ascontiguousarray(values, dtype=np.int64).data)
+        self._counts[name] += len(values)
+
+    def hexdigest(self, attrs: dict, class_names, quarantine, locations: Locations, views: Views | None) -> str:
+        """The digest of the rows taken so far with the rest of an entry file: its attributes but when it
+        was written, class names, quarantine, the shards its rows lie in (``locations``, of which only the
+        files are read) and its ``views``."""
+        digest = hashlib.sha256()
+        kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
+        digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
+        for name in _DIGESTED:
+            hashes = f"{self._hashes[name].hexdigest()}:{self._lengths[name].hexdigest()}"
+            digest.update(f"{name}:{self._counts[name]}:{hashes}\0".encode())
+        texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine]), locations.files]
+        numbers = [locations.file_rows, locations.file_bytes, [locations.dim]]
+        if views is not None:
+            where = views.locations
+            texts += [where.files, [json.dumps(views.attrs, sort_keys=True, default=str)]]
+            numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim], views.row, views.view]
+        for column in texts:
+            digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
+        for column in numbers:
+            digest.update(f"{len(column)}:".encode())
+            for start in range(0, len(column), BLOCK_ROWS):  # as int64, a block at a time: no copy of it all
+                digest.update(np.ascontiguousarray(column[start : start + BLOCK_ROWS], dtype=np.int64).data)
+        return digest.hexdigest()
+
+
+_ROWS_FIELD = {MTIME: "mtime_ns"}
+
+
 def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, quarantine, views) -> str:
-    """sha256 of everything an entry file holds except when it was written (``updated_at``)."""
-    digest = hashlib.sha256()
-    kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
-    digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
-    for column in (rows.path, rows.sha256, rows.split):  # fixed-width bytes (see _stored_form)
-        digest.update(f"{len(column)}:{_itemsize(column)}:".encode())
-        for chunk in _chunks(column):
-            digest.update(np.ascontiguousarray(chunk).data)  # read in place, not copied
-    texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine])]
-    numbers = [rows.label, rows.size, rows.mtime_ns]
-    for where in [locations] + ([views.locations] if views is not None else []):
-        texts.append(where.files)
-        numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim]]
-    if views is not None:
-        texts.append([json.dumps(views.attrs, sort_keys=True, default=str)])
-        numbers += [views.row, views.view]
-    for column in texts:
-        digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
-    for column in numbers:
-        digest.update(f"{len(column)}:".encode())
-        for start in range(0, len(column), BLOCK_ROWS):  # as int64, a block at a time: no copy of it all
-            digest.update(np.ascontiguousarray(column[start : start + BLOCK_ROWS], dtype=np.int64).data)
-    return digest.hexdigest()
+    """sha256 of everything an entry file holds except when it was written (``updated_at``); ``rows`` in
+    stored form (see :func:`_stored_form`)."""
+    digest = ContentDigest()
+    for start, block in _row_chunks(rows):
+        stop = start + len(block)
+        digest.add_rows(block, locations.index[start:stop], locations.row[start:stop])
+    return digest.hexdigest(attrs, class_names, quarantine, locations, views)
+
+
+class EntryWriter:
+    """A new entry file for the cache ``path``, its rows written a block at a time (:meth:`add`) and its
+    content digest taken as they come, then completed and renamed over ``path`` (:meth:`finish`).
+
+    ``widths`` are the widths of the string columns (PATH, SHA256, SPLIT; longer values are refused);
+    with ``rows`` the number of rows is known and the columns are laid out whole, else they grow a chunk
+    at a time (chunks of at most CHUNK_ROWS rows, and of ``expected`` rows when fewer). ``write=False``
+    takes the digest only: what tells an update that would write the same content."""
+
+    def __init__(self, path: Path, widths: dict, rows: int | None = None, expected: int = 0, extra: int = 0,
+                 write: bool = True):  # fmt: skip
+        self.path, self.widths, self.digest, self.rows = Path(path), widths, ContentDigest(), 0
+        self._runs: list[list[int]] = []  # [first row, stop, shard, its first row] of consecutive shard rows
+        self._h5, self._tmp, self._data = None, None, {}
+        if write:
+            size = rows if rows is not None else expected
+            _check_space(self.path, size * 256 + len(self.path.name) * 4 + extra + (64 << 10))
+            self._tmp = self.path.with_name(temporary_name(self.path, os.getpid()))
+            try:
+                self._open(rows, expected)
+            except (OSError, RuntimeError) as exc:
+                self.discard()
+                raise write_error(self.path, exc) from None
+
+    def _open(self, rows: int | None, expected: int) -> None:
+        import h5py
+
+        self._h5 = h5py.File(self._tmp, "w")
+        dtypes = {LABEL: np.int32, SIZE: np.int64, MTIME: np.int64, INDEX: np.int32, ROW: np.int64}
+        dtypes |= {name: h5py.string_dtype("utf-8", max(width, 1)) for name, width in self.widths.items()}
+        shards = self._h5.create_group(SHARDS)
+        for name in _DIGESTED:
+            group, dtype = (shards if name in (INDEX, ROW) else self._h5), dtypes[name]
+            if rows is not None:
+                self._data[name] = group.create_dataset(name, shape=(rows,), dtype=dtype)
+            else:
+                chunk = max(1, min(CHUNK_ROWS, expected))
+                self._data[name] = group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype
+                )
+
+    def add(self, rows: Rows, index, row) -> None:
+        """The next rows (:class:`Rows` of arrays, strings as bytes no wider than ``widths``), and the shard
+        (index into the files given to :meth:`finish`) and row there of each one's vector."""
+        index, row = np.asarray(index, dtype=np.int32), np.asarray(row, dtype=np.int64)
+        self.digest.add_rows(rows, index, row)
+        start, stop = self.rows, self.rows + len(index)
+        self._note_runs(start, index, row)
+        self.rows = stop
+        if self._h5 is None or start == stop:
+            return
+        try:
+            for name in _DIGESTED:
+                values = index if name == INDEX else row if name == ROW else getattr(rows, _ROWS_FIELD.get(name, name))
+                data = self._data[name]
+                if data.maxshape[0] is None:
+                    data.resize((stop,))
+                if name in self.widths:
+                    values = np.asarray(values).astype(f"S{max(self.widths[name], 1)}").view(data.dtype)
+                data[start:stop] = values
+        except (OSError, RuntimeError) as exc:
+            raise write_error(self.path, exc) from None
+
+    def _note_runs(self, start: int, index: np.ndarray, row: np.ndarray) -> None:
+        for begin, end in _runs(index, row):
+            shard, first = int(index[begin]), int(row[begin])
+            last = self._runs[-1] if self._runs else None
+            if (
+                last is not None
+                and last[1] == start + begin
+                and last[2] == shard
+                and last[3] + last[1] - last[0] == first
+            ):
+                last[1] = start + end
+            else:
+                self._runs.append([start + begin, start + end, shard, first])
+
+    def finish(self, attrs: dict, class_names, quarantine, locations: Locations, views: Views | None = None) -> str:
+        """Complete the file with the rest of it (``locations``' files, rows, bytes and dim; its per-row
+        arrays are not read) and rename it over ``path``; the content digest. Without a file (``write``
+        False), only the digest."""
+        digest = self.digest.hexdigest(attrs, class_names, quarantine, locations, views)
+        if self._h5 is None:
+            return digest
+        try:
+            h5 = self._h5
+            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
+            _write_shard_files(h5[SHARDS], locations)
+            _virtual_features(h5, self.rows, locations, self._runs, self.path.name + SHARDS_SUFFIX)
+            write_strings(h5, CLASS_NAMES, class_names)
+            q = h5.create_group(QUARANTINE)
+            write_strings(q, PATH, [e.path for e in quarantine])
+            write_strings(q, "reason", [e.reason for e in quarantine])
+            write_strings(q, SHA256, [e.sha256 for e in quarantine])
+            if views is not None:
+                _write_views(h5, views, self.path.name + VIEWS_SUFFIX)
+            self._h5 = None
+            h5.close()
+            _fsync(self._tmp)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+            _fsync(self.path.parent)
+        except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
+            self.discard()
+            raise write_error(self.path, exc) from None
+        return digest
+
+    def discard(self) -> None:
+        """Delete the unfinished file (nothing of ``path`` is touched); after :meth:`finish`, nothing to do."""
+        if self._h5 is not None:
+            try:
+                self._h5.close()
+            except (OSError, RuntimeError):
+                pass
+            self._h5 = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+#: rows of a chunk of an entry file's columns when they are written without knowing how many rows come
+CHUNK_ROWS = 1 << 13
 
 
 def temporary_name(path: Path, pid: int | str = "") -> str:
@@ -511,24 +682,6 @@ def _check_space(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if free < needed:
         raise write_error(path, OSError(errno.ENOSPC, f"{free} bytes free, about {needed} needed"))
-
-
-def _write_rows(h5, rows: Rows) -> None:
-    """The per-row columns of ``rows`` (in stored form): strings as fixed-length UTF-8."""
-    import h5py
-
-    for name, column in ((PATH, rows.path), (SHA256, rows.sha256), (SPLIT, rows.split)):
-        dtype = h5py.string_dtype("utf-8", _itemsize(column))
-        if not isinstance(column, ColumnBlocks):
-            h5.create_dataset(name, data=column.view(dtype))
-            continue
-        data, start = h5.create_dataset(name, shape=(len(column),), dtype=dtype), 0
-        for chunk in column.blocks():
-            data[start : start + len(chunk)] = chunk.view(dtype)
-            start += len(chunk)
-    h5.create_dataset(LABEL, data=rows.label)
-    h5.create_dataset(SIZE, data=rows.size)
-    h5.create_dataset(MTIME, data=rows.mtime_ns)
 
 
 class ColumnBlocks:
@@ -579,15 +732,25 @@ def read_views(path: Path) -> Views | None:
 def _write_locations(h5, loc: Locations, folder: str) -> None:
     """``shards`` and ``features`` of a group (the file, or ``/augmented``): a virtual dataset with one
     mapping per run of consecutive shard rows."""
+    g = h5.create_group(SHARDS)
+    _write_shard_files(g, loc)
+    g.create_dataset(INDEX, data=np.asarray(loc.index, dtype=np.int32))
+    g.create_dataset(ROW, data=np.asarray(loc.row, dtype=np.int64))
+    runs = [[a, b, int(loc.index[a]), int(loc.row[a])] for a, b in _runs(loc.index, loc.row)]
+    _virtual_features(h5, len(loc.index), loc, runs, folder)
+
+
+def _write_shard_files(group, loc: Locations) -> None:
+    write_strings(group, "file", loc.files)
+    group.create_dataset("rows", data=np.asarray(loc.file_rows, dtype=np.int64).reshape(len(loc.files)))
+    group.create_dataset("bytes", data=np.asarray(loc.file_bytes, dtype=np.int64).reshape(len(loc.files)))
+
+
+def _virtual_features(h5, n: int, loc: Locations, runs, folder: str) -> None:
+    """``features`` of ``n`` rows over the shard files of ``loc`` in ``folder``: ``runs`` are [first row,
+    stop, shard, its first row] of the rows that lie one after another in a shard."""
     import h5py
 
-    g = h5.create_group(SHARDS)
-    write_strings(g, "file", loc.files)
-    g.create_dataset("rows", data=np.asarray(loc.file_rows, dtype=np.int64).reshape(len(loc.files)))
-    g.create_dataset("bytes", data=np.asarray(loc.file_bytes, dtype=np.int64).reshape(len(loc.files)))
-    g.create_dataset("index", data=np.asarray(loc.index, dtype=np.int32))
-    g.create_dataset("row", data=np.asarray(loc.row, dtype=np.int64))
-    n = len(loc.index)
     if not n:
         h5.create_dataset(FEATURES, shape=(0, loc.dim), dtype=np.float32)
         return
@@ -596,9 +759,8 @@ def _write_locations(h5, loc: Locations, folder: str) -> None:
         h5py.VirtualSource(f"{folder}/{name}", FEATURES, shape=(rows, loc.dim))
         for name, rows in zip(loc.files, loc.file_rows)
     ]
-    for start, stop in _runs(loc.index, loc.row):
-        first = int(loc.row[start])
-        layout[start:stop] = sources[int(loc.index[start])][first : first + stop - start]
+    for start, stop, shard, first in runs:
+        layout[start:stop] = sources[shard][first : first + stop - start]
     h5.create_virtual_dataset(FEATURES, layout, fillvalue=np.nan)
 
 
