@@ -71,6 +71,7 @@ SHARDS_SUFFIX, VIEWS_SUFFIX = ".shards", ".views"  # the folders of shards besid
 CONTENT = "content_sha256"  # attribute: digest of what the entry file holds, timestamps aside
 SPLITS = ("train", "validation", "test")
 ROW_COLUMNS = (PATH, SHA256, LABEL, SPLIT, SIZE, MTIME)  # the per-row columns; their names are those of Rows
+INDEX, ROW = "index", "row"  # per row, in /shards: the shard its vector lies in, and its row there
 
 
 @dataclass
@@ -216,19 +217,25 @@ def decode_strings(values) -> list[str]:
 
 
 def read_cache(
-    path: Path, with_vectors: bool = True, with_rows: bool = True, arrays: bool = False, columns: tuple = ROW_COLUMNS
+    path: Path,
+    with_vectors: bool = True,
+    with_rows: bool = True,
+    arrays: bool = False,
+    columns: tuple = ROW_COLUMNS,
+    located: bool = True,
 ) -> Cache:
     """Read a whole cache; with ``with_vectors=False`` only its metadata, with ``with_rows=False`` not even
     the per-row lists (``Cache.n_rows`` still counts them): what ``info`` and ``verify`` need at any size.
     With ``arrays`` the rows are numpy arrays, which read and compare fast by the million, and only the
-    per-row ``columns`` are read (the others are left empty)."""
+    per-row ``columns`` are read (the others are left empty). With ``located=False`` the locations hold the
+    shard files only (``index`` and ``row`` None: see :func:`entry_blocks` and :func:`read_located`)."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
         check_format(path, attrs)
         rows_reader = with_rows and ((lambda h5: _row_arrays(h5, columns)) if arrays else _all_rows)
         try:
-            return _read_body(path, h5, attrs, with_vectors, rows_reader)
+            return _read_body(path, h5, attrs, with_vectors, rows_reader, located)
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 
@@ -351,13 +358,13 @@ def damaged(path: Path, exc: Exception) -> CacheError:
     return CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite")
 
 
-def _read_body(path, h5, attrs, with_vectors: bool, read_rows) -> Cache:
+def _read_body(path, h5, attrs, with_vectors: bool, read_rows, located: bool = True) -> Cache:
     rows = read_rows(h5) if read_rows else Rows()
     q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
     quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
     vectors = h5[FEATURES][:] if with_vectors else None
     names = decode_strings(h5[CLASS_NAMES][:])
-    cache = Cache(path, attrs, names, rows, quarantine, vectors, read_locations(h5))
+    cache = Cache(path, attrs, names, rows, quarantine, vectors, read_locations(h5, located))
     cache.n_rows = len(h5[LABEL])
     return cache
 
@@ -393,14 +400,44 @@ def bytes_column(values) -> np.ndarray:
     return np.array(encoded, dtype=bytes).reshape(len(encoded)) if encoded else np.zeros(0, dtype="S1")
 
 
-def read_locations(h5) -> Locations | None:
-    """The shard of each row, from an open entry file; None for format 1 (vectors in the file)."""
+def read_locations(h5, rows: bool = True) -> Locations | None:
+    """The shard of each row, from an open entry file (without ``rows``, the shard files only: ``index`` and
+    ``row`` None); None for format 1 (vectors in the file)."""
     if SHARDS not in h5:
         return None
     g = h5[SHARDS]
     files = decode_strings(g["file"][:])
     dim = int(h5[FEATURES].shape[1])
-    return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), g["index"][:], g["row"][:], dim)
+    index, row = (g[INDEX][:], g[ROW][:]) if rows else (None, None)
+    return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), index, row, dim)
+
+
+def read_located(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shard (int32) and row in it (int64) of each of the cache's ``rows`` (any order, repeats allowed)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    distinct, inverse = np.unique(rows, return_inverse=True)
+    with open_h5(path) as h5:
+        try:
+            g = h5[SHARDS]
+            return picked(g[INDEX], distinct)[inverse], picked(g[ROW], distinct)[inverse]
+        except (KeyError, OSError, ValueError) as exc:
+            raise damaged(Path(path), exc) from None
+
+
+def entry_blocks(path: Path, columns: tuple, block_rows: int):
+    """(first row, {name: array}) for every block of ``block_rows`` rows of a cache's ``columns`` (per-row
+    columns of ROW_COLUMNS as :func:`row_blocks` gives them, and INDEX and ROW, where each row's vector
+    lies), in order: what reading a cache of any size alongside a walk of its data folder takes."""
+    path = Path(path)
+    with open_h5(path) as h5:
+        try:
+            data = {name: h5[SHARDS][name] if name in (INDEX, ROW) else h5[name] for name in columns}
+            n = len(h5[LABEL])
+            for start in range(0, n, block_rows):
+                block = {name: column[start : start + block_rows] for name, column in data.items()}
+                yield start, {name: bytes_column(v) if v.dtype.kind in "OS" else v for name, v in block.items()}
+        except (KeyError, OSError, ValueError) as exc:
+            raise damaged(path, exc) from None
 
 
 def attr_value(value):
@@ -478,7 +515,6 @@ def _stored_form(rows: Rows) -> Rows:
 
 #: the per-row columns of an entry file as :class:`ContentDigest` and :class:`EntryWriter` take them:
 #: the names of :class:`Rows`, then the shard and row of each row's vector
-INDEX, ROW = "index", "row"
 _DIGESTED = (PATH, SHA256, SPLIT, LABEL, SIZE, MTIME, INDEX, ROW)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from featcache.cache.keys import KeyIndex, StoredKeys
 from featcache.cache.layout import (
     FEATURES,
+    INDEX,
     SHA256,
     Cache,
     ColumnReader,
@@ -28,8 +29,10 @@ from featcache.cache.layout import (
     attr_value,
     bytes_column,
     decode_strings,
+    entry_blocks,
     open_h5,
     read_cache,
+    read_located,
     shards_dir,
     temporary_name,
     views_folder,
@@ -202,6 +205,25 @@ class VectorPool:
             intact = (source >= 0)[loc.index]
         self._cache = CacheRows(Path(cache_path), None if intact.all() else intact, source, loc)
         return intact
+
+    def add_cache_shards(self, cache_path: Path, cache: Cache) -> np.ndarray:
+        """As :meth:`add_cache` for a cache read without its rows' locations (``read_cache(located=False)``):
+        which of its shards are intact, bool (s,); where its rows lie is read when asked."""
+        for entry in cache.quarantine:
+            if entry.sha256:
+                self.quarantine.setdefault(entry.sha256, entry.reason)
+        loc = cache.locations
+        self.dim = loc.dim
+        source = self._intact_sources(shards_dir(cache_path), loc)
+        if not cache.n_rows:
+            return source >= 0
+        keep = None
+        if (source < 0).any():  # the rows of the shards lost, left out of the index
+            keep = np.concatenate(
+                [(source >= 0)[block[INDEX]] for _, block in entry_blocks(cache_path, (INDEX,), KEY_BLOCK_ROWS)]
+            )
+        self._cache = CacheRows(Path(cache_path), keep, source, loc)
+        return source >= 0
 
     def index_cache_keys(self) -> None:
         """Index the existing cache's content hashes now (else on the first lookup): an update that adds files
@@ -405,6 +427,9 @@ class CacheRows:
         """Source id and row in it of each of the cache's ``rows``."""
         if self.locations is None:
             return np.full(len(rows), self.source[0], dtype=np.int64), rows
+        if self.locations.index is None:  # not held: read for these rows
+            index, row = read_located(self.path, rows)
+            return self.source[index], row
         return self.source[np.asarray(self.locations.index)[rows]], np.asarray(self.locations.row)[rows]
 
     def close(self) -> None:

@@ -75,12 +75,105 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
     fence = None if allow_outside else root.resolve()
     if manifest is not None:
         dataset = _scan_manifest(root, Path(manifest), fence)
-    elif any(_child_dir(root, name) for name in SPLIT_ALIASES):
-        dataset = _scan_split_folders(root, fence)
     else:
-        dataset = _scan_class_folders(root, fence)
+        walk = plan_walk(root, allow_outside)
+        found = _Found(walk.class_names)
+        for folder in walk.folders():
+            found.add([folder.rel + name for name in folder.names.tolist()], folder.label, folder.split, folder.rel)
+        found.rejected, found.unknown = walk.rejected, walk.unknown
+        dataset = found.dataset(root, walk.layout)
     _check_classes(dataset)
     return dataset
+
+
+class Folder(NamedTuple):
+    """A walked folder's images: the folder (``rel``, from the data folder, "/"-ended), the files' names in
+    order (bytes (k,), sorted), their class (index into the class names) and split (b"" where the content
+    hash decides)."""
+
+    rel: bytes
+    names: np.ndarray
+    label: int
+    split: bytes
+
+
+@dataclass
+class Walk:
+    """How a data folder of split folders or class folders is walked: its layout, the sorted class names,
+    the (split folder, split, class folders) to walk in order, and what the walk set aside: refused files
+    (relpath, reason) and, per split, class folders with images that train lacks. :meth:`folders` walks it,
+    a folder at a time, as often as asked: what an update of a large cache reads instead of a listing."""
+
+    root: Path
+    layout: str
+    class_names: list[str]
+    tops: list[tuple[str, str | None, list[str]]]
+    fence: Path | None
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    unknown: dict[str, set[str]] = field(default_factory=dict)
+
+    def folders(self) -> Iterator[Folder]:
+        """Every folder holding images, in listing order (split, class, then as :func:`_walk_images` goes)."""
+        self.rejected, self.unknown = [], {}
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        for prefix, split, classes in self.tops:
+            for label in classes:
+                start = f"{prefix}/{label}/" if prefix else f"{label}/"
+                for rel, names in _walk_images(
+                    os.fsencode(self.root / start), os.fsencode(start), self.fence, self.rejected
+                ):
+                    if label not in label_of:
+                        self.unknown.setdefault(split or "train", set()).add(label)
+                        continue
+                    yield Folder(rel, names, label_of[label], (split or "").encode())
+
+    def any(self) -> int:
+        """1 if some folder holds an image, else 0 (walked up to the first such folder)."""
+        return int(next(self.folders(), None) is not None)
+
+    def check(self) -> None:
+        """DatasetError when the walk found images of classes that train lacks (see :meth:`_Found.dataset`)."""
+        _check_unknown(self.unknown)
+
+    def key(self, rel: bytes):
+        """Where the folder ``rel`` comes in listing order, as a value that sorts as the walk goes (None for a
+        folder the walk never reaches: not in a split folder, or too shallow)."""
+        parts = rel.rstrip(b"/").split(b"/")
+        rank = ()
+        if self.layout == "split-folders":
+            split = SPLIT_ALIASES.get(os.fsdecode(parts[0]))
+            if split is None or len(parts) < 2:
+                return None
+            rank, parts = (SPLITS.index(split),), parts[1:]
+        return (*rank, os.fsdecode(parts[0]), tuple(parts[1:]), rel)
+
+
+def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
+    """The :class:`Walk` of the split or class folders of ``data_dir`` (its class folders listed, no file)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
+    fence = None if allow_outside else root.resolve()
+    if not any(_child_dir(root, name) for name in SPLIT_ALIASES):
+        classes = _class_dirs(root)
+        if not classes:
+            raise DatasetError(
+                f"{root} has no class folders; lay images out as {root}/<class>/<image> "
+                f"or {root}/train/<class>/<image>, or pass --manifest"
+            )
+        return Walk(root, "class-folders", classes, [("", None, classes)], fence)
+    seen: dict[str, str] = {}
+    for name in sorted(os.listdir(root)):
+        split = SPLIT_ALIASES.get(name)
+        if split is None or not (root / name).is_dir():
+            continue
+        if split in seen:
+            raise DatasetError(f"{root} has both {seen[split]}/ and {name}/; keep one of them")
+        seen[split] = name
+    if "train" not in seen:
+        raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
+    tops = [(seen[split], split, _class_dirs(root / seen[split])) for split in SPLITS if split in seen]
+    return Walk(root, "split-folders", tops[0][2], tops, fence)
 
 
 def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> str:
@@ -113,36 +206,6 @@ def _child_dir(root: Path, name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _scan_split_folders(root: Path, fence: Path | None) -> Dataset:
-    seen: dict[str, str] = {}
-    for name in sorted(os.listdir(root)):
-        split = SPLIT_ALIASES.get(name)
-        if split is None or not (root / name).is_dir():
-            continue
-        if split in seen:
-            raise DatasetError(f"{root} has both {seen[split]}/ and {name}/; keep one of them")
-        seen[split] = name
-    if "train" not in seen:
-        raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
-    found = _Found(_class_dirs(root / seen["train"]))
-    for split in SPLITS:
-        if split in seen:
-            _collect(root, seen[split], _class_dirs(root / seen[split]), split, fence, found)
-    return found.dataset(root, "split-folders")
-
-
-def _scan_class_folders(root: Path, fence: Path | None) -> Dataset:
-    classes = _class_dirs(root)
-    if not classes:
-        raise DatasetError(
-            f"{root} has no class folders; lay images out as {root}/<class>/<image> "
-            f"or {root}/train/<class>/<image>, or pass --manifest"
-        )
-    found = _Found(classes)
-    _collect(root, "", classes, None, fence, found)
-    return found.dataset(root, "class-folders")
-
-
 def _class_dirs(folder: Path) -> list[str]:
     # Keras sorts class folder names as plain strings; hidden folders are not classes.
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
@@ -162,35 +225,40 @@ class _Found:
         self.rejected: list[tuple[str, str]] = []
         self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
 
-    def add(self, paths: list[bytes], label: str, split: str | None, folder: bytes | None = None) -> None:
-        """Files of class ``label`` and split ``split``: those kept in ``folder`` (put in order by path), or
-        consecutive rows of a manifest (``folder`` None: kept as they come)."""
+    def add(self, paths: list[bytes], label: str | int, split: str | bytes | None, folder: bytes | None = None) -> None:
+        """Files of class ``label`` (a name, or its index) and split ``split``: a walked ``folder``'s (in order
+        by name), or consecutive rows of a manifest (``folder`` None: kept as they come)."""
         if not paths:
             return
-        if label not in self._label_of:
+        if isinstance(label, str) and label not in self._label_of:
             self.unknown.setdefault(split or "train", set()).add(label)
             return
         chunks, paths = self.chunks, np.array(paths, dtype=bytes)
         if folder is not None:
-            paths.sort(kind="stable")  # bytes: code point order
             self.folders.append((folder, self.rows, self.rows + len(paths)))
+        index = self._label_of[label] if isinstance(label, str) else label
         chunks["paths"].append(paths)
-        chunks["labels"].append(np.full(len(paths), self._label_of[label], dtype=np.int32))
-        chunks["splits"].append(np.full(len(paths), (split or "").encode(), dtype="S10"))
+        chunks["labels"].append(np.full(len(paths), index, dtype=np.int32))
+        split = split.encode() if isinstance(split, str) else split or b""
+        chunks["splits"].append(np.full(len(paths), split, dtype="S10"))
         self.rows += len(paths)
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
-        for split in ("validation", "test"):
-            extra = sorted(self.unknown.get(split, ()))
-            if extra:
-                raise DatasetError(
-                    f"classes {', '.join(extra)} appear in {split} but not in train; "
-                    f"add training images for them or remove them from {split}"
-                )
+        _check_unknown(self.unknown)
         joined = {name: _joined(chunks, name) for name, chunks in self.chunks.items()}
         paths, labels, splits = joined["paths"], joined["labels"], joined["splits"]
         return Dataset(root, layout, paths, labels, splits, self.class_names, self.rejected, self.folders)
+
+
+def _check_unknown(unknown: dict[str, set[str]]) -> None:
+    for split in ("validation", "test"):
+        extra = sorted(unknown.get(split, ()))
+        if extra:
+            raise DatasetError(
+                f"classes {', '.join(extra)} appear in {split} but not in train; "
+                f"add training images for them or remove them from {split}"
+            )
 
 
 def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
@@ -199,15 +267,10 @@ def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
     return np.zeros(0, dtype={"paths": "S1", "splits": "S10", "labels": np.int32}.get(name, np.int64))
 
 
-def _collect(root: Path, prefix: str, classes: list[str], split: str | None, fence, found: _Found) -> None:
-    for label in classes:
-        start = f"{prefix}/{label}/" if prefix else f"{label}/"
-        _walk_images(os.fsencode(root / start), os.fsencode(start), fence, (label, split), found)
-
-
-def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tuple, found: _Found) -> None:
-    """Add the image files under ``folder`` (``rel`` from the data folder, ending in "/") to ``found``:
-    the files of a folder by name, then its sub-folders by name, hidden entries skipped.
+def _walk_images(folder: bytes, rel: bytes, fence: Path | None, rejected: list) -> Iterator[tuple[bytes, np.ndarray]]:
+    """(folder ``rel``, its image files' names sorted (bytes (k,))) of ``folder`` (``rel`` from the data
+    folder, ending in "/") and of its sub-folders: the files of a folder, then its sub-folders by name,
+    hidden entries skipped, folders without images left out; refused files are added to ``rejected``.
 
     Directory entries carry their type, so listing costs no system call per file (a kept file's stat
     comes later, see :mod:`featcache.extraction.filestat`): listing a million files must not cost
@@ -235,10 +298,14 @@ def _walk_images(folder: bytes, rel: bytes, fence: Path | None, label_split: tup
                     refused.append((os.fsdecode(rel + name), reason))
                     continue
             names.append(name)
-    found.rejected += sorted(refused)
-    found.add([rel + name for name in names], *label_split, folder=rel)
+    rejected += sorted(refused)
+    if names:
+        found = np.array(names, dtype=bytes)
+        del names
+        found.sort(kind="stable")  # bytes: code point order
+        yield rel, found
     for name in sorted(folders):
-        _walk_images(os.path.join(folder, name), rel + name + b"/", fence, label_split, found)
+        yield from _walk_images(os.path.join(folder, name), rel + name + b"/", fence, rejected)
 
 
 def _refusal(item, fence: Path | None) -> str | None:
@@ -301,11 +368,15 @@ def _manifest_row(root, fence, manifest, line, row):
 
 
 def _check_classes(dataset: Dataset) -> None:
-    if not len(dataset):
-        raise DatasetError(f"no images found under {dataset.root}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF")
-    if len(dataset.class_names) < 2:
-        found = ", ".join(dataset.class_names) or "none"
+    check_found(dataset.root, len(dataset), dataset.class_names)
+
+
+def check_found(root: Path, images: int, class_names: list[str]) -> None:
+    """DatasetError unless a data folder held images (``images`` of them) of at least two classes."""
+    if not images:
+        raise DatasetError(f"no images found under {root}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF")
+    if len(class_names) < 2:
+        found = ", ".join(class_names) or "none"
         raise DatasetError(
-            f"found {len(dataset.class_names)} class ({found}) in {dataset.root}; "
-            f"a classifier needs at least two class folders"
+            f"found {len(class_names)} class ({found}) in {root}; a classifier needs at least two class folders"
         )

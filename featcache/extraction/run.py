@@ -20,7 +20,9 @@ from featcache.cache.layout import (
     PATH,
     SHA256,
     SIZE,
+    SPLIT,
     Cache,
+    EntryWriter,
     QuarantineEntry,
     Rows,
     read_cache,
@@ -28,6 +30,7 @@ from featcache.cache.layout import (
     read_fingerprint,
     read_views,
     row_blocks,
+    unchanged,
     write_cache,
 )
 from featcache.cache.lock import CacheLock
@@ -44,11 +47,12 @@ from featcache.cache.shards import (
 from featcache.config import ExtractConfig
 from featcache.errors import BadImagesError, CacheError, ConfigError, FingerprintMismatch
 from featcache.extraction.augmentation import ViewsDone, drop_views, update_views
-from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashes
+from featcache.extraction.dataset import Dataset, Sample, Walk, check_found, plan_walk, scan, splits_for_hashes
 from featcache.extraction.filestat import FileStats, reason
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
-from featcache.extraction.row_hashes import RowHashes
+from featcache.extraction.row_hashes import HASH_WIDTH, RowHashes
+from featcache.extraction.update import NotInWalkOrder, in_walk_order, settle, survey, write_rows
 from featcache.versions import cpu_name, package_version
 
 #: rows of the existing cache whose paths are looked up among the listed ones at once (the lookup's
@@ -128,19 +132,111 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
         from featcache.extraction.ray_engine import require_ray
 
         require_ray()
-    with paused_gc():
-        dataset = scan(config.data_dir, config.manifest, config.allow_outside)
+    walk = None if config.manifest is not None else plan_walk(config.data_dir, config.allow_outside)
+    if walk is not None:
+        check_found(walk.root, walk.any(), walk.class_names)  # before any folder is made
     fields = fingerprint_fields(config, backbone)
     _prepare_output(config.output)
+    with CacheLock(config.output):
+        sweep_temporaries(config.output)
+        adopt_legacy_parts(config.output)
+        result = _update_walked(config, walk, backbone, fields, progress) if walk and not config.augment else None
+        if result is None:  # a manifest, views, or an existing cache the walk cannot be read alongside
+            result = _update_listed(config, backbone, fields, progress)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _update_listed(config: ExtractConfig, backbone, fields, progress) -> ExtractResult:
+    """The update of a cache from the listing of the data folder (or manifest), held whole."""
+    with paused_gc():
+        dataset = scan(config.data_dir, config.manifest, config.allow_outside)
     # the files are stat-ed (by helper processes, for a long listing) while the existing cache is read
     files = ([], 0) if config.assume_unchanged else (dataset.by_folder(), len(dataset))
     with FileStats.start(*files) as stats:
-        with CacheLock(config.output):
-            sweep_temporaries(config.output)
-            adopt_legacy_parts(config.output)
-            result = _update(config, dataset, stats, backbone, fields, progress)
-    result.seconds = time.perf_counter() - start
-    return result
+        return _update(config, dataset, stats, backbone, fields, progress)
+
+
+def _update_walked(config: ExtractConfig, walk: Walk, backbone, fields, progress) -> ExtractResult | None:
+    """The update of a cache from two walks of the data folder, a folder at a time (see
+    :mod:`featcache.extraction.update`); None, before anything is written, when the existing cache is not
+    one it can update."""
+    fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
+    old = _read_existing(config, fingerprint, fields, located=False)
+    if not in_walk_order(old) or (old is not None and read_views(config.output) is not None):
+        return None
+    pool = VectorPool()
+    try:
+        found = _surveyed(config, walk, pool, old, fingerprint)
+        compute_start = time.perf_counter()
+        computed = _compute(found.new, pool, backbone, config, fields, progress)
+        compute_seconds = time.perf_counter() - compute_start
+        pool.add_shards(folder, fingerprint)
+        hashes = [computed.hashes.get(item.sample.relpath, "") for item in found.new]
+        settled, bad = settle(found, hashes, pool, ShardWriter(folder, fingerprint), old)
+        pool.close()
+        quarantine = [QuarantineEntry(p, r) for p, r in walk.rejected] + bad + found.unreadable + computed.unreadable
+        if config.strict and quarantine:
+            raise BadImagesError(_strict_message(quarantine))
+        attrs = cache_attributes(config, walk.layout, fields, old.attrs.get("created_at") if old else None)
+        attrs |= _speed(old, computed.vectors, compute_seconds)
+        same = old is not None and found.reused == old.n_rows and not found.removed and not settled.kept
+        written = _write_walked(config, walk, old, found, settled, attrs, quarantine, same)
+    except NotInWalkOrder:
+        return None
+    finally:
+        pool.close()
+    remove_unreferenced(folder, settled.files)
+    drop_views(config.output, None)
+    return _walked_result(config, walk, written, quarantine, computed.vectors, compute_seconds)
+
+
+def _surveyed(config: ExtractConfig, walk: Walk, pool: VectorPool, old: Cache | None, fingerprint: str):
+    """The first walk's :class:`featcache.extraction.update.Survey`, with the pool of reusable vectors made."""
+    intact = pool.add_cache_shards(config.output, old) if old is not None else np.zeros(0, dtype=bool)
+    _use_unfinished(pool, shards_dir(config.output), fingerprint, config.overwrite)
+    with paused_gc():
+        found = survey(walk, old, intact, config.assume_unchanged)
+    walk.check()
+    check_found(walk.root, found.listed, walk.class_names)
+    if found.new:
+        pool.index_cache_keys()
+    return found
+
+
+def _walked_result(config, walk: Walk, written, quarantine, computed: int, compute_seconds: float) -> ExtractResult:
+    return ExtractResult(
+        output=config.output,
+        rows=written.rows,
+        per_split=written.per_split,
+        per_class={split: per for split, per in written.per_class.items() if written.per_split[split]},
+        computed=computed,
+        reused=max(written.rows - computed, 0),
+        quarantine=quarantine,
+        seconds=0.0,
+        class_names=walk.class_names,
+        compute_seconds=compute_seconds,
+    )
+
+
+def _write_walked(config: ExtractConfig, walk: Walk, old: Cache | None, found, settled, attrs, quarantine, same):
+    """Write the new entry file from a second walk; when its rows are those of the existing one (``same``),
+    its digest is taken first and nothing is written if nothing else changed either."""
+    widths = {PATH: found.width, SHA256: HASH_WIDTH, SPLIT: 10}
+    fractions = (config.val_fraction, config.test_fraction)
+    finish = (attrs, walk.class_names, quarantine, settled.locations())
+    if same:
+        dry = EntryWriter(config.output, widths, write=False)
+        written = write_rows(walk, old, found, settled, dry, fractions)
+        if unchanged(old.attrs, dry.finish(*finish)):
+            return written
+    writer = EntryWriter(config.output, widths, expected=found.listed - len(found.skipped))
+    try:
+        written = write_rows(walk, old, found, settled, writer, fractions)
+        writer.finish(*finish)
+    finally:
+        writer.discard()
+    return written
 
 
 def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone, fields, progress) -> ExtractResult:
@@ -256,7 +352,7 @@ def _use_unfinished(pool: VectorPool, folder: Path, fingerprint: str, overwrite:
     pool.add_shards(folder, fingerprint)
 
 
-def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cache | None:
+def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict, located: bool = True) -> Cache | None:
     """The existing cache's metadata (rows as arrays), or None when there is none to update."""
     try:
         found = read_fingerprint(config.output)
@@ -274,7 +370,7 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cac
     # no row: the paths, sizes and times are read while matching (_listing), the content hashes a block at a
     # time when the pool indexes them (only when some file is read, see VectorPool.index_cache_keys) and for
     # the rows reused (RowHashes)
-    return read_cache(config.output, with_vectors=False, with_rows=False)
+    return read_cache(config.output, with_vectors=False, with_rows=False, located=located)
 
 
 class Listing(NamedTuple):

@@ -346,18 +346,17 @@ def test_assume_unchanged_without_a_cache_reads_everything(split_data, tmp_path)
 
 @pytest.mark.parametrize("helpers", [False, True])
 def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_path, monkeypatch, helpers):
-    from featcache.extraction import filestat, run
+    from featcache.extraction import filestat
 
     if helpers:  # the files are stat-ed by helper processes, as past 20,000 files
         monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
-    gone, real_scan = split_data / "train" / "cat" / "cat_001.jpg", run.scan
+    gone, real_start = split_data / "train" / "cat" / "cat_001.jpg", filestat.FileStats.start.__func__
 
-    def scan_then_remove(*args, **kwargs):
-        dataset = real_scan(*args, **kwargs)
-        gone.unlink()  # listed, not yet stat-ed
-        return dataset
+    def remove_then_stat(cls, *args, **kwargs):
+        gone.unlink(missing_ok=True)  # listed, not yet stat-ed
+        return real_start(cls, *args, **kwargs)
 
-    monkeypatch.setattr(run, "scan", scan_then_remove)
+    monkeypatch.setattr(filestat.FileStats, "start", classmethod(remove_then_stat))
     result = _run(split_data, tmp_path / "c.h5")
     assert [(q.path, q.reason) for q in result.quarantine] == [
         ("train/cat/cat_001.jpg", "cannot read file: No such file or directory")
