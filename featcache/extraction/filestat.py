@@ -14,9 +14,12 @@ fails leaves its share to this process: the result is the same.
 from __future__ import annotations
 
 import os
+import queue
+import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -237,3 +240,165 @@ def _feed(process: subprocess.Popen, data: bytes) -> None:
         process.stdin.close()
     except OSError:  # the helper died; its result says so
         pass
+
+
+# Writes MAGIC, then reads requests "<qqq" (folder length, names, width) + folder + names as fixed-width, NUL-padded
+# records, until a request of -1 names or the end of its input; answers each with, per name, its size
+# and mtime in ns as two little-endian int64 (or -1 and the errno), flushed at once.
+_STREAM_HELPER = r"""
+import os, struct, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+head, pack = struct.Struct("<qqq"), struct.Struct("<qq").pack
+out.write(MAGIC)
+while True:
+    raw = inp.read(head.size)
+    if len(raw) < head.size:
+        break
+    length, n, width = head.unpack(raw)
+    if n < 0:
+        break
+    folder, names, answer = inp.read(length), inp.read(n * width), bytearray()
+    try:
+        fd, err = os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0
+    except OSError as exc:
+        fd, err = None, exc.errno or 0
+    for i in range(n):
+        if fd is None:
+            answer += pack(-1, err)
+            continue
+        try:
+            st = os.stat(names[i * width : (i + 1) * width].rstrip(b"\0"), dir_fd=fd)
+        except OSError as exc:
+            answer += pack(-1, exc.errno or 0)
+            continue
+        answer += pack(st.st_size, st.st_mtime_ns)
+    if fd is not None:
+        os.close(fd)
+    out.write(answer)
+    out.flush()
+"""
+
+
+_MAGIC = b"fcstat01"  # what a stream helper says first: a program that answers otherwise is not one
+
+
+class StatStream:
+    """Files stat-ed a piece at a time as a walk lists them: :meth:`submit` a folder's names (fixed-width
+    bytes), :meth:`take` the size and mtime of the earliest piece not taken yet (as :meth:`FileStats.result`
+    gives them). Past the first ``parallel_min`` names, helper processes (one per core, started then and
+    kept) stat the pieces while this process goes on; before, or where a helper fails, this process does."""
+
+    def __init__(self, parallel_min: int | None = None):
+        self._pending: deque = deque()  # (helper or None, folder, names) per piece, in order
+        self._helpers: list[_StreamHelper] | None = None
+        self._next, self._listed = 0, 0
+        self._min = PARALLEL_MIN if parallel_min is None else parallel_min
+
+    def submit(self, folder: bytes, names: np.ndarray) -> None:
+        """Stat ``names`` (bytes (k,)) of ``folder`` (a full path)."""
+        self._listed += len(names)
+        helper = self._helper() if self._listed > self._min else None
+        if helper is not None and not helper.send(folder, names):
+            helper = None
+        self._pending.append((helper, folder, names))
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """Size and mtime (int64 (k,) each) of the earliest piece submitted and not taken yet."""
+        helper, folder, names = self._pending.popleft()
+        table = np.empty((len(names), 2), dtype=np.int64)
+        if helper is None or not helper.read_into(table):
+            table = _stat_here([(folder, names.tolist())])
+        elif sys.byteorder != "little":
+            table.byteswap(inplace=True)
+        return table[:, 0], table[:, 1]
+
+    def close(self) -> None:
+        for helper in self._helpers or []:
+            helper.stop()
+        self._helpers, self._pending = [], deque()
+
+    def __enter__(self) -> StatStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _helper(self) -> _StreamHelper | None:
+        if self._helpers is None:
+            count = _helpers(max(self._listed, PARALLEL_MIN))
+            self._helpers = [helper for helper in (_StreamHelper.start() for _ in range(count)) if helper is not None]
+        if not self._helpers:
+            return None
+        self._next = (self._next + 1) % len(self._helpers)
+        return self._helpers[self._next]
+
+
+class _StreamHelper:
+    """A helper process stat-ing the pieces sent to it, in order; a thread writes them to it, so that
+    this process never waits on a full pipe while the helper waits for its answers to be read."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.failed, self._greeted = process, False, False
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+        self._feeder.start()
+
+    @classmethod
+    def start(cls) -> _StreamHelper | None:
+        command = [sys.executable, "-I", "-S", "-c", f"MAGIC = {_MAGIC!r}\n{_STREAM_HELPER}"]
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return None
+        return cls(process)
+
+    def send(self, folder: bytes, names: np.ndarray) -> bool:
+        if self.failed:
+            return False
+        names = np.ascontiguousarray(names)
+        width = max(names.dtype.itemsize, 1) if len(names) else 1
+        self._queue.put(struct.pack("<qqq", len(folder), len(names), width) + folder + names.tobytes())
+        return True
+
+    def read_into(self, table: np.ndarray) -> bool:
+        """Read the answer of the earliest piece sent into ``table`` (int64 (k, 2)); False when the helper
+        failed (it is then sent nothing more)."""
+        if not self.failed and not self._greeted:
+            said = bytearray(len(_MAGIC))
+            self.failed = not self._read(memoryview(said)) or bytes(said) != _MAGIC
+            self._greeted = True
+        if self.failed:
+            return False
+        self.failed = not self._read(memoryview(table).cast("B"))
+        return not self.failed
+
+    def _read(self, view: memoryview) -> bool:
+        got = 0
+        while got < len(view):
+            count = self.process.stdout.readinto(view[got:])
+            if not count:
+                return False
+            got += count
+        return True
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.process.kill()  # (what it was still sent is not wanted: its feeder's write fails and it ends)
+        self._feeder.join()
+        self.process.stdout.close()
+        self.process.wait()
+
+    def _feed(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                self.process.stdin.write(data)
+                self.process.stdin.flush()
+            except OSError:  # the helper died; its answer says so
+                self.failed = True
+                return
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass

@@ -18,6 +18,7 @@ path, which holds the listing whole: :class:`NotInWalkOrder` tells it so before 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +45,15 @@ from featcache.cache.layout import (
 )
 from featcache.cache.shards import ShardWriter, VectorPool
 from featcache.extraction.dataset import Folder, Sample, Walk, splits_for_hashes
-from featcache.extraction.filestat import FileStats, reason
+from featcache.extraction.filestat import FileStats, StatStream, reason
 from featcache.extraction.pipeline import ListedFile
 
-#: files listed, stat-ed and matched at once (what is held of a folder's files at a time, beside its names)
-STAT_ROWS = 1 << 16
+#: files stat-ed, matched and written at once (what is held of a folder's files at a time, beside its names)
+PIECE_ROWS = 1 << 12
+#: pieces being stat-ed by helper processes while this process matches earlier ones
+AHEAD = 8
 #: rows of the existing entry file read at once
-READ_ROWS = 1 << 14
+READ_ROWS = 1 << 12
 
 
 class NotInWalkOrder(Exception):
@@ -75,26 +78,20 @@ class _Piece(NamedTuple):
     def last(self) -> bool:
         return self.hi == len(self.folder.names)
 
+    def names(self) -> np.ndarray:
+        return self.folder.names[self.lo : self.hi]
+
     def paths(self) -> np.ndarray:
-        return np.char.add(np.bytes_(self.folder.rel), self.folder.names[self.lo : self.hi])
+        return np.char.add(np.bytes_(self.folder.rel), self.names())
 
 
-def pieces(walk: Walk, rows: int | None = None) -> Iterator[list[_Piece]]:
-    """The walk's folders as lists of pieces of ``rows`` (default STAT_ROWS) files in all (a folder may be
-    cut), in order."""
-    rows, batch, count = rows or STAT_ROWS, [], 0
+def pieces(walk: Walk, rows: int | None = None) -> Iterator[_Piece]:
+    """The walk's folders in pieces of at most ``rows`` (default PIECE_ROWS) files, in order."""
+    rows = rows or PIECE_ROWS
     for folder in walk.folders():
-        key, lo = walk.key(folder.rel), 0
-        while lo < len(folder.names):
-            hi = min(len(folder.names), lo + rows - count)
-            batch.append(_Piece(folder, key, lo, hi))
-            count += hi - lo
-            lo = hi
-            if count == rows:
-                yield batch
-                batch, count = [], 0
-    if batch:
-        yield batch
+        key = walk.key(folder.rel)
+        for lo in range(0, len(folder.names), rows):
+            yield _Piece(folder, key, lo, min(lo + rows, len(folder.names)))
 
 
 class OldRows:
@@ -237,51 +234,32 @@ class Survey:
 
 def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: bool) -> Survey:
     """Walk the data folder alongside the existing cache ``old`` (its shards ``intact``): each file's size and
-    mtime (stat-ed by helper processes a batch ahead, or with ``assume_unchanged`` taken from the row of the
-    same path), and whether the row of its path can be reused (same size and mtime, shard intact)."""
+    mtime (stat-ed by helper processes a few pieces ahead, or with ``assume_unchanged`` taken from the row
+    of the same path), and whether the row of its path can be reused (same size and mtime, shard intact)."""
     found = Survey(used=np.zeros(len(intact), dtype=np.int64))
     rows = OldRows(
         old.path if old is not None else None, old.n_rows if old is not None else 0, walk, (SIZE, MTIME, INDEX)
     )
-    pending = None
-    try:
-        for batch in pieces(walk):
-            stats = (
-                None if assume_unchanged else FileStats.start(_stat_list(walk, batch), sum(p.hi - p.lo for p in batch))
-            )
-            if pending is not None:
-                _survey_batch(*pending, rows, intact, walk, found)
-            pending = (batch, stats)
-        if pending is not None:
-            _survey_batch(*pending, rows, intact, walk, found)
-            pending = None
-        rows.finish()
-    finally:
-        if pending is not None and pending[1] is not None:
-            pending[1].close()
+    root, waiting = os.fsencode(walk.root), deque()
+    with StatStream() as stats:
+        for piece in pieces(walk):
+            if not assume_unchanged:
+                stats.submit(os.path.join(root, piece.folder.rel), piece.names())
+            waiting.append(piece)
+            if len(waiting) > AHEAD:
+                _survey_piece(waiting.popleft(), stats, rows, intact, walk, found, assume_unchanged)
+        while waiting:
+            _survey_piece(waiting.popleft(), stats, rows, intact, walk, found, assume_unchanged)
+    rows.finish()
     found.removed = rows.removed
     return found
 
 
-def _stat_list(walk: Walk, batch: list[_Piece]) -> list[tuple[bytes, list[bytes]]]:
-    """The (folder's full path, names) of each piece of ``batch``, as :class:`FileStats` takes them."""
-    root = os.fsencode(walk.root)
-    return [(os.path.join(root, piece.folder.rel), piece.folder.names[piece.lo : piece.hi].tolist()) for piece in batch]
-
-
-def _survey_batch(batch: list[_Piece], stats: FileStats | None, rows: OldRows, intact, walk: Walk, found: Survey):
-    table = stats.result() if stats is not None else None
-    start = 0
-    for piece in batch:
-        count = piece.hi - piece.lo
-        paths = piece.paths()
-        row, old = rows.match(piece, paths)
-        if table is not None:
-            size, mtime = table[0][start : start + count], table[1][start : start + count]
-        else:
-            size, mtime = _assumed(walk, piece, paths, row, old)
-        start += count
-        _survey_piece(piece, paths, size, mtime, row, old, intact, walk, found)
+def _survey_piece(piece: _Piece, stats, rows: OldRows, intact, walk: Walk, found: Survey, assume_unchanged: bool):
+    paths = piece.paths()
+    row, old = rows.match(piece, paths)
+    size, mtime = _assumed(walk, piece, paths, row, old) if assume_unchanged else stats.take()
+    _note(piece, paths, size, mtime, row, old, intact, walk, found)
 
 
 def _assumed(walk: Walk, piece: _Piece, paths, row, old):
@@ -292,13 +270,14 @@ def _assumed(walk: Walk, piece: _Piece, paths, row, old):
     unknown = np.flatnonzero(row < 0)
     if len(unknown):
         folder = os.path.join(os.fsencode(walk.root), piece.folder.rel)
-        names = piece.folder.names[piece.lo : piece.hi][unknown].tolist()
+        names = piece.names()[unknown].tolist()
         with FileStats.start([(folder, names)], len(names)) as stats:
             size[unknown], mtime[unknown] = stats.result()
     return size, mtime
 
 
-def _survey_piece(piece: _Piece, paths, size, mtime, row, old, intact, walk: Walk, found: Survey) -> None:
+def _note(piece: _Piece, paths, size, mtime, row, old, intact, walk: Walk, found: Survey) -> None:
+    """Count a piece's rows and set aside those to read (or that cannot be)."""
     found.listed += len(paths)
     found.width = max(found.width, paths.dtype.itemsize)
     matched = row >= 0
@@ -410,17 +389,16 @@ def write_rows(walk: Walk, old: Cache | None, found: Survey, settled: Settled, w
     new_paths = np.array(sorted(found.new_at), dtype=bytes) if found.new_at else None
     skipped = np.array(sorted(found.skipped), dtype=bytes) if found.skipped else None
     done = Written()
-    for batch in pieces(walk):
-        for piece in batch:
-            paths = piece.paths()
-            row, existing = rows.match(piece, paths)
-            block, index, where = _piece_rows(piece, paths, row, existing, found, settled, new_paths, skipped)
-            if not len(index):
-                continue
-            if not piece.folder.split:
-                block.split = splits_for_hashes(block.sha256, *fractions)
-            writer.add(block, index, where)
-            done.count(block.split, piece.folder.label, walk.class_names[piece.folder.label])
+    for piece in pieces(walk):
+        paths = piece.paths()
+        row, existing = rows.match(piece, paths)
+        block, index, where = _piece_rows(piece, paths, row, existing, found, settled, new_paths, skipped)
+        if not len(index):
+            continue
+        if not piece.folder.split:
+            block.split = splits_for_hashes(block.sha256, *fractions)
+        writer.add(block, index, where)
+        done.count(block.split, piece.folder.label, walk.class_names[piece.folder.label])
     rows.finish()
     return done
 

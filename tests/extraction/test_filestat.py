@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from featcache.extraction import filestat
-from featcache.extraction.filestat import FileStats, reason
+from featcache.extraction.filestat import FileStats, StatStream, reason
 from tests.support import write_image
 
 
@@ -99,3 +99,48 @@ def test_a_helper_that_answers_too_little_or_too_much_leaves_its_share_to_this_p
     with FileStats.start(folders) as stats:
         size, mtime = stats.result()
     assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+
+
+def _streamed(folders, piece: int = 4, parallel_min: int = 0):
+    """The stats of ``folders`` submitted a few names at a time and taken two pieces behind."""
+    import numpy as np
+
+    sizes, times, waiting = [], [], 0
+    with StatStream(parallel_min) as stats:
+        for folder, names in folders:
+            for start in range(0, len(names), piece):
+                stats.submit(folder, np.array(names[start : start + piece], dtype=bytes))
+                waiting += 1
+                if waiting > 2:
+                    size, mtime = stats.take()
+                    sizes += size.tolist()
+                    times += mtime.tolist()
+                    waiting -= 1
+        for _ in range(waiting):
+            size, mtime = stats.take()
+            sizes += size.tolist()
+            times += mtime.tolist()
+        helpers = [helper.process for helper in stats._helpers or []]
+    return list(zip(sizes, times)), helpers
+
+
+@pytest.mark.parametrize("parallel_min", [0, 10, 10**9])
+def test_a_stream_of_pieces_is_stat_ed_as_os_stat_says(tmp_path, monkeypatch, parallel_min):
+    monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
+    folders = _folders(tmp_path)
+    found, helpers = _streamed(folders, parallel_min=parallel_min)
+    assert found == _expected(folders)
+    assert bool(helpers) == (parallel_min < 10**9)  # helpers only past the first names
+    assert all(p.returncode is not None for p in helpers)  # ended and reaped at close
+
+
+@pytest.mark.parametrize("program", ["", "printf abc", "head -c 100000 /dev/zero", "exit 1"])
+def test_a_stream_helper_that_fails_or_answers_wrong_leaves_its_pieces_to_this_process(tmp_path, monkeypatch, program):
+    folders = _folders(tmp_path, (30, 30))
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\n{program}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sys, "executable", str(fake) if program else "/no/such/python")
+    found, _ = _streamed(folders)
+    assert found == _expected(folders)

@@ -356,7 +356,14 @@ def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_
         gone.unlink(missing_ok=True)  # listed, not yet stat-ed
         return real_start(cls, *args, **kwargs)
 
-    monkeypatch.setattr(filestat.FileStats, "start", classmethod(remove_then_stat))
+    monkeypatch.setattr(filestat.FileStats, "start", classmethod(remove_then_stat))  # a listing held whole
+    real_submit = filestat.StatStream.submit
+
+    def remove_then_submit(self, *args):
+        gone.unlink(missing_ok=True)
+        return real_submit(self, *args)
+
+    monkeypatch.setattr(filestat.StatStream, "submit", remove_then_submit)  # a walk, a folder at a time
     result = _run(split_data, tmp_path / "c.h5")
     assert [(q.path, q.reason) for q in result.quarantine] == [
         ("train/cat/cat_001.jpg", "cannot read file: No such file or directory")

@@ -83,7 +83,7 @@ def _changes(data):
 @pytest.mark.parametrize("small_blocks", [False, True])
 def test_each_update_gives_the_cache_the_whole_listing_gives(tmp_path, monkeypatch, small_blocks):
     if small_blocks:  # pieces and reads cut folders and cross from one to the next
-        monkeypatch.setattr(update, "STAT_ROWS", 3)
+        monkeypatch.setattr(update, "PIECE_ROWS", 3)
         monkeypatch.setattr(update, "READ_ROWS", 2)
     data = make_split_dataset(tmp_path / "data")
     walked, listed = tmp_path / "walked.h5", tmp_path / "listed.h5"
