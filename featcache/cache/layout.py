@@ -72,6 +72,7 @@ CONTENT = "content_sha256"  # attribute: digest of what the entry file holds, ti
 SPLITS = ("train", "validation", "test")
 ROW_COLUMNS = (PATH, SHA256, LABEL, SPLIT, SIZE, MTIME)  # the per-row columns; their names are those of Rows
 INDEX, ROW = "index", "row"  # per row, in /shards: the shard its vector lies in, and its row there
+DIM = "dim"  # attribute of /shards: the vectors' length
 
 
 @dataclass
@@ -407,9 +408,18 @@ def read_locations(h5, rows: bool = True) -> Locations | None:
         return None
     g = h5[SHARDS]
     files = decode_strings(g["file"][:])
-    dim = int(h5[FEATURES].shape[1])
+    dim = vector_dim(h5)
     index, row = (g[INDEX][:], g[ROW][:]) if rows else (None, None)
     return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), index, row, dim)
+
+
+def vector_dim(group) -> int:
+    """The length of the vectors of an open entry file (or of its ``/augmented`` group): from ``shards``'
+    attribute where it has one, so that the virtual dataset is not opened (HDF5 then holds every mapping
+    of it, some 20 KB each), else from ``features``."""
+    if SHARDS in group and DIM in group[SHARDS].attrs:
+        return int(group[SHARDS].attrs[DIM])
+    return int(group[FEATURES].shape[1])
 
 
 def read_located(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -777,6 +787,7 @@ def _write_locations(h5, loc: Locations, folder: str) -> None:
 
 
 def _write_shard_files(group, loc: Locations) -> None:
+    group.attrs[DIM] = loc.dim
     write_strings(group, "file", loc.files)
     group.create_dataset("rows", data=np.asarray(loc.file_rows, dtype=np.int64).reshape(len(loc.files)))
     group.create_dataset("bytes", data=np.asarray(loc.file_bytes, dtype=np.int64).reshape(len(loc.files)))

@@ -24,6 +24,7 @@ from featcache.cache.layout import (
     decode_strings,
     open_h5,
     picked,
+    vector_dim,
 )
 from featcache.errors import CacheError
 
@@ -65,7 +66,7 @@ def read_row_index(path: str | Path) -> RowIndex:
         try:
             label = h5[LABEL][:].astype(np.int64)
             split = _split_codes(h5[SPLIT])
-            return RowIndex(path, attrs, decode_strings(h5[CLASS_NAMES][:]), label, split, int(h5[FEATURES].shape[1]))
+            return RowIndex(path, attrs, decode_strings(h5[CLASS_NAMES][:]), label, split, vector_dim(h5))
         except (KeyError, OSError, ValueError, IndexError) as exc:
             raise CacheError(f"{path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
 
