@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -126,6 +127,19 @@ class Walk:
                         self.unknown.setdefault(split or "train", set()).add(label)
                         continue
                     yield Folder(rel, names, label_of[label], (split or "").encode())
+
+    def again(self, seen: list[tuple[Folder, str]]) -> Iterator[Folder]:
+        """The folders of an earlier walk (each with the :func:`names_digest_of` of its names), listed again
+        in the same order: by name only where nothing changed, else as the walk lists a folder (files that
+        are no longer there left out, new ones in). Folders made since are not visited."""
+        root, ignored = os.fsencode(self.root), []
+        for folder, digest in seen:
+            path = os.path.join(root, folder.rel)
+            names = listed_again(path, digest)
+            if names is None:
+                names, _ = _list_folder(path, folder.rel, self.fence, ignored)
+            if len(names):
+                yield folder._replace(names=names)
 
     def any(self) -> int:
         """1 if some folder holds an image, else 0 (walked up to the first such folder)."""
@@ -270,42 +284,84 @@ def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
 def _walk_images(folder: bytes, rel: bytes, fence: Path | None, rejected: list) -> Iterator[tuple[bytes, np.ndarray]]:
     """(folder ``rel``, its image files' names sorted (bytes (k,))) of ``folder`` (``rel`` from the data
     folder, ending in "/") and of its sub-folders: the files of a folder, then its sub-folders by name,
-    hidden entries skipped, folders without images left out; refused files are added to ``rejected``.
+    folders without images left out; refused files are added to ``rejected``."""
+    names, folders = _list_folder(folder, rel, fence, rejected)
+    if len(names):
+        yield rel, names
+    del names
+    for name in sorted(folders):
+        yield from _walk_images(os.path.join(folder, name), rel + name + b"/", fence, rejected)
+
+
+def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) -> tuple[np.ndarray, list[bytes]]:
+    """The image files' names of ``folder`` (sorted, bytes (k,)) and its sub-folders' names, hidden entries
+    skipped; refused files are added to ``rejected``.
 
     Directory entries carry their type, so listing costs no system call per file (a kept file's stat
     comes later, see :mod:`featcache.extraction.filestat`): listing a million files must not cost
     four million. Names are bytes, as the file system holds them.
     """
     try:
-        entries = os.scandir(folder)
+        with os.scandir(folder) as listing:
+            entries = list(listing)
     except OSError:
-        return
-    names, folders, refused = [], [], []
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if name[:1] == b".":
-                continue
-            if not name.lower().endswith(_SUFFIXES):
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(name)
-                continue
-            if not entry.is_file(follow_symlinks=False):
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(name)  # refused as a file, walked as a folder
-                reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
-                if reason:
-                    refused.append((os.fsdecode(rel + name), reason))
-                    continue
-            names.append(name)
+        return np.zeros(0, dtype="S1"), []
+    names = _bytes_array([entry.name for entry in entries])
+    is_file = np.array([entry.is_file(follow_symlinks=False) for entry in entries], dtype=bool)
+    shown, image = ~np.char.startswith(names, b"."), _has_image_suffix(names)
+    folders, refused = [], []
+    for i in np.flatnonzero(shown & ~(image & is_file)).tolist():  # folders, other files, odd image entries
+        entry = entries[i]
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.name)  # (an image name that is a folder: refused as a file, walked as a folder)
+        if image[i]:
+            reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
+            if reason:
+                refused.append((os.fsdecode(rel + entry.name), reason))
+                image[i] = False
+    del entries
     rejected += sorted(refused)
-    if names:
-        found = np.array(names, dtype=bytes)
-        del names
-        found.sort(kind="stable")  # bytes: code point order
-        yield rel, found
-    for name in sorted(folders):
-        yield from _walk_images(os.path.join(folder, name), rel + name + b"/", fence, rejected)
+    found = _narrowed(names[shown & image])
+    found.sort(kind="stable")  # bytes: code point order
+    return found, folders
+
+
+def _bytes_array(names: list[bytes]) -> np.ndarray:
+    return np.array(names, dtype=bytes) if names else np.zeros(0, dtype="S1")
+
+
+def _has_image_suffix(names: np.ndarray) -> np.ndarray:
+    lowered, found = np.char.lower(names), np.zeros(len(names), dtype=bool)
+    for suffix in _SUFFIXES:
+        found |= np.char.endswith(lowered, suffix)
+    return found
+
+
+def _narrowed(names: np.ndarray) -> np.ndarray:
+    """``names`` (bytes (k,)) as wide as the longest of them."""
+    if not len(names):
+        return np.zeros(0, dtype="S1")
+    return names.astype(f"S{max(int(np.char.str_len(names).max()), 1)}")
+
+
+def listed_again(folder: bytes, names_digest: str) -> np.ndarray | None:
+    """The image files' names of ``folder`` (as :func:`_list_folder` gives them) when they are still those
+    whose :func:`names_digest` is ``names_digest``, else None. Listed by name only, tested by suffix an
+    array at a time: a folder listed before is listed again at a fraction of a walk's cost."""
+    try:
+        listed = os.listdir(folder)
+    except OSError:
+        return None
+    names = _bytes_array(listed)
+    del listed
+    names = _narrowed(names[_has_image_suffix(names) & ~np.char.startswith(names, b".")])
+    names.sort(kind="stable")
+    return names if names_digest_of(names) == names_digest else None
+
+
+def names_digest_of(names: np.ndarray) -> str:
+    """A digest of a folder's sorted image names (bytes (k,)): what tells that a second listing found the same."""
+    return hashlib.sha256(np.ascontiguousarray(names).tobytes() + b"%d" % names.dtype.itemsize).hexdigest()
 
 
 def _refusal(item, fence: Path | None) -> str | None:

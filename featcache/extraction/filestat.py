@@ -286,12 +286,13 @@ class StatStream:
     """Files stat-ed a piece at a time as a walk lists them: :meth:`submit` a folder's names (fixed-width
     bytes), :meth:`take` the size and mtime of the earliest piece not taken yet (as :meth:`FileStats.result`
     gives them). Past the first ``parallel_min`` names, helper processes (one per core, started then and
-    kept) stat the pieces while this process goes on; before, or where a helper fails, this process does."""
+    kept) stat the pieces while this process goes on (at once when ``expected``, the names foreseen, are
+    more); before, or where a helper fails, this process does."""
 
-    def __init__(self, parallel_min: int | None = None):
+    def __init__(self, parallel_min: int | None = None, expected: int = 0):
         self._pending: deque = deque()  # (helper or None, folder, names) per piece, in order
         self._helpers: list[_StreamHelper] | None = None
-        self._next, self._listed = 0, 0
+        self._next, self._listed = 0, expected
         self._min = PARALLEL_MIN if parallel_min is None else parallel_min
 
     def submit(self, folder: bytes, names: np.ndarray) -> None:

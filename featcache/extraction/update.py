@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +44,7 @@ from featcache.cache.layout import (
     entry_blocks,
 )
 from featcache.cache.shards import ShardWriter, VectorPool
-from featcache.extraction.dataset import Folder, Sample, Walk, splits_for_hashes
+from featcache.extraction.dataset import Folder, Sample, Walk, names_digest_of, splits_for_hashes
 from featcache.extraction.filestat import FileStats, StatStream, reason
 from featcache.extraction.pipeline import ListedFile
 
@@ -61,8 +61,9 @@ class NotInWalkOrder(Exception):
 
 
 def in_walk_order(old: Cache | None) -> bool:
-    """Whether ``old`` (read without its rows) can be updated a folder at a time: it is of this format,
-    its vectors lie in shards and it has no augmented views; then NotInWalkOrder may still come."""
+    """Whether ``old`` (read without its rows) can be updated a folder at a time as far as its header tells:
+    it is of this format and its vectors lie in shards (its rows may still not be in the walk's order:
+    NotInWalkOrder)."""
     return old is None or (old.attrs.get("format_version") == FORMAT_VERSION and old.locations is not None)
 
 
@@ -85,10 +86,11 @@ class _Piece(NamedTuple):
         return np.char.add(np.bytes_(self.folder.rel), self.names())
 
 
-def pieces(walk: Walk, rows: int | None = None) -> Iterator[_Piece]:
-    """The walk's folders in pieces of at most ``rows`` (default PIECE_ROWS) files, in order."""
+def pieces(walk: Walk, folders: Iterable[Folder] | None = None, rows: int | None = None) -> Iterator[_Piece]:
+    """The walk's ``folders`` (default: as it walks them) in pieces of at most ``rows`` (default PIECE_ROWS)
+    files, in order."""
     rows = rows or PIECE_ROWS
-    for folder in walk.folders():
+    for folder in walk.folders() if folders is None else folders:
         key = walk.key(folder.rel)
         for lo in range(0, len(folder.names), rows):
             yield _Piece(folder, key, lo, min(lo + rows, len(folder.names)))
@@ -226,6 +228,7 @@ class Survey:
     unreadable: list[QuarantineEntry] = field(default_factory=list)
     skipped: set[bytes] = field(default_factory=set)
     used: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    folders: list[tuple[Folder, str]] = field(default_factory=list)  # (folder without names, digest of them)
     listed: int = 0
     reused: int = 0
     removed: int = 0
@@ -241,7 +244,7 @@ def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: 
         old.path if old is not None else None, old.n_rows if old is not None else 0, walk, (SIZE, MTIME, INDEX)
     )
     root, waiting = os.fsencode(walk.root), deque()
-    with StatStream() as stats:
+    with StatStream(expected=old.n_rows if old is not None else 0) as stats:
         for piece in pieces(walk):
             if not assume_unchanged:
                 stats.submit(os.path.join(root, piece.folder.rel), piece.names())
@@ -256,6 +259,8 @@ def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: 
 
 
 def _survey_piece(piece: _Piece, stats, rows: OldRows, intact, walk: Walk, found: Survey, assume_unchanged: bool):
+    if piece.lo == 0:
+        found.folders.append((piece.folder._replace(names=piece.folder.names[:0]), names_digest_of(piece.folder.names)))
     paths = piece.paths()
     row, old = rows.match(piece, paths)
     size, mtime = _assumed(walk, piece, paths, row, old) if assume_unchanged else stats.take()
@@ -389,7 +394,7 @@ def write_rows(walk: Walk, old: Cache | None, found: Survey, settled: Settled, w
     new_paths = np.array(sorted(found.new_at), dtype=bytes) if found.new_at else None
     skipped = np.array(sorted(found.skipped), dtype=bytes) if found.skipped else None
     done = Written()
-    for piece in pieces(walk):
+    for piece in pieces(walk, walk.again(found.folders)):
         paths = piece.paths()
         row, existing = rows.match(piece, paths)
         block, index, where = _piece_rows(piece, paths, row, existing, found, settled, new_paths, skipped)
@@ -408,10 +413,10 @@ def _piece_rows(piece: _Piece, paths, row, existing, found: Survey, settled: Set
     with the shard and row of each one's vector."""
     n = len(paths)
     position = np.full(n, -1, dtype=np.int64)
-    fresh = np.isin(paths, new_paths) if new_paths is not None else np.zeros(n, dtype=bool)
+    fresh = _among(paths, new_paths)
     for i in np.flatnonzero(fresh).tolist():
         position[i] = found.new_at[bytes(paths[i])]
-    gone = np.isin(paths, skipped) if skipped is not None else np.zeros(n, dtype=bool)
+    gone = _among(paths, skipped)
     reuse = (row >= 0) & ~fresh & ~gone
     if reuse.any():
         reuse[reuse] = settled.old_index[existing[INDEX][reuse].astype(np.int64)] >= 0
@@ -434,3 +439,16 @@ def _piece_rows(piece: _Piece, paths, row, existing, found: Survey, settled: Set
     split = np.full(len(k), piece.folder.split, dtype="S10")
     label = np.full(len(k), piece.folder.label, dtype=np.int32)
     return Rows(path=paths[k], sha256=sha, label=label, split=split, size=size, mtime_ns=mtime), index, where
+
+
+def _among(paths: np.ndarray, chosen: np.ndarray | None) -> np.ndarray:
+    """Which of ``paths`` (sorted) are among ``chosen`` (sorted, or None: none)."""
+    if chosen is None or not len(paths):
+        return np.zeros(len(paths), dtype=bool)
+    lo, hi = (
+        np.searchsorted(chosen, [paths[0], paths[-1]], side="left")[0],
+        np.searchsorted(chosen, paths[-1], side="right"),
+    )
+    if lo >= hi:  # none of them in the range of these paths
+        return np.zeros(len(paths), dtype=bool)
+    return np.isin(paths, chosen[lo:hi])
