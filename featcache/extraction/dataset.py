@@ -6,7 +6,9 @@ import csv
 import hashlib
 import itertools
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +21,8 @@ from featcache.images import IMAGE_SUFFIX_TUPLE
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 _SUFFIXES = tuple(suffix.encode() for suffix in IMAGE_SUFFIX_TUPLE)
+#: folders listed ahead when a walk is done again
+LIST_AHEAD = 2
 
 
 class Sample(NamedTuple):
@@ -132,14 +136,23 @@ class Walk:
         """The folders of an earlier walk (each with the :func:`names_digest_of` of its names), listed again
         in the same order: by name only where nothing changed, else as the walk lists a folder (files that
         are no longer there left out, new ones in). Folders made since are not visited."""
-        root, ignored = os.fsencode(self.root), []
-        for folder, digest in seen:
-            path = os.path.join(root, folder.rel)
-            names = listed_again(path, digest)
-            if names is None:
-                names, _ = _list_folder(path, folder.rel, self.fence, ignored)
-            if len(names):
-                yield folder._replace(names=names)
+        root, ignored, waiting, queued = os.fsencode(self.root), [], deque(), iter(seen)
+        with ThreadPoolExecutor(1) as lister:  # the next folders are listed while this one is used
+
+            def ahead() -> None:
+                for folder, digest in itertools.islice(queued, LIST_AHEAD - len(waiting)):
+                    path = os.path.join(root, folder.rel)
+                    waiting.append((folder, path, lister.submit(listed_again, path, digest)))
+
+            ahead()
+            while waiting:
+                folder, path, listed = waiting.popleft()
+                ahead()
+                names = listed.result()
+                if names is None:
+                    names, _ = _list_folder(path, folder.rel, self.fence, ignored)
+                if len(names):
+                    yield folder._replace(names=names)
 
     def any(self) -> int:
         """1 if some folder holds an image, else 0 (walked up to the first such folder)."""

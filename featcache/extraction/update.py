@@ -1,14 +1,16 @@
-"""An update of a cache from a walked data folder, a folder at a time, in memory that does not grow with it.
+"""An update of a cache from a walked data folder, a folder at a time, alongside its existing entry file.
 
 A cache of millions of rows is updated in two walks of the data folder, each read alongside the
 existing entry file a block of rows at a time (the walk and the entry file list their rows in the
-same order: by split, class, folder and name). The first walk stats each file and sets aside what
-must be read: files the cache lacks or that changed. Those are computed; the second walk writes the
-new entry file a block of rows at a time, each row taken from the existing entry file or from what
-was computed. Per row nothing is held from one walk to the next: only the files read (and those
-that could not be), and per shard how many rows still use it. What is held at once is a block of
-rows and the largest folder's names (the walk sorts them); the index of the existing content
-hashes (12 bytes a row) is made only when files are read, to find copies of cached images.
+same order: by split, class, folder and name). The first walk stats each file (helper processes,
+a few pieces ahead) and sets aside what must be read: files the cache lacks or that changed. Those
+are computed; the second walk lists the same folders again (by name only, checked against a digest
+of the first listing) and writes the new entry file a block of rows at a time, each row taken from
+the existing entry file or from what was computed. Nothing is held per row from one walk to the
+next, only the files read (and those that could not be), per folder a digest of its names, and per
+shard how many rows still use it. What is held at once is a piece of rows and the names of the
+folder being walked (the walk sorts them); the index of the existing content hashes (12 bytes a
+row) is made only when files are read, to find copies of cached images.
 
 A cache whose rows are not in the walk's order (made from a manifest, by another layout or a former
 format), one with augmented views, and an update that makes views take :mod:`featcache.extraction.run`'s

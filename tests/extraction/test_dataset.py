@@ -150,3 +150,28 @@ def test_files_are_listed_by_name_then_sub_folders_each_folder_with_its_rows(tmp
     listed = [os.path.join(folder, name) for folder, names in list(ds.by_folder()) for name in names]
     assert listed == [os.fsencode(root / s.relpath) for s in ds.samples]  # every row, in row order
     assert next(ds.by_folder()) == (os.fsencode(folder) + b"/", [b"Z.png", b"a.jpg", b"cat_000.jpg", "é.png".encode()])
+
+
+def test_a_second_walk_lists_each_folder_by_name_only_while_nothing_changed(tmp_path, monkeypatch):
+    from featcache.extraction import dataset
+
+    root = make_split_dataset(tmp_path / "d")
+    walk = dataset.plan_walk(root)
+    first = list(walk.folders())
+    seen = [(folder._replace(names=folder.names[:0]), dataset.names_digest_of(folder.names)) for folder in first]
+    again = list(walk.again(seen))
+    assert [(f.rel, f.names.tolist(), f.label, f.split) for f in again] == [
+        (f.rel, f.names.tolist(), f.label, f.split) for f in first
+    ]
+    cats = root / "train" / "cat"
+    write_image(cats / "cat_900.jpg", CLASS_COLOURS["cat"], 900)  # a new file
+    (cats / "folder.jpg").mkdir()  # an image name that is a folder: not a file
+    (root / "test" / "dog" / "dog_000.jpg").unlink()
+    full = []
+    real = dataset._list_folder
+    monkeypatch.setattr(dataset, "_list_folder", lambda *args: full.append(args[1]) or real(*args))
+    changed = {f.rel: f.names.tolist() for f in walk.again(seen)}
+    assert sorted(full) == [b"test/dog/", b"train/cat/"]  # listed in full where the names differ
+    assert b"cat_900.jpg" in changed[b"train/cat/"] and b"folder.jpg" not in changed[b"train/cat/"]
+    assert b"dog_000.jpg" not in changed[b"test/dog/"]
+    assert changed[b"train/dog/"] == next(f.names.tolist() for f in first if f.rel == b"train/dog/")
