@@ -20,6 +20,8 @@ path, which holds the listing whole: :class:`NotInWalkOrder` tells it so before 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -92,7 +94,7 @@ def pieces(walk: Walk, folders: Iterable[Folder] | None = None, rows: int | None
     """The walk's ``folders`` (default: as it walks them) in pieces of at most ``rows`` (default PIECE_ROWS)
     files, in order."""
     rows = rows or PIECE_ROWS
-    for folder in walk.folders() if folders is None else folders:
+    for folder in _ahead(walk.folders()) if folders is None else folders:
         key = walk.key(folder.rel)
         for lo in range(0, len(folder.names), rows):
             yield _Piece(folder, key, lo, min(lo + rows, len(folder.names)))
@@ -454,3 +456,44 @@ def _among(paths: np.ndarray, chosen: np.ndarray | None) -> np.ndarray:
     if lo >= hi:  # none of them in the range of these paths
         return np.zeros(len(paths), dtype=bool)
     return np.isin(paths, chosen[lo:hi])
+
+
+def _ahead(items: Iterator, count: int = 2) -> Iterator:
+    """``items``, made by a thread up to ``count`` ahead of their use (listing a folder mostly waits on the
+    file system, while this process has the previous one to match). The thread stops when they are no
+    longer wanted."""
+    made: queue.Queue = queue.Queue(count)
+    end, stop = object(), threading.Event()
+
+    def give(entry) -> bool:
+        while not stop.is_set():
+            try:
+                made.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not give((item, None)):
+                    return
+        except BaseException as exc:  # given to the reader
+            give((None, exc))
+            return
+        give((end, None))
+
+    maker = threading.Thread(target=make, daemon=True)
+    maker.start()
+    try:
+        while True:
+            item, error = made.get()
+            if error is not None:
+                raise error
+            if item is end:
+                break
+            yield item
+    finally:
+        stop.set()
+        maker.join()

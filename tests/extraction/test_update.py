@@ -159,3 +159,24 @@ def test_files_that_come_or_go_between_the_two_walks(split_data, tmp_path, monke
     assert "test/cat/cat_000.jpg" not in paths
     monkeypatch.setattr(run_module, "_compute", real)
     assert _run(split_data, out).computed == 1  # the late file, the next time
+
+
+def test_a_walk_made_ahead_gives_its_folders_in_order_and_stops_when_left(tmp_path):
+    import threading
+
+    def numbers():
+        yield from range(100)
+
+    assert list(update._ahead(numbers())) == list(range(100))
+    before = threading.active_count()
+    taken = update._ahead(numbers())
+    assert [next(taken), next(taken)] == [0, 1]
+    taken.close()  # the reader stops early: the thread making them ends
+    assert threading.active_count() == before
+
+    def failing():
+        yield 1
+        raise OSError("gone")
+
+    with pytest.raises(OSError, match="gone"):
+        list(update._ahead(failing()))
