@@ -23,6 +23,8 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validatio
 _SUFFIXES = tuple(suffix.encode() for suffix in IMAGE_SUFFIX_TUPLE)
 #: folders listed ahead when a walk is done again
 LIST_AHEAD = 2
+#: directory entries looked at at once while a folder is listed
+LIST_ROWS = 4096
 
 
 class Sample(NamedTuple):
@@ -315,14 +317,27 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
     four million. Names are bytes, as the file system holds them.
     """
     try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
+        listing = os.scandir(folder)
     except OSError:
         return np.zeros(0, dtype="S1"), []
+    parts, folders, refused = [], [], []
+    with listing:
+        while entries := list(itertools.islice(listing, LIST_ROWS)):  # a block of entries held at a time
+            parts.append(_kept_names(entries, rel, fence, folders, refused))
+    del entries
+    rejected += sorted(refused)
+    found = _narrowed(np.concatenate(parts)) if parts else np.zeros(0, dtype="S1")
+    del parts
+    found.sort(kind="stable")  # bytes: code point order
+    return found, folders
+
+
+def _kept_names(entries: list, rel: bytes, fence: Path | None, folders: list, refused: list) -> np.ndarray:
+    """The image files' names among directory ``entries``, hidden ones skipped; sub-folders' names are added
+    to ``folders``, refused files to ``refused``."""
     names = _bytes_array([entry.name for entry in entries])
     is_file = np.array([entry.is_file(follow_symlinks=False) for entry in entries], dtype=bool)
     shown, image = ~np.char.startswith(names, b"."), _has_image_suffix(names)
-    folders, refused = [], []
     for i in np.flatnonzero(shown & ~(image & is_file)).tolist():  # folders, other files, odd image entries
         entry = entries[i]
         if entry.is_dir(follow_symlinks=False):
@@ -332,11 +347,7 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
             if reason:
                 refused.append((os.fsdecode(rel + entry.name), reason))
                 image[i] = False
-    del entries
-    rejected += sorted(refused)
-    found = _narrowed(names[shown & image])
-    found.sort(kind="stable")  # bytes: code point order
-    return found, folders
+    return names[shown & image]
 
 
 def _bytes_array(names: list[bytes]) -> np.ndarray:
