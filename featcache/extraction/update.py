@@ -264,7 +264,8 @@ def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: 
 
 def _survey_piece(piece: _Piece, stats, rows: OldRows, intact, walk: Walk, found: Survey, assume_unchanged: bool):
     if piece.lo == 0:
-        found.folders.append((piece.folder._replace(names=piece.folder.names[:0]), names_digest_of(piece.folder.names)))
+        folder = piece.folder  # kept without its names (a slice of them would keep them all)
+        found.folders.append((folder._replace(names=np.zeros(0, folder.names.dtype)), names_digest_of(folder.names)))
     paths = piece.paths()
     row, old = rows.match(piece, paths)
     size, mtime = _assumed(walk, piece, paths, row, old) if assume_unchanged else stats.take()

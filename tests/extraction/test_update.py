@@ -180,3 +180,13 @@ def test_a_walk_made_ahead_gives_its_folders_in_order_and_stops_when_left(tmp_pa
 
     with pytest.raises(OSError, match="gone"):
         list(update._ahead(failing()))
+
+
+def test_the_survey_keeps_each_folder_without_its_names(split_data):
+    """Between the walks an update keeps a digest per folder, not its listing (a view of no names would still
+    hold them all)."""
+    walk = run_module.plan_walk(split_data)
+    found = update.survey(walk, None, np.zeros(0, dtype=bool), assume_unchanged=False)
+    assert found.listed == sum(len(folder.names) for folder in walk.folders()) > 0
+    assert found.folders and all(len(folder.names) == 0 for folder, _ in found.folders)
+    assert all(folder.names.base is None for folder, _ in found.folders)
