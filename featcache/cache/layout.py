@@ -194,14 +194,17 @@ def _str_dtype():
     return h5py.string_dtype("utf-8")
 
 
-def open_h5(path: Path, mode: str = "r"):
+def open_h5(path: Path, mode: str = "r", chunk_cache: bool = False):
+    """The HDF5 file of the cache at ``path``. Without ``chunk_cache`` (for its metadata), HDF5 keeps no chunk
+    of what is read: rows read a block at a time in order, each once, then cost no memory that grows with
+    the file (HDF5 would otherwise keep up to 1 MB of chunks of each dataset read). Vectors are read with it."""
     import h5py
 
     path = Path(path)
     if not path.exists():
         raise CacheError(f"no feature cache at {path}; run `featcache extract DATA_DIR -o {path}` first")
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, rdcc_nbytes=None if chunk_cache else 0)
     except OSError as exc:
         raise CacheError(
             f"{path} is not a readable HDF5 file ({_short(exc)}); it may be truncated or corrupt — "
@@ -630,10 +633,12 @@ class EntryWriter:
             if rows is not None:
                 self._data[name] = group.create_dataset(name, shape=(rows,), dtype=dtype)
             else:
+                # rows come in order: HDF5 keeps the one chunk being filled, written whole once it is left
                 chunk = max(1, min(CHUNK_ROWS, expected))
                 self._data[name] = group.create_dataset(
-                    name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype
-                )
+                    name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype,
+                    rdcc_nbytes=chunk * np.dtype(dtype).itemsize, rdcc_w0=1.0,
+                )  # fmt: skip
 
     def add(self, rows: Rows, index, row) -> None:
         """The next rows (:class:`Rows` of arrays, strings as bytes no wider than ``widths``), and the shard
@@ -859,7 +864,7 @@ def read_features(path: Path, indices) -> np.ndarray:
     Reads only those rows, so checking a few rows of a large cache stays cheap.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    with open_h5(path) as h5:
+    with open_h5(path, chunk_cache=True) as h5:
         data = h5[FEATURES]
         if not len(idx):
             return np.zeros((0, data.shape[1]), dtype=np.float32)

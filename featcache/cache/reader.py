@@ -113,7 +113,7 @@ class FeatureReader:
 
     def _features(self):
         if self._h5 is None:
-            self._h5 = open_h5(self.path)
+            self._h5 = open_h5(self.path, chunk_cache=True)
         if self.dataset not in self._h5:
             raise CacheError(f"{self.path} has no {self.dataset} dataset; rerun featcache extract with --overwrite")
         return self._h5[self.dataset]

@@ -195,7 +195,7 @@ class VectorPool:
             return np.zeros(0, dtype=bool)
         loc = cache.locations
         if loc is None:  # format 1: the vectors are in the cache file itself
-            with open_h5(cache_path) as h5:
+            with open_h5(cache_path, chunk_cache=True) as h5:
                 self.dim = int(h5[FEATURES].shape[1])
             source = np.array([self._source_id(Path(cache_path), cache.n_rows)])
             intact = np.ones(cache.n_rows, dtype=bool)
