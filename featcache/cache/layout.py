@@ -453,6 +453,15 @@ def entry_blocks(path: Path, columns: tuple, block_rows: int):
             raise damaged(path, exc) from None
 
 
+def shard_row_counts(path: Path, files: int) -> np.ndarray:
+    """How many rows of the cache at ``path`` lie in each of its ``files`` shards (int64 (files,)), its
+    shard column read a block at a time."""
+    counts = np.zeros(files, dtype=np.int64)
+    for _, block in entry_blocks(path, (INDEX,), CHUNK_ROWS):
+        counts += np.bincount(block[INDEX].astype(np.int64), minlength=files)[:files]
+    return counts
+
+
 def attr_value(value):
     if isinstance(value, bytes):
         return value.decode("utf-8")

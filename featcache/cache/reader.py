@@ -20,6 +20,7 @@ from featcache.cache.layout import (
     SPLIT,
     SPLITS,
     attr_value,
+    bytes_column,
     check_format,
     decode_strings,
     open_h5,
@@ -30,6 +31,8 @@ from featcache.errors import CacheError
 
 #: rows of string metadata decoded at once, so a million rows never become a million Python strings
 METADATA_ROWS = 65536
+#: rows counted at once by :func:`count_rows`: a few hundred KB, whatever the cache's size
+COUNT_ROWS = 8192
 #: the code of a split name that is none of SPLITS
 OTHER_SPLIT = -1
 
@@ -73,11 +76,57 @@ def read_row_index(path: str | Path) -> RowIndex:
 
 def _split_codes(dataset) -> np.ndarray:
     codes = np.full(dataset.shape[0], OTHER_SPLIT, dtype=np.int8)
-    names = {name.encode(): i for i, name in enumerate(SPLITS)} | {name: i for i, name in enumerate(SPLITS)}
     for start in range(0, len(codes), METADATA_ROWS):
-        values = dataset[start : start + METADATA_ROWS]
-        codes[start : start + len(values)] = [names.get(v, OTHER_SPLIT) for v in values]
+        block = _codes_of(dataset[start : start + METADATA_ROWS])
+        codes[start : start + len(block)] = block
     return codes
+
+
+def _codes_of(values) -> np.ndarray:
+    """The split codes (int8, OTHER_SPLIT for a name not in SPLITS) of split names as an entry file holds them."""
+    values = bytes_column(values)
+    codes = np.full(len(values), OTHER_SPLIT, dtype=np.int8)
+    for i, name in enumerate(SPLITS):
+        codes[values == name.encode()] = i
+    return codes
+
+
+@dataclass
+class RowCounts:
+    """How many rows a cache has, per split and per split and class (splits of no other name counted in
+    ``rows`` only)."""
+
+    rows: int
+    per_split: dict[str, int]
+    per_class: dict[str, dict[str, int]]
+
+
+def count_rows(path: str | Path, class_names: list[str]) -> RowCounts:
+    """The :class:`RowCounts` of the cache at ``path`` (of classes ``class_names``), its labels and splits
+    read a block of COUNT_ROWS rows at a time: what a summary of a cache of any size takes."""
+    path, k = Path(path), len(class_names)
+    counts = np.zeros((len(SPLITS) + 1) * k, dtype=np.int64)  # the last k: splits of another name
+    with open_h5(path) as h5:
+        try:
+            labels, splits = h5[LABEL], h5[SPLIT]
+            n = len(labels)
+            for start in range(0, n, COUNT_ROWS):
+                label = labels[start : start + COUNT_ROWS].astype(np.int64)
+                codes = _codes_of(splits[start : start + COUNT_ROWS]).astype(np.int64)
+                if len(label) and (label.min() < 0 or label.max() >= k):
+                    raise ValueError(f"a label outside the {k} classes")
+                codes[codes == OTHER_SPLIT] = len(SPLITS)
+                counts += np.bincount(codes * k + label, minlength=len(counts))
+        except (KeyError, OSError, ValueError) as exc:
+            raise CacheError(f"{path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
+    table = counts.reshape(len(SPLITS) + 1, k)
+    per_split = {name: int(table[i].sum()) for i, name in enumerate(SPLITS)}
+    per_class = {
+        name: {class_names[c]: int(table[i, c]) for c in np.flatnonzero(table[i]).tolist()}
+        for i, name in enumerate(SPLITS)
+        if per_split[name]
+    }
+    return RowCounts(n, per_split, per_class)
 
 
 def read_sha256(path: str | Path, rows: np.ndarray) -> list[str]:

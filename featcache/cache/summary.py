@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featcache.cache.layout import SPLITS, QuarantineEntry, Views, read_cache, read_views, split_counts
-from featcache.cache.reader import read_row_index
+from featcache.cache.layout import SPLITS, QuarantineEntry, Views, read_cache, read_views
+from featcache.cache.reader import count_rows, read_row_index
 from featcache.cache.shards import ShardProblem, check_shards, check_views, list_shards, shards_dir
 
 
@@ -95,23 +95,21 @@ def views_summary(views: Views | None, split) -> dict | None:
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` from its labels and splits (no vectors, no per-row strings);
     every shard is opened and checked."""
-    data = read_cache(Path(cache), with_vectors=False, with_rows=False)
-    index = read_row_index(cache)
-    masks = [index.split == i for i in range(len(SPLITS))]
-    per_split, per_class = split_counts(masks, index.label, data.class_names)
+    data = read_cache(Path(cache), with_vectors=False, with_rows=False, located=False)
+    counts = count_rows(cache, data.class_names)
     used = set(data.locations.files) if data.locations else set()
     pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]
     views = read_views(Path(cache))
     return CacheInfo(
         path=Path(cache),
-        rows=len(index),
-        per_split=per_split,
-        per_class=per_class,
+        rows=counts.rows,
+        per_split=counts.per_split,
+        per_class=counts.per_class,
         class_names=data.class_names,
         attrs=data.attrs,
         quarantine=data.quarantine,
         pending_shards=len(pending),
         shard_problems=check_shards(data) + check_views(Path(cache), views),
         shards=len(used),
-        views=views_summary(views, index.split),
+        views=views_summary(views, read_row_index(cache).split) if views is not None else None,
     )

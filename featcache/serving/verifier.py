@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.layout import Rows, read_cache, read_features, read_rows, read_views
+from featcache.cache.layout import Rows, read_cache, read_features, read_located, read_rows, read_views
 from featcache.cache.shards import ShardProblem, check_shards, check_views
 from featcache.config import VerifyConfig
 from featcache.errors import CacheError
@@ -96,14 +96,14 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
     refused: finding that they disagree is the point.
     """
-    cache = read_cache(config.cache, with_vectors=False, with_rows=False)
+    cache = read_cache(config.cache, with_vectors=False, with_rows=False, located=False)
     if not cache.n_rows:
         raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)
     rows = _sample_rows(cache.n_rows, config.sample, config.seed)
     root = config.data_dir or Path(cache.attrs["data_dir"])
     problems = check_shards(cache) + check_views(config.cache, read_views(config.cache))
-    damaged = _damaged_rows(cache, problems)
+    damaged = _damaged_rows(cache, problems, rows)
     sampled = dict(zip(rows, _rows_of(read_rows(config.cache, rows))))
     kept, pixels, skipped = _load_rows(sampled, [i for i in rows if i not in damaged], root, recipe)
     skipped += [(sampled[i][0], damaged[i]) for i in rows if i in damaged]
@@ -128,13 +128,14 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     return result
 
 
-def _damaged_rows(cache, problems: list[ShardProblem]) -> dict[int, str]:
-    """Row -> why its vector cannot be read, for rows whose shard is missing or damaged."""
-    if not problems:
+def _damaged_rows(cache, problems: list[ShardProblem], rows: list[int]) -> dict[int, str]:
+    """Row -> why its vector cannot be read, for those of ``rows`` whose shard is missing or damaged."""
+    where = {name: i for i, name in enumerate(cache.locations.files)} if cache.locations is not None else {}
+    bad = {where[p.file]: f"in damaged shard {p.file} ({p.reason})" for p in problems if p.file in where}
+    if not bad or not rows:
         return {}
-    where = {name: i for i, name in enumerate(cache.locations.files)}
-    bad = {where[p.file]: f"in damaged shard {p.file} ({p.reason})" for p in problems}
-    return {row: bad[index] for row, index in enumerate(cache.locations.index.tolist()) if index in bad}
+    index, _ = read_located(cache.path, np.asarray(rows, dtype=np.int64))
+    return {row: bad[shard] for row, shard in zip(rows, index.tolist()) if shard in bad}
 
 
 def _sample_rows(n: int, sample: int, seed: int) -> list[int]:

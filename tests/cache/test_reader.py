@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import h5py
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from featcache.cache import reader
 from featcache.cache.layout import read_cache
 from featcache.cache.reader import FeatureReader, read_row_index, read_sha256
 from featcache.errors import CacheError
-from tests.support import feature_reads, interleaved_cache
+from tests.support import feature_reads, handmade_cache, interleaved_cache
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,29 @@ def test_row_index_holds_what_read_cache_holds_without_vectors(cache, monkeypatc
     for split in ("train", "validation", "test"):
         assert index.split_indices(split).tolist() == whole.split_indices(split).tolist()
     assert reads == [100]  # read_cache's, none of read_row_index's
+
+
+def test_rows_counted_a_block_at_a_time_match_a_count_of_the_whole_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "COUNT_ROWS", 7)  # several blocks, the last one short
+    labels = [0, 1, 2, 2, 1, 0, 0, 2, 1, 1, 2, 0, 1, 2, 2, 0, 1]
+    splits = ["train", "validation", "test", "train", "holdout"] * 3 + ["train", "test"]
+    cache = handmade_cache(tmp_path / "c.h5", labels, splits, ["a", "b", "c"])
+    with h5py.File(cache, "r") as h5:  # the reference: plain h5py, both columns read whole
+        pairs = Counter(zip(h5["split"][:].astype(str).tolist(), h5["label"][:].tolist()))
+    counts = reader.count_rows(cache, ["a", "b", "c"])
+    assert counts.rows == len(labels)
+    for split in ("train", "validation", "test"):
+        expected = {name: pairs[(split, c)] for c, name in enumerate("abc") if pairs[(split, c)]}
+        assert counts.per_split[split] == sum(expected.values()) and counts.per_class[split] == expected
+    assert sum(counts.per_split.values()) == len(labels) - splits.count("holdout")
+
+
+def test_a_label_outside_the_classes_is_reported_as_damage(tmp_path):
+    cache = handmade_cache(tmp_path / "c.h5", [0, 1, 1], ["train"] * 3, ["a", "b"])
+    with h5py.File(cache, "r+") as h5:
+        h5["label"][2] = 5
+    with pytest.raises(CacheError, match="damaged"):
+        reader.count_rows(cache, ["a", "b"])
 
 
 def test_hashes_of_chosen_rows(cache, monkeypatch):
