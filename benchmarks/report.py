@@ -217,6 +217,16 @@ DETAILS = [
     ),
     ("scale", "extract_rerun_rss_mb_per_100k", "extract rerun, nothing new: peak RSS growth, MB per 100k rows"),
     ("scale", "extract_add_rss_mb_per_100k", "extract, add {added} images: peak RSS growth, MB per 100k rows"),
+    (
+        "scale",
+        "extract_rerun_rss_mb_per_100k_fixed_folders",
+        "extract rerun, folders of {folder_rows} images: peak RSS growth, MB per 100k rows",
+    ),
+    (
+        "scale",
+        "extract_add_rss_mb_per_100k_fixed_folders",
+        "extract, add {added} images, folders of {folder_rows}: peak RSS growth, MB per 100k rows",
+    ),
     ("scale", "info_rss_mb_per_100k", "info: peak RSS growth, MB per 100k rows (synthetic caches)"),
     ("scale", "verify_rss_mb_per_100k", "verify: peak RSS growth, MB per 100k rows (synthetic caches)"),
     ("scale", "tensorflow_baseline_rss_mb", "TensorFlow's baseline: peak RSS, MB (plain Keras default head, tiny fit)"),
@@ -275,6 +285,9 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+_SCALE_COUNTS = ("rows", "small_rows", "big_rows", "added", "folder_rows")
+
+
 def _context(results: dict) -> dict:
     """What labels name: each recipe's 10-epoch basis (measured or extrapolated), the epochs compared."""
     saved, options, scale = results.get("time-saved", {}), results.get("options", {}), results.get("scale", {})
@@ -284,7 +297,7 @@ def _context(results: dict) -> dict:
         "lesson_k": saved.get("lesson_accuracy_epochs", 10),
         "tf_data_k": saved.get("tf_data_accuracy_epochs", 10),
         "head_epochs": options.get("head_epochs", 10),
-        **{key: f"{scale[key]:,}" if key in scale else "N" for key in ("rows", "small_rows", "big_rows", "added")},
+        **{key: f"{scale[key]:,}" if key in scale else "N" for key in _SCALE_COUNTS},
     }
 
 

@@ -60,6 +60,8 @@ CLASSES = 10
 #: rows per shard of a written cache, as compact writes them (64 MB at 2048-d)
 SHARD_ROWS = COPY_ROWS
 BUDGET = "1GB"
+#: files per folder where extract's memory is measured with folders that do not grow with the rows
+FOLDER_ROWS = 2_000
 MB = 1 << 20
 log = logging.getLogger("benchmarks")
 
@@ -124,16 +126,21 @@ def class_names() -> list[str]:
     return [f"class_{c:02d}" for c in range(CLASSES)]
 
 
-def tiny_images(data: Path, n: int, prefix: str, seed: int) -> Rows:
-    """``n`` distinct 8x8 PNGs in ``data/train/<class>/``, and their rows in the order extract lists them."""
+def tiny_images(data: Path, n: int, prefix: str, seed: int, per_folder: int | None = None) -> Rows:
+    """``n`` distinct 8x8 PNGs in ``data/train/<class>/`` (with ``per_folder``, in sub-folders
+    ``part_0000``, ... of that many of them each), and their rows in the order extract lists them."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    rows = Rows()
+    rows, made = Rows(), set()
     for label, name in enumerate(class_names()):
-        folder = data / "train" / name
-        folder.mkdir(parents=True, exist_ok=True)
         for i in range(label, n, CLASSES):
+            folder = data / "train" / name
+            if per_folder:
+                folder = folder / f"part_{i // CLASSES // per_folder:04d}"
+            if folder not in made:
+                folder.mkdir(parents=True, exist_ok=True)
+                made.add(folder)
             buffer = io.BytesIO()
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
                 buffer, format="PNG", compress_level=1
@@ -216,6 +223,32 @@ def adds(run: ScaleRun, sizes: list[int], added: int, repeats: int = 3) -> dict[
             shutil.rmtree(data)
             shutil.rmtree(cache.parent)
     return found
+
+
+def folder_memory(run: ScaleRun, sizes: list[int], added: int, per_folder: int) -> dict:
+    """Extract's peak RSS as rows grow while folders do not: images in sub-folders of ``per_folder`` each, for
+    each size an add of ``added`` images (once) and a rerun; MB per 100,000 rows of each."""
+    found = {}
+    for n in sizes:
+        data, cache = run.work / f"parts-{n}", run.work / f"parts-cache-{n}" / "features.h5"
+        with run.step(f"{n:,} tiny PNGs in folders of {per_folder:,}, their cache, {added:,} new PNGs"):
+            write_vectors(cache, tiny_images(data, n, "img", n, per_folder), cache_attrs(data, "split-folders"))
+            tiny_images(data, added, "new", n + 1, per_folder)
+        where = f"folders of {per_folder:,}"
+        found[n] = (
+            run.op(f"extract: add {added:,} images, {where}", n, "extract", str(data), str(cache)),
+            run.op(f"extract: rerun, nothing new, {where}", n + added, "extract", str(data), str(cache)),
+        )
+        with run.step(f"{n + added:,} PNGs in folders of {per_folder:,} and their cache deleted"):
+            shutil.rmtree(data)
+            shutil.rmtree(cache.parent)
+    out = {"folder_rows": per_folder}
+    names = ("extract_add_rss_mb_per_100k_fixed_folders", "extract_rerun_rss_mb_per_100k_fixed_folders")
+    for k, name in enumerate(names):
+        first, second = found[sizes[0]][k], found[sizes[-1]][k]
+        if first is not None and second is not None:
+            out[name] = per_100k(first, second)
+    return out
 
 
 def repeated_add(run: ScaleRun, name: str, rows: int, cache: Path, data: Path, repeats: int, *flags: str):
@@ -483,6 +516,7 @@ def run(
         result: dict = {"rows": rows, "small_rows": small_rows, "added": added, "big_rows": big_rows}
         found = adds(scale, sorted({small_rows, rows // 10, rows}), added, repeats)
         result |= add_figures(found, rows, small_rows, rows // 10, added)
+        result |= folder_memory(scale, [rows // 10, rows], added, FOLDER_ROWS)
         result |= readers(scale, big_rows, repeats)
         result |= {"setup_seconds": scale.setup, "operations": scale.operations, "notes": scale.notes}
         result["table"] = operations_table(scale)

@@ -365,7 +365,8 @@ def _narrowed(names: np.ndarray) -> np.ndarray:
     """``names`` (bytes (k,)) as wide as the longest of them."""
     if not len(names):
         return np.zeros(0, dtype="S1")
-    return names.astype(f"S{max(int(np.char.str_len(names).max()), 1)}")
+    width = max(int(np.char.str_len(names).max()), 1)
+    return names if width == names.dtype.itemsize else names.astype(f"S{width}")
 
 
 def listed_again(folder: bytes, names_digest: str) -> np.ndarray | None:
