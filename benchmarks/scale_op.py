@@ -2,6 +2,7 @@
 
     python -m benchmarks.scale_op extract DATA_DIR CACHE       # featcache.api.extract, 2048-d fake backbone
     python -m benchmarks.scale_op extract --assume-unchanged DATA_DIR CACHE
+    python -m benchmarks.scale_op open-features CACHE          # plain h5py opens /features, reads 10 rows
     python -m benchmarks.scale_op verify CACHE                 # featcache.api.verify, the same fake backbone
     python -m benchmarks.scale_op tf-baseline N_CLASSES        # plain Keras: default head built, compiled, fitted
     python -m benchmarks.scale_op cli [--keras] ARGS...        # the featcache command line, e.g. cli info CACHE
@@ -55,18 +56,45 @@ def main():
 
 @main.command()
 @click.option("--assume-unchanged", is_flag=True, help="As featcache extract --assume-unchanged.")
+@click.option("--commit-seconds", type=float, default=None, help="As featcache extract --commit-seconds.")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("cache", type=click.Path(path_type=Path))
-def extract(assume_unchanged, data, cache):
+def extract(assume_unchanged, commit_seconds, data, cache):
     """Extract (or update) CACHE from DATA with the 2048-d fake backbone."""
     from featcache.api import extract as run
 
     def operation() -> dict:
         options = {**EXTRACT_OPTIONS, "assume_unchanged": assume_unchanged}
+        if commit_seconds is not None:
+            options["commit_seconds"] = commit_seconds
         result = run(data, cache, backbone=FakeBackbone(), **options)
         return {"rows_after": result.rows, "computed": result.computed}
 
     click.echo(json.dumps(measured(operation)))
+
+
+@main.command("open-features")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def open_features(cache):
+    """Open CACHE's /features with plain h5py and read its first 10 rows: what the virtual dataset's
+    mappings cost (``rss_added_mb``: resident memory added, h5py imported before)."""
+    import h5py
+
+    def operation() -> dict:
+        before = resident_mb()
+        with h5py.File(cache, "r") as h5:
+            h5["features"][:10]
+            return {"rss_added_mb": round(resident_mb() - before, 1)}
+
+    click.echo(json.dumps(measured(operation)))
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (VmRSS), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 @main.command()

@@ -155,6 +155,13 @@ _EXTRACT_OPTIONS = [
     _option(ExtractConfig, "workers", "Image decoding threads."),
     _option(
         ExtractConfig,
+        "commit_seconds",
+        "Seconds of computed vectors kept before they are committed as one shard (at most 4096 rows): what a "
+        "kill can lose. Fewer, larger shards read faster; 0 commits every batch.",
+        type=float,
+    ),
+    _option(
+        ExtractConfig,
         "precision",
         "float32: exact. bfloat16: OpenVINO with a bf16 hint, about 2x faster on "
         "CPUs with native bf16 (AVX-512 BF16, AMX), slower on others. Part of the cache fingerprint.",

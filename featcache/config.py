@@ -60,6 +60,7 @@ class ExtractConfig:
     strict: bool = False
     overwrite: bool = False
     workers: int = 2
+    commit_seconds: float = 10.0  # computed vectors held at most this long before they are committed as a shard
     allow_outside: bool = False
     assume_unchanged: bool = False  # files already in the cache are not stat-ed: only new paths are read
     engine: str = "local"
@@ -89,6 +90,12 @@ class ExtractConfig:
         _resolve_runtime(self)
         _check_engine(self)
         _check_augment(self)
+        if isinstance(self.commit_seconds, bool) or not isinstance(self.commit_seconds, int | float):
+            raise ConfigError(f"commit_seconds must be a number of seconds, got {self.commit_seconds!r}")
+        if not 0.0 <= self.commit_seconds <= 3600.0:
+            raise ConfigError(
+                f"commit_seconds must be between 0 (commit every batch) and 3600, got {self.commit_seconds}"
+            )
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

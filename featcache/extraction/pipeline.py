@@ -2,14 +2,16 @@
 
 Worker threads read each new file once: they hash its bytes, skip contents the pool holds or
 another file took, and decode the rest. The main thread embeds full batches while the workers go
-ahead (a bounded window) and a writer thread commits each batch as a shard, so reading, hashing,
-decoding and HDF5 writes overlap the forward passes; memory stays bounded. The model is built
+ahead (a bounded window) and a writer thread commits the vectors as a shard every few seconds
+(``commit_seconds``), so reading, hashing, decoding and HDF5 writes overlap the forward passes; memory
+stays bounded. The model is built
 only when a first image needs it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from featcache.progress import progress_bar
 
 #: what a worker returns for a file whose content is already in the pool or taken by another file
 KNOWN = "known"
+
+#: the most rows one shard of computed vectors gets (32 MB at 2048-d, held until it is committed)
+COMMIT_ROWS = 4096
 
 #: files larger than this are hashed and decoded from disk in two passes instead of read into memory
 READ_WHOLE_LIMIT = 64 << 20
@@ -85,34 +90,89 @@ class Batch:
         return bool(self.shas or self.bad)
 
 
+class Pending:
+    """Vectors (and bad contents) computed and not committed yet: due as one shard once they are
+    COMMIT_ROWS rows or ``seconds`` have passed since the last commit (0: every batch)."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds, self._clock = seconds, clock
+        self._since = clock()
+        self.shas: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.bad: list[tuple[str, str]] = []
+
+    def add(self, shas: list[str], vectors: np.ndarray, bad: list[tuple[str, str]]) -> None:
+        self.shas += shas
+        if len(vectors):
+            self.vectors.append(vectors)
+        self.bad += bad
+
+    def __bool__(self) -> bool:
+        return bool(self.shas or self.bad)
+
+    def due(self) -> bool:
+        return bool(self) and (len(self.shas) >= COMMIT_ROWS or self._clock() - self._since >= self.seconds)
+
+    def take(self) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+        """What is pending, as one shard's sha256s, vectors and bad pairs; nothing is pending after."""
+        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, 0), dtype=np.float32)
+        taken = self.shas, vectors, self.bad
+        self.shas, self.vectors, self.bad, self._since = [], [], [], self._clock()
+        return taken
+
+
+class Commits:
+    """Vectors committed as shards by one writer thread, one shard in flight at a time: :meth:`add` a batch,
+    committed with those before it once they are :meth:`Pending.due`; :meth:`flush` commits what is left."""
+
+    def __init__(self, writer: ShardWriter, committer: ThreadPoolExecutor, seconds: float):
+        self.writer, self._committer, self._pending, self._written = writer, committer, Pending(seconds), None
+
+    def add(self, shas: list[str], vectors: np.ndarray, bad: list[tuple[str, str]]) -> None:
+        self._pending.add(shas, vectors, bad)
+        if self._pending.due():
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.wait()  # a failed write stops the run
+            self._written = self._committer.submit(self.writer.write, *self._pending.take())
+
+    def wait(self) -> None:
+        if self._written is not None:
+            self._written.result()
+
+
 def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fingerprint: str, progress: bool):
-    """Read, hash, decode and embed ``new`` (files the cache does not know), in listing order; a :class:`Computed`."""
-    done = Computed()
+    """Read, hash, decode and embed ``new`` (files the cache does not know), in listing order; a :class:`Computed`.
+    Vectors are committed as a shard every ``config.commit_seconds`` (and of at most COMMIT_ROWS rows); what is
+    pending when the run is interrupted (Ctrl-C) is committed before it stops."""
+    done, embed, priority = Computed(), None, DecodePriority()
     if not new:
         return done
-    embed, written = None, None
-    writer = ShardWriter(shards_dir(config.output), fingerprint)
-    priority = DecodePriority()
     with (
         progress_bar(len(new), progress, "extract", smoothing=0.1) as bar,
         ThreadPoolExecutor(config.workers, initializer=priority.lower) as workers,
         ThreadPoolExecutor(1) as committer,
     ):
+        commits = Commits(ShardWriter(shards_dir(config.output), fingerprint), committer, config.commit_seconds)
         prepared = _prepared(workers, new, config, Claims(pool), priority, window=4 * config.batch_size)
-        for batch in group(prepared, config.batch_size):
-            done.hashes.update(batch.hashes)
-            done.unreadable += batch.unreadable
-            if batch.to_commit:
-                if embed is None and batch.pixels:
-                    embed = backbone.build()
-                vectors = embed_pixels(embed, batch.pixels)
-                if written is not None:
-                    written.result()  # at most one shard in flight; a failed write stops the run
-                written = committer.submit(writer.write, batch.shas, vectors, batch.bad)
-            bar.update(batch.files)
-        if written is not None:
-            written.result()
-    done.vectors = writer.rows_written
+        try:
+            for batch in group(prepared, config.batch_size):
+                done.hashes.update(batch.hashes)
+                done.unreadable += batch.unreadable
+                if batch.to_commit:
+                    if embed is None and batch.pixels:
+                        embed = backbone.build()
+                    commits.add(batch.shas, embed_pixels(embed, batch.pixels), batch.bad)
+                bar.update(batch.files)
+            commits.flush()
+        except KeyboardInterrupt:
+            commits.flush()
+            raise
+        finally:
+            commits.wait()
+    done.vectors = commits.writer.rows_written
     return done
 
 

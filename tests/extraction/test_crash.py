@@ -21,7 +21,7 @@ BATCH = 4
 
 
 def _command(data: Path, out: Path) -> list[str]:
-    return extract_command(data, out, "--batch-size", str(BATCH), "--workers", "1")
+    return extract_command(data, out, "--batch-size", str(BATCH), "--workers", "1", "--commit-seconds", "0")
 
 
 def _run_to_end(data: Path, out: Path) -> int:

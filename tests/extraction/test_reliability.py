@@ -163,7 +163,7 @@ def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, mon
         before = out.read_bytes()
         make_split_dataset(data, counts={"test": 60}, start_seed=50)
         with pytest.raises(CacheError, match="no space left on the device .* rerun the same command"):
-            extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8)
+            extract(data, out, backbone=_WideBackbone(), image_size=71, batch_size=8, commit_seconds=0)
         assert out.read_bytes() == before and len(read_cache(out).rows) == 6
         committed = len(list_shards(shards_dir(out))) - len(read_cache(out, with_vectors=False).locations.files)
         assert committed > 0
@@ -176,7 +176,7 @@ def test_full_disk_stops_with_a_clear_error_and_resumes_with_space(tmp_path, mon
 
 
 def _slow_extract(data: Path, out: Path) -> subprocess.Popen:
-    cmd = extract_command(data, out, "--batch-size", "2", "--workers", "1")
+    cmd = extract_command(data, out, "--batch-size", "2", "--workers", "1", "--commit-seconds", "0")
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -212,12 +212,15 @@ class _Crashing(FakeBackbone):
         return embed
 
 
-def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path):
+@pytest.mark.parametrize("commit_seconds, shards", [(0, 2), (10, 1)], ids=["every-batch", "pending-on-ctrl-c"])
+def test_interrupted_run_keeps_committed_parts_and_resumes(split_data, tmp_path, commit_seconds, shards):
+    """Each batch committed as it comes, or (within the commit interval) both batches committed as one shard
+    when the run is interrupted: either way their 8 vectors are kept."""
     out, reference = tmp_path / "c.h5", tmp_path / "ref.h5"
     _run(split_data, reference)
     with pytest.raises(KeyboardInterrupt):
-        _run(split_data, out, _Crashing(after=2))
-    assert len(list_shards(shards_dir(out))) == 2 and not out.exists()
+        _run(split_data, out, _Crashing(after=2), commit_seconds=commit_seconds)
+    assert len(list_shards(shards_dir(out))) == shards and not out.exists()
     result = _run(split_data, out)
     assert (result.computed, result.reused) == (12, 8)
     a, b = read_cache(out), read_cache(reference)
