@@ -110,6 +110,7 @@ class OldRows:
         self._blocks = entry_blocks(path, (PATH, *columns), READ_ROWS) if path is not None and n_rows else iter(())
         self._walk, self._columns = walk, columns
         self._buffer: dict[str, np.ndarray] | None = None
+        self._ends = np.zeros(0, dtype=np.int64)  # where each run of rows of one folder ends in the buffer
         self._start = 0  # the existing cache's row of the buffer's first row
         self._done = False
         self._front: tuple[bytes, tuple] | None = None  # folder and key of the buffer's first row
@@ -179,12 +180,12 @@ class OldRows:
             if self._last is None or key != self._last:
                 self._last_path = b""
             self._front, self._last = (folder, key), key
-        same = np.char.startswith(paths, folder) & (_folder_ends(paths) == len(folder))
-        length = len(paths) if same.all() else int(np.argmin(same))
+        length = int(self._ends[0])
         return folder, self._front[1], length, length < len(paths) or self._done
 
     def _drop(self, count: int, removed: bool = False) -> None:
         self._buffer = {name: column[count:] for name, column in self._buffer.items()}
+        self._ends = self._ends[self._ends > count] - count
         self._start += count
         if removed:
             self.removed += count
@@ -202,6 +203,7 @@ class OldRows:
             self._buffer = block
         else:
             self._buffer = {name: _joined(self._buffer[name], block[name]) for name in block}
+        self._ends = _run_ends(self._buffer[PATH])
         return True
 
 
@@ -210,6 +212,19 @@ def _joined(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         width = max(a.dtype.itemsize, b.dtype.itemsize)
         a, b = a.astype(f"S{width}"), b.astype(f"S{width}")
     return np.concatenate([a, b])
+
+
+def _run_ends(paths: np.ndarray) -> np.ndarray:
+    """Where each run of consecutive paths (fixed-width bytes) of one folder ends: the rows after which
+    the folder changes, and the number of paths."""
+    n = len(paths)
+    if n < 2:
+        return np.array([n], dtype=np.int64)
+    ends = _folder_ends(paths)
+    width = paths.dtype.itemsize
+    folders = np.where(np.arange(width) < ends[:, None], paths.view(np.uint8).reshape(n, width), 0)
+    changed = (ends[1:] != ends[:-1]) | (folders[1:] != folders[:-1]).any(axis=1)
+    return np.append(np.flatnonzero(changed) + 1, n).astype(np.int64)
 
 
 def _folder_ends(paths: np.ndarray) -> np.ndarray:
