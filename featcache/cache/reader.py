@@ -22,6 +22,7 @@ from featcache.cache.layout import (
     attr_value,
     bytes_column,
     check_format,
+    damaged,
     decode_strings,
     open_h5,
     picked,
@@ -71,7 +72,7 @@ def read_row_index(path: str | Path) -> RowIndex:
             split = _split_codes(h5[SPLIT])
             return RowIndex(path, attrs, decode_strings(h5[CLASS_NAMES][:]), label, split, vector_dim(h5))
         except (KeyError, OSError, ValueError, IndexError) as exc:
-            raise CacheError(f"{path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
+            raise damaged(path, exc) from None
 
 
 def _split_codes(dataset) -> np.ndarray:
@@ -118,7 +119,7 @@ def count_rows(path: str | Path, class_names: list[str]) -> RowCounts:
                 codes[codes == OTHER_SPLIT] = len(SPLITS)
                 counts += np.bincount(codes * k + label, minlength=len(counts))
         except (KeyError, OSError, ValueError) as exc:
-            raise CacheError(f"{path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
+            raise damaged(path, exc) from None
     table = counts.reshape(len(SPLITS) + 1, k)
     per_split = {name: int(table[i].sum()) for i, name in enumerate(SPLITS)}
     per_class = {
@@ -156,7 +157,7 @@ class FeatureReader:
         try:
             block = self._features()[start:stop]
         except OSError as exc:
-            raise CacheError(f"{self.path} is damaged ({exc}); rerun featcache extract with --overwrite") from None
+            raise damaged(self.path, exc) from None
         self.rows_read += len(block)
         return np.asarray(block, dtype=np.float32)
 

@@ -4,8 +4,7 @@ Worker threads read each new file once: they hash its bytes, skip contents the p
 another file took, and decode the rest. The main thread embeds full batches while the workers go
 ahead (a bounded window) and a writer thread commits the vectors as a shard every few seconds
 (``commit_seconds``), so reading, hashing, decoding and HDF5 writes overlap the forward passes; memory
-stays bounded. The model is built
-only when a first image needs it.
+stays bounded. The model is built only when a first image needs it.
 """
 
 from __future__ import annotations
