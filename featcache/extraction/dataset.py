@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -16,13 +13,12 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import DatasetError
+from featcache.extraction import fsscan
 from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 _SUFFIXES = tuple(suffix.encode() for suffix in IMAGE_SUFFIX_TUPLE)
-#: folders listed ahead when a walk is done again
-LIST_AHEAD = 2
 #: directory entries looked at at once while a folder is listed
 LIST_ROWS = 4096
 
@@ -133,28 +129,6 @@ class Walk:
                         self.unknown.setdefault(split or "train", set()).add(label)
                         continue
                     yield Folder(rel, names, label_of[label], (split or "").encode())
-
-    def again(self, seen: list[tuple[Folder, str]]) -> Iterator[Folder]:
-        """The folders of an earlier walk (each with the :func:`names_digest_of` of its names), listed again
-        in the same order: by name only where nothing changed, else as the walk lists a folder (files that
-        are no longer there left out, new ones in). Folders made since are not visited."""
-        root, ignored, waiting, queued = os.fsencode(self.root), [], deque(), iter(seen)
-        with ThreadPoolExecutor(1) as lister:  # the next folders are listed while this one is used
-
-            def ahead() -> None:
-                for folder, digest in itertools.islice(queued, LIST_AHEAD - len(waiting)):
-                    path = os.path.join(root, folder.rel)
-                    waiting.append((folder, path, lister.submit(listed_again, path, digest)))
-
-            ahead()
-            while waiting:
-                folder, path, listed = waiting.popleft()
-                ahead()
-                names = listed.result()
-                if names is None:
-                    names, _ = _list_folder(path, folder.rel, self.fence, ignored)
-                if len(names):
-                    yield folder._replace(names=names)
 
     def any(self) -> int:
         """1 if some folder holds an image, else 0 (walked up to the first such folder)."""
@@ -317,37 +291,24 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
     four million. Names are bytes, as the file system holds them.
     """
     try:
-        listing = os.scandir(folder)
+        names, kinds = fsscan.entries(folder)
     except OSError:
         return np.zeros(0, dtype="S1"), []
-    parts, folders, refused = [], [], []
-    with listing:
-        while entries := list(itertools.islice(listing, LIST_ROWS)):  # a block of entries held at a time
-            parts.append(_kept_names(entries, rel, fence, folders, refused))
-    del entries
+    shown, image = ~np.char.startswith(names, b"."), _has_image_suffix(names)
+    folders = names[shown & (kinds == fsscan.FOLDER)].tolist()  # (an image name that is a folder: walked too)
+    kept = shown & image & (kinds == fsscan.FILE)
+    refused = []
+    for i in np.flatnonzero(shown & image & ~kept).tolist():  # symlinks, folders, other odd entries
+        reason = _refusal(Path(os.fsdecode(os.path.join(folder, names[i]))), fence)  # a symlink to a file inside
+        if reason:  # the data folder is kept
+            refused.append((os.fsdecode(rel + names[i]), reason))
+        else:
+            kept[i] = True
     rejected += sorted(refused)
-    found = _narrowed(np.concatenate(parts)) if parts else np.zeros(0, dtype="S1")
-    del parts
+    found = _narrowed(names[kept])
+    del names, kinds
     found.sort(kind="stable")  # bytes: code point order
     return found, folders
-
-
-def _kept_names(entries: list, rel: bytes, fence: Path | None, folders: list, refused: list) -> np.ndarray:
-    """The image files' names among directory ``entries``, hidden ones skipped; sub-folders' names are added
-    to ``folders``, refused files to ``refused``."""
-    names = _bytes_array([entry.name for entry in entries])
-    is_file = np.array([entry.is_file(follow_symlinks=False) for entry in entries], dtype=bool)
-    shown, image = ~np.char.startswith(names, b"."), _has_image_suffix(names)
-    for i in np.flatnonzero(shown & ~(image & is_file)).tolist():  # folders, other files, odd image entries
-        entry = entries[i]
-        if entry.is_dir(follow_symlinks=False):
-            folders.append(entry.name)  # (an image name that is a folder: refused as a file, walked as a folder)
-        if image[i]:
-            reason = _refusal(entry, fence)  # a symlink to a file inside the data folder is kept
-            if reason:
-                refused.append((os.fsdecode(rel + entry.name), reason))
-                image[i] = False
-    return names[shown & image]
 
 
 def _bytes_array(names: list[bytes]) -> np.ndarray:
@@ -367,26 +328,6 @@ def _narrowed(names: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype="S1")
     width = max(int(np.char.str_len(names).max()), 1)
     return names if width == names.dtype.itemsize else names.astype(f"S{width}")
-
-
-def listed_again(folder: bytes, names_digest: str) -> np.ndarray | None:
-    """The image files' names of ``folder`` (as :func:`_list_folder` gives them) when they are still those
-    whose :func:`names_digest` is ``names_digest``, else None. Listed by name only, tested by suffix an
-    array at a time: a folder listed before is listed again at a fraction of a walk's cost."""
-    try:
-        listed = os.listdir(folder)
-    except OSError:
-        return None
-    names = _bytes_array(listed)
-    del listed
-    names = _narrowed(names[_has_image_suffix(names) & ~np.char.startswith(names, b".")])
-    names.sort(kind="stable")
-    return names if names_digest_of(names) == names_digest else None
-
-
-def names_digest_of(names: np.ndarray) -> str:
-    """A digest of a folder's sorted image names (bytes (k,)): what tells that a second listing found the same."""
-    return hashlib.sha256(np.ascontiguousarray(names).tobytes() + b"%d" % names.dtype.itemsize).hexdigest()
 
 
 def _refusal(item, fence: Path | None) -> str | None:

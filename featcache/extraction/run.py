@@ -158,7 +158,7 @@ def _update_listed(config: ExtractConfig, backbone, fields, progress) -> Extract
 
 
 def _update_walked(config: ExtractConfig, walk: Walk, backbone, fields, progress) -> ExtractResult | None:
-    """The update of a cache from two walks of the data folder, a folder at a time (see
+    """The update of a cache from a walk of the data folder, a folder at a time (see
     :mod:`featcache.extraction.update`); None, before anything is written, when the existing cache is not
     one it can update."""
     fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
@@ -220,8 +220,8 @@ def _walked_result(config, walk: Walk, written, quarantine, computed: int, compu
 
 
 def _write_walked(config: ExtractConfig, walk: Walk, old: Cache | None, found, settled, attrs, quarantine, same):
-    """Write the new entry file from a second walk; when its rows are those of the existing one (``same``),
-    its digest is taken first and nothing is written if nothing else changed either."""
+    """Write the new entry file in a second pass over the existing one; when its rows are those of the existing
+    one (``same``), its digest is taken first and nothing is written if nothing else changed either."""
     widths = {PATH: found.width, SHA256: HASH_WIDTH, SPLIT: 10}
     fractions = (config.val_fraction, config.test_fraction)
     finish = (attrs, walk.class_names, quarantine, settled.locations())
@@ -230,7 +230,7 @@ def _write_walked(config: ExtractConfig, walk: Walk, old: Cache | None, found, s
         written = write_rows(walk, old, found, settled, dry, fractions)
         if unchanged(old.attrs, dry.finish(*finish)):
             return written
-    writer = EntryWriter(config.output, widths, expected=found.listed - len(found.skipped))
+    writer = EntryWriter(config.output, widths, expected=found.listed - len(found.unreadable))
     try:
         written = write_rows(walk, old, found, settled, writer, fractions)
         writer.finish(*finish)

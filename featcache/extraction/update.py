@@ -1,16 +1,16 @@
 """An update of a cache from a walked data folder, a folder at a time, alongside its existing entry file.
 
-A cache of millions of rows is updated in two walks of the data folder, each read alongside the
-existing entry file a block of rows at a time (the walk and the entry file list their rows in the
-same order: by split, class, folder and name). The first walk stats each file (helper processes,
-a few pieces ahead) and sets aside what must be read: files the cache lacks or that changed. Those
-are computed; the second walk lists the same folders again (by name only, checked against a digest
-of the first listing) and writes the new entry file a block of rows at a time, each row taken from
-the existing entry file or from what was computed. Nothing is held per row from one walk to the
-next, only the files read (and those that could not be), per folder a digest of its names, and per
-shard how many rows still use it. What is held at once is a piece of rows and the names of the
-folder being walked (the walk sorts them); the index of the existing content hashes (12 bytes a
-row) is made only when files are read, to find copies of cached images.
+A cache of millions of rows is updated in one walk of the data folder and two passes over the existing
+entry file, each read a block of rows at a time (the walk and the entry file list their rows in the
+same order: by split, class, folder and name). The walk stats each file (helper processes, a few
+pieces ahead), matches it with the existing row of its path and sets aside what must be read: files
+the cache lacks or that changed. Those are computed; the second pass writes the new entry file a
+block of rows at a time: the existing rows that are kept, with the computed files merged in where the
+walk found them. Nothing is held per row from the walk to the second pass, only the files read (each
+with the existing row it comes before), those that could not be, the runs of existing rows that are
+left out, and per shard how many rows still use it. What is held at once is a piece of rows and the
+names of the folder being walked (the walk sorts them); the index of the existing content hashes (12
+bytes a row) is made only when files are read, to find copies of cached images.
 
 A cache whose rows are not in the walk's order (made from a manifest, by another layout or a former
 format), one with augmented views, and an update that makes views take :mod:`featcache.extraction.run`'s
@@ -33,11 +33,13 @@ import numpy as np
 from featcache.cache.layout import (
     FORMAT_VERSION,
     INDEX,
+    LABEL,
     MTIME,
     PATH,
     ROW,
     SHA256,
     SIZE,
+    SPLIT,
     SPLITS,
     Cache,
     EntryWriter,
@@ -48,7 +50,7 @@ from featcache.cache.layout import (
     entry_blocks,
 )
 from featcache.cache.shards import ShardWriter, VectorPool
-from featcache.extraction.dataset import Folder, Sample, Walk, names_digest_of, splits_for_hashes
+from featcache.extraction.dataset import Folder, Sample, Walk, splits_for_hashes
 from featcache.extraction.filestat import FileStats, StatStream, reason
 from featcache.extraction.pipeline import ListedFile
 
@@ -56,8 +58,10 @@ from featcache.extraction.pipeline import ListedFile
 PIECE_ROWS = 1 << 12
 #: pieces being stat-ed by helper processes while this process matches earlier ones
 AHEAD = 8
-#: rows of the existing entry file read at once
+#: rows of the existing entry file read at once while walking
 READ_ROWS = 1 << 12
+#: rows of the existing entry file read at once, and written with the files merged in, by the second pass
+MERGE_ROWS = 1 << 13
 
 
 class NotInWalkOrder(Exception):
@@ -116,11 +120,13 @@ class OldRows:
         self._front: tuple[bytes, tuple] | None = None  # folder and key of the buffer's first row
         self._last: tuple | None = None  # key of the last folder passed or matched
         self._last_path = b""
+        self._taken: tuple[int, np.ndarray] | None = None  # the first row and paths the last match took
         self.removed = 0
 
     def match(self, piece: _Piece, paths: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The existing row of each of ``paths`` (sorted; -1: none) and its ``columns`` (zero where none)."""
         found = np.full(len(paths), -1, dtype=np.int64)
+        self._taken = None
         values = {name: None for name in self._columns}
         while True:
             run = self._front_run()
@@ -141,6 +147,14 @@ class OldRows:
             break
         return found, {name: v if v is not None else np.zeros(0) for name, v in values.items()}
 
+    def before(self, paths: np.ndarray) -> np.ndarray:
+        """For some of the paths of the last :meth:`match`, the existing row each one comes before in the
+        walk's order (its own row where it has one), int64."""
+        if self._taken is None:
+            return np.full(len(paths), self._start, dtype=np.int64)
+        start, taken = self._taken
+        return start + np.searchsorted(taken, paths).astype(np.int64)
+
     def finish(self) -> None:
         """Pass over the rows left: folders the walk no longer has."""
         while self._fill():
@@ -155,6 +169,7 @@ class OldRows:
             raise NotInWalkOrder("the rows of a folder are not in order by name")
         if len(taken):
             self._last_path = taken[-1]
+        self._taken = (self._start, taken)
         pos = np.minimum(np.searchsorted(paths, taken), max(len(paths) - 1, 0))
         hit = np.flatnonzero(paths[pos] == taken) if len(paths) else np.zeros(0, dtype=np.int64)
         found[pos[hit]] = self._start + hit
@@ -236,22 +251,77 @@ def _folder_ends(paths: np.ndarray) -> np.ndarray:
     return np.where(slash.any(axis=1), width - slash.argmax(axis=1), 0)
 
 
+class Dropped:
+    """The existing rows an update leaves out (all but those it reuses), as runs of consecutive rows: told the
+    rows kept in order (:meth:`keep`), then the number of rows (:meth:`finish`); :meth:`kept` tells which
+    rows of a block are kept. What it holds grows with the runs, one for each stretch of rows removed or
+    changed, not with the rows."""
+
+    def __init__(self):
+        self._starts: list[np.ndarray] = []
+        self._stops: list[np.ndarray] = []
+        self._next = 0  # the row after the last one kept
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Rows kept (increasing, after those kept before)."""
+        if not len(rows):
+            return
+        bounds = np.concatenate(([self._next - 1], rows)).astype(np.int64)
+        if not (bounds[1:] > bounds[:-1]).all():
+            raise NotInWalkOrder("the existing rows are not met in order")
+        gap = np.flatnonzero(bounds[1:] - bounds[:-1] > 1)
+        if len(gap):
+            self._starts.append(bounds[gap] + 1)
+            self._stops.append(bounds[gap + 1])
+        self._next = int(rows[-1]) + 1
+
+    def finish(self, n_rows: int) -> None:
+        """The rows after the last one kept, up to ``n_rows``, are left out too."""
+        if self._next < n_rows:
+            self._starts.append(np.array([self._next], dtype=np.int64))
+            self._stops.append(np.array([n_rows], dtype=np.int64))
+        self._next = max(self._next, n_rows)
+        starts, stops = _joined_runs(self._starts), _joined_runs(self._stops)
+        self._starts, self._stops = [starts], [stops]
+
+    @property
+    def runs(self) -> int:
+        return sum(len(starts) for starts in self._starts)
+
+    def kept(self, start: int, stop: int) -> np.ndarray:
+        """Which rows ``start`` to ``stop`` are kept (bool (stop - start,)); after :meth:`finish`."""
+        starts, stops = (self._starts[0], self._stops[0]) if self._starts else (np.zeros(0, np.int64),) * 2
+        lo, hi = np.searchsorted(stops, start, side="right"), np.searchsorted(starts, stop, side="left")
+        change = np.zeros(stop - start + 1, dtype=np.int64)
+        np.add.at(change, np.clip(starts[lo:hi], start, stop) - start, 1)
+        np.add.at(change, np.clip(stops[lo:hi], start, stop) - start, -1)
+        return np.cumsum(change[:-1]) == 0
+
+
+def _joined_runs(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
 @dataclass
 class Survey:
-    """What the first walk found: the files to read (``new``, in listing order, with ``new_at``: each one's
-    path -> its position), those that could not be stat-ed (``unreadable``, with their paths ``skipped``),
-    how many rows of each existing shard are reused, and the rows listed, reused and removed."""
+    """What the walk found: the files to read (``new``, in listing order, with ``before``: the existing row
+    each one comes before in that order, its own where it has one), those that could not be stat-ed
+    (``unreadable``), the existing rows left out (``dropped``), how many rows of each existing shard are
+    reused, and the rows listed, reused and removed."""
 
     new: list[ListedFile] = field(default_factory=list)
-    new_at: dict[bytes, int] = field(default_factory=dict)
+    before: list[np.ndarray] = field(default_factory=list)
     unreadable: list[QuarantineEntry] = field(default_factory=list)
-    skipped: set[bytes] = field(default_factory=set)
+    dropped: Dropped = field(default_factory=Dropped)
     used: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    folders: list[tuple[Folder, str]] = field(default_factory=list)  # (folder without names, digest of them)
     listed: int = 0
     reused: int = 0
     removed: int = 0
     width: int = 1  # the longest path listed
+
+    def new_before(self) -> np.ndarray:
+        """The existing row each file of ``new`` comes before, int64 (len(new),)."""
+        return _joined_runs(self.before)
 
 
 def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: bool) -> Survey:
@@ -259,11 +329,10 @@ def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: 
     mtime (stat-ed by helper processes a few pieces ahead, or with ``assume_unchanged`` taken from the row
     of the same path), and whether the row of its path can be reused (same size and mtime, shard intact)."""
     found = Survey(used=np.zeros(len(intact), dtype=np.int64))
-    rows = OldRows(
-        old.path if old is not None else None, old.n_rows if old is not None else 0, walk, (SIZE, MTIME, INDEX)
-    )
+    n_old = old.n_rows if old is not None else 0
+    rows = OldRows(old.path if old is not None else None, n_old, walk, (SIZE, MTIME, INDEX))
     root, waiting = os.fsencode(walk.root), deque()
-    with StatStream(expected=old.n_rows if old is not None else 0) as stats:
+    with StatStream(expected=n_old) as stats:
         for piece in pieces(walk):
             if not assume_unchanged:
                 stats.submit(os.path.join(root, piece.folder.rel), piece.names())
@@ -274,17 +343,15 @@ def survey(walk: Walk, old: Cache | None, intact: np.ndarray, assume_unchanged: 
             _survey_piece(waiting.popleft(), stats, rows, intact, walk, found, assume_unchanged)
     rows.finish()
     found.removed = rows.removed
+    found.dropped.finish(n_old)
     return found
 
 
 def _survey_piece(piece: _Piece, stats, rows: OldRows, intact, walk: Walk, found: Survey, assume_unchanged: bool):
-    if piece.lo == 0:
-        folder = piece.folder  # kept without its names (a slice of them would keep them all)
-        found.folders.append((folder._replace(names=np.zeros(0, folder.names.dtype)), names_digest_of(folder.names)))
     paths = piece.paths()
     row, old = rows.match(piece, paths)
     size, mtime = _assumed(walk, piece, paths, row, old) if assume_unchanged else stats.take()
-    _note(piece, paths, size, mtime, row, old, intact, walk, found)
+    _note(piece, paths, size, mtime, row, old, intact, rows, walk, found)
 
 
 def _assumed(walk: Walk, piece: _Piece, paths, row, old):
@@ -301,8 +368,8 @@ def _assumed(walk: Walk, piece: _Piece, paths, row, old):
     return size, mtime
 
 
-def _note(piece: _Piece, paths, size, mtime, row, old, intact, walk: Walk, found: Survey) -> None:
-    """Count a piece's rows and set aside those to read (or that cannot be)."""
+def _note(piece: _Piece, paths, size, mtime, row, old, intact, rows: OldRows, walk: Walk, found: Survey) -> None:
+    """Count a piece's rows, note the existing ones kept, and set aside those to read (or that cannot be)."""
     found.listed += len(paths)
     found.width = max(found.width, paths.dtype.itemsize)
     matched = row >= 0
@@ -312,16 +379,18 @@ def _note(piece: _Piece, paths, size, mtime, row, old, intact, walk: Walk, found
         reused &= (old[SIZE] == size) & (old[MTIME] == mtime) & intact[shard] & (size >= 0)
         found.used += np.bincount(shard[reused], minlength=len(found.used))
     found.reused += int(np.count_nonzero(reused))
+    found.dropped.keep(row[reused])
     split = piece.folder.split.decode() or None
     label = walk.class_names[piece.folder.label]
-    for i in np.flatnonzero(~reused).tolist():
-        path = bytes(paths[i])
-        if size[i] < 0:
-            found.unreadable.append(QuarantineEntry(os.fsdecode(path), reason(int(mtime[i]))))
-            found.skipped.add(path)
-            continue
-        found.new_at[path] = len(found.new)
-        found.new.append(ListedFile(Sample(os.fsdecode(path), label, split), int(size[i]), int(mtime[i])))
+    unreadable = ~reused & (size < 0)
+    for i in np.flatnonzero(unreadable).tolist():
+        found.unreadable.append(QuarantineEntry(os.fsdecode(bytes(paths[i])), reason(int(mtime[i]))))
+    read = np.flatnonzero(~reused & ~unreadable)
+    if not len(read):
+        return
+    found.before.append(rows.before(paths[read]))
+    for i in read.tolist():
+        found.new.append(ListedFile(Sample(os.fsdecode(bytes(paths[i])), label, split), int(size[i]), int(mtime[i])))
 
 
 @dataclass
@@ -388,90 +457,142 @@ def settle(found: Survey, hashes: list[str], pool: VectorPool, writer: ShardWrit
 
 @dataclass
 class Written:
-    """The rows an entry file got: how many, per split, and per split and class."""
+    """The rows an entry file got: how many of each class in each split (int64 (len(SPLITS), classes))."""
 
-    rows: int = 0
-    per_split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    per_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: np.ndarray
+    class_names: list[str]
 
-    def count(self, split: np.ndarray, label: int, class_name: str) -> None:
-        self.rows += len(split)
-        names, counts = np.unique(split, return_counts=True)
-        for name, count in zip(names.tolist(), counts.tolist()):
-            name = name.decode()
-            self.per_split[name] += count
-            per = self.per_class.setdefault(name, {})
-            per[class_name] = per.get(class_name, 0) + count
+    @classmethod
+    def of(cls, class_names: list[str]) -> Written:
+        return cls(np.zeros((len(SPLITS), len(class_names)), dtype=np.int64), class_names)
+
+    def count(self, split: np.ndarray, label: np.ndarray) -> None:
+        for i, name in enumerate(SPLITS):
+            self.counts[i] += np.bincount(label[split == name.encode()], minlength=len(self.class_names))
+
+    @property
+    def rows(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def per_split(self) -> dict[str, int]:
+        return {name: int(total) for name, total in zip(SPLITS, self.counts.sum(axis=1))}
+
+    @property
+    def per_class(self) -> dict[str, dict[str, int]]:
+        return {
+            name: {self.class_names[j]: int(counts[j]) for j in np.flatnonzero(counts)}
+            for name, counts in zip(SPLITS, self.counts)
+        }
+
+
+#: the existing entry file's columns that the second pass reads
+_MERGED = (PATH, SHA256, LABEL, SPLIT, SIZE, MTIME, INDEX, ROW)
 
 
 def write_rows(walk: Walk, old: Cache | None, found: Survey, settled: Settled, writer: EntryWriter, fractions):
-    """Walk the data folder again and give ``writer`` the rows of the new entry file in listing order: a file
-    of ``found.new`` where it was kept, else the existing row of its path where its shard is kept; files
-    that appeared since the first walk are left to the next update. ``fractions`` are the validation and
-    test fractions of a split taken from the content hash. A :class:`Written`."""
-    rows = OldRows(old.path if old is not None else None, old.n_rows if old is not None else 0, walk,
-                   (SHA256, SIZE, MTIME, INDEX, ROW))  # fmt: skip
-    new_paths = np.array(sorted(found.new_at), dtype=bytes) if found.new_at else None
-    skipped = np.array(sorted(found.skipped), dtype=bytes) if found.skipped else None
-    done = Written()
-    for piece in pieces(walk, walk.again(found.folders)):
-        paths = piece.paths()
-        row, existing = rows.match(piece, paths)
-        block, index, where = _piece_rows(piece, paths, row, existing, found, settled, new_paths, skipped)
-        if not len(index):
-            continue
-        if not piece.folder.split:
-            block.split = splits_for_hashes(block.sha256, *fractions)
-        writer.add(block, index, where)
-        done.count(block.split, piece.folder.label, walk.class_names[piece.folder.label])
-    rows.finish()
+    """Give ``writer`` the rows of the new entry file in the walk's order: the existing rows kept (read a
+    block at a time, their labels and shards renumbered) with the files of ``found.new`` that were kept
+    merged in where the walk found them. Files that appeared or went after the walk are left to the next
+    update. ``fractions`` are the validation and test fractions of a split taken from the content hash.
+    A :class:`Written`."""
+    n_old = old.n_rows if old is not None else 0
+    merge = _Merge(walk, old, found, settled, fractions)
+    done = Written.of(walk.class_names)
+    blocks = entry_blocks(old.path, _MERGED, MERGE_ROWS) if n_old else iter(())
+    for start, block in blocks:
+        stop = start + len(block[PATH])
+        _write(merge.block(start, stop, block, last=stop == n_old), writer, done)
+    while merge.new_left():
+        _write(merge.block(n_old, n_old, None, last=True), writer, done)
     return done
 
 
-def _piece_rows(piece: _Piece, paths, row, existing, found: Survey, settled: Settled, new_paths, skipped):
-    """The rows of a piece that the new entry file keeps (:class:`Rows`, split b"" where the hash decides),
-    with the shard and row of each one's vector."""
-    n = len(paths)
-    position = np.full(n, -1, dtype=np.int64)
-    fresh = _among(paths, new_paths)
-    for i in np.flatnonzero(fresh).tolist():
-        position[i] = found.new_at[bytes(paths[i])]
-    gone = _among(paths, skipped)
-    reuse = (row >= 0) & ~fresh & ~gone
-    if reuse.any():
-        reuse[reuse] = settled.old_index[existing[INDEX][reuse].astype(np.int64)] >= 0
-    made = fresh.copy()
-    made[fresh] = settled.index[position[fresh]] >= 0
-    keep = (reuse | made) & (np.char.str_len(paths) <= found.width)  # (a path longer: a file that appeared since)
-    k, reused, new = np.flatnonzero(keep), reuse[keep], position[keep]
-    sha = np.zeros(len(k), dtype="S64")
-    size, mtime = np.zeros(len(k), dtype=np.int64), np.zeros(len(k), dtype=np.int64)
-    index, where = np.zeros(len(k), dtype=np.int32), np.zeros(len(k), dtype=np.int64)
-    if reused.any():
-        at = k[reused]
-        sha[reused], size[reused], mtime[reused] = existing[SHA256][at], existing[SIZE][at], existing[MTIME][at]
-        index[reused] = settled.old_index[existing[INDEX][at].astype(np.int64)]
-        where[reused] = existing[ROW][at]
-    if (~reused).any():
-        at = new[~reused]
-        sha[~reused], size[~reused], mtime[~reused] = settled.sha256[at], settled.size[at], settled.mtime_ns[at]
-        index[~reused], where[~reused] = settled.index[at], settled.row[at]
-    split = np.full(len(k), piece.folder.split, dtype="S10")
-    label = np.full(len(k), piece.folder.label, dtype=np.int32)
-    return Rows(path=paths[k], sha256=sha, label=label, split=split, size=size, mtime_ns=mtime), index, where
+def _write(rows: tuple[Rows, np.ndarray, np.ndarray], writer: EntryWriter, done: Written) -> None:
+    block, index, where = rows
+    if len(index):
+        writer.add(block, index, where)
+        done.count(block.split, block.label)
 
 
-def _among(paths: np.ndarray, chosen: np.ndarray | None) -> np.ndarray:
-    """Which of ``paths`` (sorted) are among ``chosen`` (sorted, or None: none)."""
-    if chosen is None or not len(paths):
-        return np.zeros(len(paths), dtype=bool)
-    lo, hi = (
-        np.searchsorted(chosen, [paths[0], paths[-1]], side="left")[0],
-        np.searchsorted(chosen, paths[-1], side="right"),
-    )
-    if lo >= hi:  # none of them in the range of these paths
-        return np.zeros(len(paths), dtype=bool)
-    return np.isin(paths, chosen[lo:hi])
+class _Merge:
+    """The rows of the new entry file a block of existing rows at a time, with the new files that come
+    among (or, for the last block, after) them."""
+
+    def __init__(self, walk: Walk, old: Cache | None, found: Survey, settled: Settled, fractions):
+        self.found, self.settled, self.fractions = found, settled, fractions
+        self.hashed = walk.layout != "split-folders"  # each row's split comes from its content hash
+        self.kept_new = np.flatnonzero(settled.index >= 0)
+        self.new_before = found.new_before()[self.kept_new] if len(self.kept_new) else np.zeros(0, np.int64)
+        self.taken = 0  # new files merged so far
+        label_of = {name: i for i, name in enumerate(walk.class_names)}
+        old_names = old.class_names if old is not None else []
+        self.label_of_old = np.array([label_of.get(name, -1) for name in old_names], dtype=np.int32)
+        self.label_of_new = label_of
+
+    def new_left(self) -> bool:
+        return self.taken < len(self.kept_new)
+
+    def block(self, start: int, stop: int, block: dict | None, last: bool):
+        """The rows (:class:`Rows`), shards and rows there of the existing rows ``start`` to ``stop`` that are
+        kept (``block``: their columns) and of the new files that come before row ``stop`` (all that are
+        left when ``last``; at most MERGE_ROWS of them without a block)."""
+        end = len(self.kept_new) if last else int(np.searchsorted(self.new_before, stop, side="left"))
+        if block is None:
+            end = min(end, self.taken + MERGE_ROWS)
+        new, at = self.kept_new[self.taken : end], self.new_before[self.taken : end]
+        self.taken = end
+        parts, keys = [self._new(new)], [2 * at]  # a new file comes before the existing row it names
+        if block is not None:
+            kept, numbers = self._old(start, stop, block)
+            parts.append(kept)
+            keys.append(2 * numbers + 1)
+        rows, index, where = _ordered(parts, np.argsort(np.concatenate(keys), kind="stable"))
+        if self.hashed and len(rows):
+            rows.split = splits_for_hashes(rows.sha256, *self.fractions)
+        return rows, index, where
+
+    def _old(self, start: int, stop: int, block: dict):
+        """The kept rows of an existing block as (rows, their row numbers)."""
+        keep = np.flatnonzero(self.found.dropped.kept(start, stop))
+        label = self.label_of_old[block[LABEL][keep].astype(np.int64)]
+        rows = Rows(
+            path=block[PATH][keep], sha256=block[SHA256][keep], label=label, split=block[SPLIT][keep],
+            size=block[SIZE][keep].astype(np.int64), mtime_ns=block[MTIME][keep].astype(np.int64),
+        )  # fmt: skip
+        index = self.settled.old_index[block[INDEX][keep].astype(np.int64)]
+        return (rows, index, block[ROW][keep].astype(np.int64)), start + keep
+
+    def _new(self, new: np.ndarray):
+        """The rows of the new files ``new`` (positions in ``found.new``)."""
+        files = [self.found.new[i] for i in new.tolist()]
+        settled = self.settled
+        rows = Rows(
+            path=bytes_column([os.fsencode(item.sample.relpath) for item in files]) if files else np.zeros(0, "S1"),
+            sha256=settled.sha256[new],
+            label=np.array([self.label_of_new[item.sample.label] for item in files], dtype=np.int32).reshape(-1),
+            split=bytes_column([item.sample.split or "" for item in files]) if files else np.zeros(0, "S1"),
+            size=settled.size[new],
+            mtime_ns=settled.mtime_ns[new],
+        )
+        return rows, settled.index[new], settled.row[new]
+
+
+def _ordered(parts: list[tuple[Rows, np.ndarray, np.ndarray]], order: np.ndarray):
+    """The rows of ``parts`` joined, then taken in ``order``."""
+    names = ("path", "sha256", "label", "split", "size", "mtime_ns")
+    joined = {name: _concat([getattr(part[0], name) for part in parts])[order] for name in names}
+    index = np.concatenate([part[1] for part in parts]).astype(np.int32)[order]
+    where = np.concatenate([part[2] for part in parts]).astype(np.int64)[order]
+    return Rows(**joined), index, where
+
+
+def _concat(columns: list[np.ndarray]) -> np.ndarray:
+    columns = [c for c in columns if len(c)] or columns[:1]
+    if columns[0].dtype.kind == "S":
+        width = max(c.dtype.itemsize for c in columns)
+        columns = [c.astype(f"S{width}") if c.dtype.itemsize != width else c for c in columns]
+    return np.concatenate(columns)
 
 
 def _ahead(items: Iterator, count: int = 2) -> Iterator:

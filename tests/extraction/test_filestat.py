@@ -1,4 +1,5 @@
-"""filestat.py: sizes and times as os.stat gives them, errors per file, helper processes or not, stopped."""
+"""filestat.py: sizes and times as os.stat gives them, errors per file, by threads of the compiled scan or by
+helper processes or not, stopped."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _expected(folders):
 
 
 @pytest.mark.parametrize("helpers", [False, True])
-def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path, monkeypatch, helpers):
+def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path, monkeypatch, helpers, scan_way):
     folders = _folders(tmp_path)
     if helpers:
         monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
@@ -58,6 +59,7 @@ def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path
 
 
 @pytest.mark.parametrize("executable", ["/no/such/python", "/bin/false"])
+@pytest.mark.usefixtures("python_scan")
 def test_a_helper_that_cannot_start_or_fails_leaves_its_share_to_this_process(tmp_path, monkeypatch, executable):
     folders = _folders(tmp_path, (30, 30))
     monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
@@ -79,6 +81,7 @@ def test_shares_are_consecutive_and_even():
     assert FileStats.start([]).result()[0].shape == (0,)
 
 
+@pytest.mark.usefixtures("python_scan")
 def test_helpers_whose_result_is_not_wanted_are_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
     with FileStats.start(_folders(tmp_path, (40, 40))) as stats:
@@ -88,6 +91,7 @@ def test_helpers_whose_result_is_not_wanted_are_stopped(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("output", ["printf abc", "head -c 100000 /dev/zero"])
+@pytest.mark.usefixtures("python_scan")
 def test_a_helper_that_answers_too_little_or_too_much_leaves_its_share_to_this_process(tmp_path, monkeypatch, output):
     folders = _folders(tmp_path, (30, 30))
     fake = tmp_path / "fake-python"
@@ -125,16 +129,18 @@ def _streamed(folders, piece: int = 4, parallel_min: int = 0):
 
 
 @pytest.mark.parametrize("parallel_min", [0, 10, 10**9])
-def test_a_stream_of_pieces_is_stat_ed_as_os_stat_says(tmp_path, monkeypatch, parallel_min):
+def test_a_stream_of_pieces_is_stat_ed_as_os_stat_says(tmp_path, monkeypatch, parallel_min, scan_way):
     monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
     folders = _folders(tmp_path)
     found, helpers = _streamed(folders, parallel_min=parallel_min)
     assert found == _expected(folders)
-    assert bool(helpers) == (parallel_min < 10**9)  # helpers only past the first names
+    # helpers only without the compiled scan (its threads stat), past the first names
+    assert bool(helpers) == (scan_way == "python" and parallel_min < 10**9)
     assert all(p.returncode is not None for p in helpers)  # ended and reaped at close
 
 
 @pytest.mark.parametrize("program", ["", "printf abc", "head -c 100000 /dev/zero", "exit 1"])
+@pytest.mark.usefixtures("python_scan")
 def test_a_stream_helper_that_fails_or_answers_wrong_leaves_its_pieces_to_this_process(tmp_path, monkeypatch, program):
     folders = _folders(tmp_path, (30, 30))
     fake = tmp_path / "fake-python"

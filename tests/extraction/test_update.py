@@ -81,7 +81,7 @@ def _changes(data):
 
 
 @pytest.mark.parametrize("small_blocks", [False, True])
-def test_each_update_gives_the_cache_the_whole_listing_gives(tmp_path, monkeypatch, small_blocks):
+def test_each_update_gives_the_cache_the_whole_listing_gives(tmp_path, monkeypatch, small_blocks, scan_way):
     if small_blocks:  # pieces and reads cut folders and cross from one to the next
         monkeypatch.setattr(update, "PIECE_ROWS", 3)
         monkeypatch.setattr(update, "READ_ROWS", 2)
@@ -138,7 +138,9 @@ def _walk_order(path: str):
     return (["train", "validation", "test"].index(split), rest)
 
 
-def test_files_that_come_or_go_between_the_two_walks(split_data, tmp_path, monkeypatch):
+def test_files_that_come_or_go_during_an_update_wait_for_the_next_one(split_data, tmp_path, monkeypatch):
+    """The entry file holds the folder as the walk found it: a file made or deleted while the new ones are
+    computed is the next update's."""
     out = tmp_path / "c.h5"
     _run(split_data, out)
     late, gone = split_data / "train" / "dog" / "dog_900.jpg", split_data / "test" / "cat" / "cat_000.jpg"
@@ -154,11 +156,14 @@ def test_files_that_come_or_go_between_the_two_walks(split_data, tmp_path, monke
     monkeypatch.setattr(run_module, "_compute", compute_then_edit)
     result = _run(split_data, out)
     paths = read_cache(out).rows.path
-    assert (result.computed, result.rows) == (1, 20)
+    assert (result.computed, result.rows) == (1, 21)
     assert "train/dog/dog_800.jpg" in paths and "train/dog/dog_900.jpg" not in paths
-    assert "test/cat/cat_000.jpg" not in paths
+    assert "test/cat/cat_000.jpg" in paths
     monkeypatch.setattr(run_module, "_compute", real)
-    assert _run(split_data, out).computed == 1  # the late file, the next time
+    again = _run(split_data, out)
+    paths = read_cache(out).rows.path
+    assert (again.computed, again.rows) == (1, 21)  # the late file in, the deleted one out
+    assert "train/dog/dog_900.jpg" in paths and "test/cat/cat_000.jpg" not in paths
 
 
 def test_a_walk_made_ahead_gives_its_folders_in_order_and_stops_when_left(tmp_path):
@@ -182,11 +187,44 @@ def test_a_walk_made_ahead_gives_its_folders_in_order_and_stops_when_left(tmp_pa
         list(update._ahead(failing()))
 
 
-def test_the_survey_keeps_each_folder_without_its_names(split_data):
-    """Between the walks an update keeps a digest per folder, not its listing (a view of no names would still
-    hold them all)."""
-    walk = run_module.plan_walk(split_data)
-    found = update.survey(walk, None, np.zeros(0, dtype=bool), assume_unchanged=False)
-    assert found.listed == sum(len(folder.names) for folder in walk.folders()) > 0
-    assert found.folders and all(len(folder.names) == 0 for folder, _ in found.folders)
-    assert all(folder.names.base is None for folder, _ in found.folders)
+def test_the_survey_keeps_the_changes_not_the_rows(split_data, tmp_path):
+    """Between the walk and the second pass an update keeps the files to read, each with the existing row it
+    comes before, and the runs of existing rows left out."""
+    out = tmp_path / "c.h5"
+    _run(split_data, out)
+    paths = read_cache(out).rows.path  # the walk's order
+    cats = split_data / "train" / "cat"
+    (cats / "cat_002.png").unlink()
+    write_image(cats / "cat_003.jpg", CLASS_COLOURS["dog"], 901)  # changed
+    os.utime(cats / "cat_003.jpg", ns=(1, 1))
+    write_image(cats / "cat_0025.jpg", CLASS_COLOURS["cat"], 902)  # between cat_002 and cat_003 by name
+    write_image(split_data / "test" / "dog" / "dog_900.jpg", CLASS_COLOURS["dog"], 903)  # after every row
+    old = read_cache(out, with_vectors=False, with_rows=False, located=False)
+    intact = np.ones(len(old.locations.files), dtype=bool)
+    found = update.survey(run_module.plan_walk(split_data), old, intact, assume_unchanged=False)
+    assert [item.sample.relpath for item in found.new] == [
+        "train/cat/cat_0025.jpg", "train/cat/cat_003.jpg", "test/dog/dog_900.jpg"
+    ]  # fmt: skip
+    changed = paths.index("train/cat/cat_003.jpg")
+    assert found.new_before().tolist() == [changed, changed, len(paths)]
+    left_out = {paths.index("train/cat/cat_002.png"), changed}
+    assert found.dropped.runs == 1  # the two rows are neighbours
+    kept = found.dropped.kept(0, len(paths))
+    assert [i for i in range(len(paths)) if not kept[i]] == sorted(left_out)
+    assert (found.reused, found.removed, found.listed) == (len(paths) - 2, 1, len(paths) + 1)
+
+
+def test_dropped_rows_tell_each_block_what_it_keeps():
+    rng = np.random.default_rng(5)
+    n = 1000
+    kept_rows = np.sort(rng.choice(n, size=700, replace=False))
+    dropped = update.Dropped()
+    for part in np.array_split(kept_rows, 37):
+        dropped.keep(part)
+    dropped.finish(n)
+    reference = set(kept_rows.tolist())
+    for start in range(0, n, 64):
+        stop = min(start + 64, n)
+        assert dropped.kept(start, stop).tolist() == [i in reference for i in range(start, stop)]
+    with pytest.raises(update.NotInWalkOrder):
+        dropped.keep(np.array([3]))
