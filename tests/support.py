@@ -211,3 +211,17 @@ def augmented_cache(root: Path, views: int = 3) -> tuple[Path, Path]:
     extract(data, root / "augmented.h5", backbone=FakeBackbone(), augment=views)
     extract(data, root / "plain.h5", backbone=FakeBackbone())
     return root / "augmented.h5", root / "plain.h5"
+
+
+def os_stats(folders) -> list[tuple[int, int]]:
+    """What os.stat says of each name of (folder, names) pairs, by full path: (size, mtime) or (-1, errno)."""
+    found = []
+    for folder, names in folders:
+        for name in names:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError as exc:
+                found.append((-1, exc.errno))
+                continue
+            found.append((st.st_size, st.st_mtime_ns))
+    return found

@@ -19,8 +19,6 @@ from featcache.images import IMAGE_SUFFIX_TUPLE
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 _SUFFIXES = tuple(suffix.encode() for suffix in IMAGE_SUFFIX_TUPLE)
-#: directory entries looked at at once while a folder is listed
-LIST_ROWS = 4096
 
 
 class Sample(NamedTuple):
@@ -309,10 +307,6 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
     del names, kinds
     found.sort(kind="stable")  # bytes: code point order
     return found, folders
-
-
-def _bytes_array(names: list[bytes]) -> np.ndarray:
-    return np.array(names, dtype=bytes) if names else np.zeros(0, dtype="S1")
 
 
 def _has_image_suffix(names: np.ndarray) -> np.ndarray:

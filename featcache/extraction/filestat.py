@@ -142,7 +142,7 @@ def _helpers(total: int) -> int:
     """How many helper processes stat ``total`` files: none for a short list, else one per core."""
     if total < PARALLEL_MIN or not sys.executable or os.stat not in os.supports_dir_fd:
         return 0
-    return max(1, min(os.cpu_count() or 1, MAX_HELPERS))
+    return _threads()
 
 
 def _shares(folders: Iterable[tuple[bytes, list[bytes]]], total: int, parts: int) -> Iterator[_Share]:
@@ -166,12 +166,8 @@ def _shares(folders: Iterable[tuple[bytes, list[bytes]]], total: int, parts: int
 
 def _stat_here(share: list[tuple[bytes, list[bytes]]]) -> np.ndarray:
     """The (size, mtime or errno) of each name of ``share``, stat-ed by this process."""
-    tables = [fsscan.stat_names(folder, _names_array(names)) for folder, names in share]
+    tables = [fsscan.stat_names(folder, fsscan.names_array(names)) for folder, names in share]
     return np.concatenate(tables) if tables else np.zeros((0, 2), dtype=np.int64)
-
-
-def _names_array(names: list[bytes]) -> np.ndarray:
-    return np.array(names, dtype=bytes) if names else np.zeros(0, dtype="S1")
 
 
 def _threads() -> int:
@@ -186,7 +182,7 @@ def _threaded(folders: Iterable[tuple[bytes, list[bytes]]]) -> list[Future]:
         for folder, names in folders:
             folder = os.path.abspath(folder)
             for start in range(0, len(names), THREAD_NAMES):
-                piece = _names_array(names[start : start + THREAD_NAMES])
+                piece = fsscan.names_array(names[start : start + THREAD_NAMES])
                 futures.append(pool.submit(fsscan.stat_names, folder, piece))
     finally:
         pool.shutdown(wait=False)  # the pieces submitted are still stat-ed, then its threads end

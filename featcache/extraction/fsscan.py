@@ -49,11 +49,16 @@ def stat_names(folder: bytes, names: np.ndarray) -> np.ndarray:
     return table
 
 
+def names_array(names: list[bytes]) -> np.ndarray:
+    """``names`` as fixed-width bytes (k,)."""
+    return np.array(names, dtype=bytes) if names else np.zeros(0, dtype="S1")
+
+
 def _entries_here(folder: bytes) -> tuple[np.ndarray, np.ndarray]:
     names, kinds = [np.zeros(0, dtype="S1")], [np.zeros(0, dtype="S1")]
     with os.scandir(folder) as listing:
         while block := list(itertools.islice(listing, LIST_ROWS)):  # a block of entries held at a time
-            names.append(np.array([entry.name for entry in block], dtype=bytes))
+            names.append(names_array([entry.name for entry in block]))
             kinds.append(np.array([_kind(entry) for entry in block], dtype="S1"))
     return np.concatenate(names), np.concatenate(kinds)
 
@@ -67,19 +72,22 @@ def _kind(entry: os.DirEntry) -> bytes:
 
 
 def _stat_here(folder: bytes, names: list[bytes], table: np.ndarray) -> np.ndarray:
+    """Each name stat-ed relative to the open folder where the system allows it (the kernel then resolves one
+    name, not the whole path again), else by full path."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if os.stat in os.supports_dir_fd else None
     except OSError as exc:
         table[:, 0], table[:, 1] = -1, exc.errno or 0
         return table
     try:
         for i, name in enumerate(names):
             try:
-                st = os.stat(name, dir_fd=fd)
+                st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(os.path.join(folder, name))
             except OSError as exc:
                 table[i] = (-1, exc.errno or 0)
                 continue
             table[i] = (st.st_size, st.st_mtime_ns)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     return table

@@ -217,16 +217,9 @@ class OldRows:
         if self._buffer is None or not len(self._buffer[PATH]):
             self._buffer = block
         else:
-            self._buffer = {name: _joined(self._buffer[name], block[name]) for name in block}
+            self._buffer = {name: _joined([self._buffer[name], block[name]]) for name in block}
         self._ends = _run_ends(self._buffer[PATH])
         return True
-
-
-def _joined(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype.kind == "S" and a.dtype.itemsize != b.dtype.itemsize:
-        width = max(a.dtype.itemsize, b.dtype.itemsize)
-        a, b = a.astype(f"S{width}"), b.astype(f"S{width}")
-    return np.concatenate([a, b])
 
 
 def _run_ends(paths: np.ndarray) -> np.ndarray:
@@ -581,13 +574,14 @@ class _Merge:
 def _ordered(parts: list[tuple[Rows, np.ndarray, np.ndarray]], order: np.ndarray):
     """The rows of ``parts`` joined, then taken in ``order``."""
     names = ("path", "sha256", "label", "split", "size", "mtime_ns")
-    joined = {name: _concat([getattr(part[0], name) for part in parts])[order] for name in names}
+    joined = {name: _joined([getattr(part[0], name) for part in parts])[order] for name in names}
     index = np.concatenate([part[1] for part in parts]).astype(np.int32)[order]
     where = np.concatenate([part[2] for part in parts]).astype(np.int64)[order]
     return Rows(**joined), index, where
 
 
-def _concat(columns: list[np.ndarray]) -> np.ndarray:
+def _joined(columns: list[np.ndarray]) -> np.ndarray:
+    """``columns`` one after the other; bytes columns as wide as the widest (empty ones left out)."""
     columns = [c for c in columns if len(c)] or columns[:1]
     if columns[0].dtype.kind == "S":
         width = max(c.dtype.itemsize for c in columns)

@@ -11,7 +11,7 @@ import pytest
 
 from featcache.extraction import filestat
 from featcache.extraction.filestat import FileStats, StatStream, reason
-from tests.support import write_image
+from tests.support import os_stats, write_image
 
 
 def _folders(tmp_path, per_folder=(7, 5, 9)):
@@ -30,20 +30,6 @@ def _folders(tmp_path, per_folder=(7, 5, 9)):
     return folders
 
 
-def _expected(folders):
-    """What os.stat says of each name, by full path: (size, mtime) or (-1, errno)."""
-    found = []
-    for folder, names in folders:
-        for name in names:
-            try:
-                st = os.stat(os.path.join(folder, name))
-            except OSError as exc:
-                found.append((-1, exc.errno))
-                continue
-            found.append((st.st_size, st.st_mtime_ns))
-    return found
-
-
 @pytest.mark.parametrize("helpers", [False, True])
 def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path, monkeypatch, helpers, scan_way):
     folders = _folders(tmp_path)
@@ -52,7 +38,7 @@ def test_sizes_and_times_match_os_stat_with_or_without_helper_processes(tmp_path
         monkeypatch.setattr(filestat.os, "cpu_count", lambda: 3)  # 3 helpers, shares cut inside folders
     with FileStats.start(folders) as stats:
         size, mtime = stats.result()
-    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+    assert list(zip(size.tolist(), mtime.tolist())) == os_stats(folders)
     assert sum(size < 0) == 3 + 2  # a gone name per folder, two names of the missing folder
     assert (size[size >= 0] > 0).all()
     assert reason(errno.ENOENT) == "cannot read file: No such file or directory"
@@ -67,7 +53,7 @@ def test_a_helper_that_cannot_start_or_fails_leaves_its_share_to_this_process(tm
     monkeypatch.setattr(sys, "executable", executable)
     with FileStats.start(folders) as stats:
         size, mtime = stats.result()
-    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+    assert list(zip(size.tolist(), mtime.tolist())) == os_stats(folders)
 
 
 def test_shares_are_consecutive_and_even():
@@ -102,7 +88,7 @@ def test_a_helper_that_answers_too_little_or_too_much_leaves_its_share_to_this_p
     monkeypatch.setattr(sys, "executable", str(fake))
     with FileStats.start(folders) as stats:
         size, mtime = stats.result()
-    assert list(zip(size.tolist(), mtime.tolist())) == _expected(folders)
+    assert list(zip(size.tolist(), mtime.tolist())) == os_stats(folders)
 
 
 def _streamed(folders, piece: int = 4, parallel_min: int = 0):
@@ -133,7 +119,7 @@ def test_a_stream_of_pieces_is_stat_ed_as_os_stat_says(tmp_path, monkeypatch, pa
     monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
     folders = _folders(tmp_path)
     found, helpers = _streamed(folders, parallel_min=parallel_min)
-    assert found == _expected(folders)
+    assert found == os_stats(folders)
     # helpers only without the compiled scan (its threads stat), past the first names
     assert bool(helpers) == (scan_way == "python" and parallel_min < 10**9)
     assert all(p.returncode is not None for p in helpers)  # ended and reaped at close
@@ -149,4 +135,4 @@ def test_a_stream_helper_that_fails_or_answers_wrong_leaves_its_pieces_to_this_p
     monkeypatch.setattr(filestat.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(sys, "executable", str(fake) if program else "/no/such/python")
     found, _ = _streamed(folders)
-    assert found == _expected(folders)
+    assert found == os_stats(folders)

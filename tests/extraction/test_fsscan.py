@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from featcache.extraction import fsscan
+from tests.support import os_stats
 
 
 def _odd_folder(tmp_path):
@@ -66,14 +67,7 @@ def test_stats_are_those_os_stat_gives(tmp_path, scan_way):
     folder = _odd_folder(tmp_path)
     names = np.array([*sorted(os.listdir(folder)), b"gone.jpg"], dtype=bytes)
     table = fsscan.stat_names(folder, names)
-    expected = []
-    for name in names.tolist():
-        try:
-            st = os.stat(os.path.join(folder, name))
-        except OSError as exc:
-            expected.append((-1, exc.errno))
-            continue
-        expected.append((st.st_size, st.st_mtime_ns))
+    expected = os_stats([(folder, names.tolist())])
     assert table.dtype == np.int64 and [tuple(row) for row in table.tolist()] == expected
     assert (-1, errno.ENOENT) in expected and len(set(expected)) > 4  # the broken symlink and the name gone
     missing = fsscan.stat_names(os.fsencode(tmp_path / "nope"), np.array([b"a", b"bb"]))
