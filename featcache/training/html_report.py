@@ -4,11 +4,18 @@ The metrics table, the figures (PNG inlined), each model's confusion matrix on t
 (click a cell to see its images), the most confident mistakes of each class, the leaks left out,
 and the cache's provenance. Images are small JPEG thumbnails inlined as data URIs; the page
 loads nothing from anywhere.
+
+File paths, class names and the cache's attributes come from a data folder someone else named, so
+nothing of them becomes markup: text is escaped where the page is written, the data the script needs
+sits in a ``<script type="application/json">`` block (``<``, ``>`` and ``&`` written as ``\\u003c`` etc.,
+so no name can close it), and the script builds its nodes with ``textContent``. Handlers are attached
+by the script, none is written inline, and a Content-Security-Policy lets only that script run.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -17,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPORT_HTML = "report.html"
+DATA_ID = "report-data"
 THUMBNAIL = 96
 MISTAKES_PER_CLASS = 6
 
@@ -25,23 +33,39 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.cell{cursor:pointer}td.cell:hover{outline:2px solid #36c}
 td.diag{background:#e6f2e6}.gallery img{margin:2px;border:1px solid #ccc}
-.mistake{display:inline-block;margin:4px;font-size:12px;text-align:center;width:110px}
+.mistake,.thumb{display:inline-block;margin:4px;font-size:12px;text-align:center;width:110px;vertical-align:top}
+.thumb{overflow-wrap:anywhere}
 #shown{min-height:2em;border:1px dashed #aaa;padding:6px}
 """
 
-SCRIPT = """
+#: the page's only script: it reads the data block, and a click on a cell shows that cell's images
+SCRIPT = (
+    f"const DATA = JSON.parse(document.getElementById('{DATA_ID}').textContent);"
+    + """
 function show(model, t, p) {
-  const rows = CELLS[model][t][p];
-  const box = document.getElementById('shown');
-  box.innerHTML = '<b>' + model + ': true ' + NAMES[t] + ', predicted ' + NAMES[p] + ' (' + rows.length +
-    ' image(s))</b><br>';
+  const rows = DATA.cells[model][t][p];
+  const title = document.createElement('b');
+  title.textContent = model + ': true ' + DATA.names[t] + ', predicted ' + DATA.names[p] + ' (' + rows.length +
+    ' image(s))';
+  const nodes = [title, document.createElement('br')];
   for (const r of rows) {
     const img = document.createElement('img');
-    img.src = THUMBS[r] || ''; img.title = PATHS[r]; img.alt = PATHS[r];
-    box.appendChild(img);
+    if (DATA.thumbs[r]) img.src = DATA.thumbs[r];
+    img.title = DATA.paths[r]; img.alt = DATA.paths[r];
+    const caption = document.createElement('div');
+    caption.textContent = DATA.paths[r];
+    const item = document.createElement('div');
+    item.className = 'thumb';
+    item.append(img, caption);
+    nodes.push(item);
   }
+  document.getElementById('shown').replaceChildren(...nodes);
+}
+for (const cell of document.querySelectorAll('td.cell')) {
+  cell.addEventListener('click', () => show(cell.dataset.model, Number(cell.dataset.t), Number(cell.dataset.p)));
 }
 """
+)
 
 
 def write_html(out: Path, report: dict, runs, split, attrs: dict, paths: list[str], data_dir: Path | None) -> Path:
@@ -56,18 +80,26 @@ def write_html(out: Path, report: dict, runs, split, attrs: dict, paths: list[st
         f"<code>{_e(report['cache_fingerprint'][:12])}</code>: {_rows(report)}.</p>",
         _metrics_table(report),
         _figures(out),
-        f"<h2>Confusion matrices on {judged}</h2><p>Click a cell to see its images.</p>",
+        f"<h2>Confusion matrices on {_e(judged)}</h2><p>Click a cell to see its images.</p>",
         *(_confusion(run.name, cells[run.name], names) for run in runs),
         '<div id="shown">(no cell chosen)</div>',
         _mistakes(runs[0], judged, split.y, names, thumbs, paths),
         _leaks(report),
         _provenance(attrs),
     ]
-    data = {"CELLS": cells, "NAMES": names, "THUMBS": thumbs, "PATHS": paths}
-    script = "".join(f"const {k} = {json.dumps(v)};\n" for k, v in data.items()) + SCRIPT
+    data = {"cells": cells, "names": names, "thumbs": thumbs, "paths": paths}
+    body.append(f'<script type="application/json" id="{DATA_ID}">{_json(data)}</script><script>{SCRIPT}</script>')
+    return _write_page(out, "featcache compare", "".join(body))
+
+
+def _write_page(out: Path, title: str, body: str) -> Path:
+    """``out/report.html``: ``body`` (markup made here, every piece of data in it escaped) in a page whose
+    policy loads nothing from outside and runs no script but ``SCRIPT``."""
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    policy = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
     page = (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>featcache compare</title>'
-        f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{script}</script></body></html>"
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
+        f'content="{policy}"><title>{_e(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>'
     )
     path = out / REPORT_HTML
     path.write_text(page, encoding="utf-8")
@@ -75,7 +107,14 @@ def write_html(out: Path, report: dict, runs, split, attrs: dict, paths: list[st
 
 
 def _e(text) -> str:
-    return html.escape(str(text))
+    """``text`` as markup: safe between tags and inside a quoted attribute."""
+    return html.escape(str(text), quote=True)
+
+
+def _json(value) -> str:
+    """``value`` as JSON that cannot end the ``<script>`` block holding it: ``<``, ``>`` and ``&`` are escaped."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _rows(report: dict) -> str:
@@ -94,19 +133,14 @@ def _metrics_table(report: dict) -> str:
             continue
         for key in ("accuracy", "macro_f1", "log_loss"):
             values = "".join(f"<td>{report['models'][m]['evaluation'][split][key]:.4f}</td>" for m in models)
-            lines.append(f"<tr><th>{split} {key.replace('_', ' ')}</th>{values}</tr>")
+            lines.append(f"<tr><th>{_e(split)} {_e(key.replace('_', ' '))}</th>{values}</tr>")
     about = "".join(f"<li><b>{_e(m)}</b>: {_e(report['models'][m].get('description', ''))}</li>" for m in models)
     return f"<h2>Scores</h2><table>{head}{''.join(lines)}</table><ul>{about}</ul>"
 
 
 def _figures(out: Path) -> str:
     found = [out / "metrics.png", out / "head" / "learning_curves.png"]
-    images = [
-        f'<img alt="{p.name}" style="max-width:100%" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}">'
-        for p in found
-        if p.is_file()
-    ]
+    images = [f'<img alt="{_e(p.name)}" style="max-width:100%" src="{_png_uri(p)}">' for p in found if p.is_file()]
     return "<h2>Figures</h2>" + "".join(images) if images else ""
 
 
@@ -123,7 +157,7 @@ def _confusion(model: str, cells, names: list[str]) -> str:
     rows = []
     for t, name in enumerate(names):
         tds = "".join(
-            f'<td class="cell{" diag" if t == p else ""}" onclick="show({json.dumps(model)},{t},{p})">'
+            f'<td class="cell{" diag" if t == p else ""}" data-model="{_e(model)}" data-t="{t}" data-p="{p}">'
             f"{len(cells[t][p])}</td>"
             for p in range(len(names))
         )
@@ -135,18 +169,20 @@ def _mistakes(run, split: str, y: np.ndarray, names: list[str], thumbs: list[str
     """Per true class, the wrong predictions of ``run`` it was most sure of."""
     proba = run.proba[split]
     pred = np.argmax(proba, axis=1)
-    parts = [f"<h2>Most confident mistakes of {_e(run.name)} on {split}</h2>"]
+    parts = [f"<h2>Most confident mistakes of {_e(run.name)} on {_e(split)}</h2>"]
     for t, name in enumerate(names):
         wrong = np.flatnonzero((y == t) & (pred != t))
         wrong = wrong[np.argsort(-proba[wrong, pred[wrong]])][:MISTAKES_PER_CLASS]
         if not len(wrong):
             continue
         items = "".join(
-            f'<div class="mistake"><img src="{thumbs[i]}" title="{_e(paths[i])}" alt="{_e(paths[i])}"><br>'
+            f'<div class="mistake"><img{_src(thumbs[i])} title="{_e(paths[i])}" alt="{_e(paths[i])}"><br>'
             f"{_e(names[pred[i]])} {proba[i, pred[i]]:.2f}</div>"
             for i in wrong.tolist()
         )
         parts.append(f"<h3>true {_e(name)}</h3><div class='gallery'>{items}</div>")
+    if len(parts) == 1:
+        parts.append("<p>None: every image of the split is predicted right.</p>")
     return "".join(parts)
 
 
@@ -155,11 +191,11 @@ def _leaks(report: dict) -> str:
         return "<h2>Leaks</h2><p>Not checked: run <code>featcache leaks</code>, or compare with --drop-leaks.</p>"
     models = list(report["with_leaks"])
     cells = "".join(
-        f"<li>{_e(m)}: {s} accuracy {report['with_leaks'][m][s]['accuracy']:.4f} with them</li>"
+        f"<li>{_e(m)}: {_e(s)} accuracy {report['with_leaks'][m][s]['accuracy']:.4f} with them</li>"
         for m in models
         for s in report["with_leaks"][m]
     )
-    return f"<h2>Leaks</h2><p>{report['leaks_dropped']} leaking validation/test rows left out.</p><ul>{cells}</ul>"
+    return f"<h2>Leaks</h2><p>{_e(report['leaks_dropped'])} leaking validation/test rows left out.</p><ul>{cells}</ul>"
 
 
 def _provenance(attrs: dict) -> str:
@@ -199,13 +235,14 @@ def write_sweep_html(out: Path, ranking_markdown: str, pngs: list[Path]) -> Path
         for i, r in enumerate(rows)
         if not set("".join(r)) <= set("-: ")
     )
-    images = "".join(
-        f'<img alt="{p.name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs
-    )
-    page = (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>featcache sweep</title>'
-        f"<style>{STYLE}</style></head><body><h1>featcache sweep</h1><table>{table}</table>{images}</body></html>"
-    )
-    path = out / REPORT_HTML
-    path.write_text(page, encoding="utf-8")
-    return path
+    images = "".join(f'<img alt="{_e(p.name)}" src="{_png_uri(p)}">' for p in pngs)
+    return _write_page(out, "featcache sweep", f"<h1>featcache sweep</h1><table>{table}</table>{images}")
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _src(uri: str) -> str:
+    """The ``src`` attribute of a thumbnail, none where the image could not be read (the alt text shows)."""
+    return f' src="{_e(uri)}"' if uri else ""

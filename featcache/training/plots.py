@@ -34,9 +34,25 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int, path: Path
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     gap = history["accuracy"][best_epoch - 1] - history["val_accuracy"][best_epoch - 1]
-    fig.suptitle(f"{title}; train - validation accuracy at best epoch: {gap:+.3f}")
+    fitted_suptitle(fig, f"{title}; train - validation accuracy at best epoch: {gap:+.3f}")
     fig.savefig(path)
     return Path(path)
+
+
+def fitted_suptitle(fig, text: str):
+    """``fig.suptitle(text)``, wrapped onto more lines until it is narrower than the figure: a centred title
+    wider than the figure (a long cache name) would be cut at both edges. A name without spaces is broken
+    inside; the constrained layout makes room for the extra lines."""
+    import textwrap
+
+    title = fig.suptitle(text)
+    room = 0.96 * fig.bbox.width
+    renderer = fig.canvas.get_renderer()
+    chars = len(text)
+    while chars > 8 and title.get_window_extent(renderer).width > room:
+        chars -= max(1, chars // 50)
+        title.set_text(textwrap.fill(text, chars, break_on_hyphens=False))
+    return title
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> Path:

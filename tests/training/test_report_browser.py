@@ -1,0 +1,182 @@
+"""report.html in a real browser (headless Chromium driven by selenium): a click on a confusion-matrix cell
+shows that cell's images, and hostile file and class names stay text.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without them these tests
+skip, and fail where FEATCACHE_REQUIRE_REAL is set (CI installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featcache.api import compare, extract
+from tests.support import REQUIRE_REAL, FakeBackbone, tiny_cache, write_image
+
+ROOT = Path(__file__).resolve().parents[2]
+BROWSER_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+#: a class folder ``x<`` and this file in it make the path ``test/x</script><img src=x onerror=...>.png``
+TRAP = "script><img src=x onerror=document.title='pwned'>.png"
+QUOTES = "\"'&<i>q"  # a class name and a file name of quotes, an ampersand and a tag
+
+
+def _chromium_or_skip() -> tuple[str, str]:
+    """Chromium and its driver, or a skip (a failure under FEATCACHE_REQUIRE_REAL) saying what is missing."""
+    found = {"chromium": shutil.which("chromium"), "chromedriver": shutil.which("chromedriver")}
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        found["selenium (pip)"] = None
+    missing = [name for name, path in found.items() if path is None]
+    if not missing:
+        return found["chromium"], found["chromedriver"]
+    message = f"{', '.join(missing)} not found (apt-get install chromium chromium-driver; pip install selenium)"
+    if REQUIRE_REAL:
+        pytest.fail(f"{message}, and FEATCACHE_REQUIRE_REAL is set")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium with a fresh profile, its console recorded, quit after the module's tests."""
+    chromium, chromedriver = _chromium_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in BROWSER_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open(driver, page: Path) -> None:
+    driver.get_log("browser")  # forget what an earlier page said
+    driver.get(page.as_uri())
+
+
+def _errors(driver) -> list[dict]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def _test_paths(data: Path) -> list[str]:
+    return sorted(str(p.relative_to(data)) for p in (data / "test").rglob("*") if p.is_file())
+
+
+def _click_every_cell(driver, report: dict) -> dict[str, list[str]]:
+    """Click each confusion-matrix cell: the images shown are as many as the cell says, their thumbnails
+    loaded, under a heading that names the cell. Returns, per model, the paths of every image shown."""
+    from selenium.webdriver.common.by import By
+
+    names, judged = report["class_names"], report["significance"]["split"]
+    shown = {}
+    for model in report["models"]:
+        matrix = report["models"][model]["evaluation"][judged]["confusion_matrix"]
+        cells = driver.find_elements(By.XPATH, f"//h3[.='{model}']/following-sibling::table[1]//td")  # row by row
+        assert [int(c.text) for c in cells] == [n for row in matrix for n in row]
+        shown[model] = []
+        for i, cell in enumerate(cells):
+            t, p = divmod(i, len(names))
+            cell.click()
+            images = driver.find_elements(By.CSS_SELECTOR, "#shown img")
+            assert len(images) == int(cell.text) == matrix[t][p]
+            assert all(img.get_property("naturalWidth") > 0 for img in images)  # the thumbnail is drawn
+            (heading,) = driver.find_elements(By.CSS_SELECTOR, "#shown b")
+            captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#shown .thumb div")]
+            assert captions == [img.get_attribute("title") for img in images]  # each image's path, as text
+            assert driver.execute_script("return document.querySelectorAll('#shown *').length") == 2 + 3 * len(images)
+            assert heading.text == f"{model}: true {names[t]}, predicted {names[p]} ({matrix[t][p]} image(s))"
+            shown[model] += [img.get_attribute("title") for img in images]
+    return shown
+
+
+def _screenshot(driver, path: Path) -> Path:
+    """The whole page as a PNG (the window made as tall as the page)."""
+    height = driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height + 100, 8000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1000)
+    return path
+
+
+def test_a_click_on_a_cell_shows_its_images(browser, tmp_path):
+    cache = tiny_cache(tmp_path / "c", counts={"train": 8, "validation": 3, "test": 4})
+    result = compare(cache, tmp_path / "out", epochs=2)
+    _open(browser, tmp_path / "out" / "report.html")
+    assert browser.title == "featcache compare"
+    shown = _click_every_cell(browser, result.report)
+    for model, paths in shown.items():
+        assert sorted(paths) == _test_paths(tmp_path / "c" / "data"), model
+    _screenshot(browser, tmp_path / "report.png")
+    assert _errors(browser) == []
+
+
+def _hostile_dataset(root: Path) -> Path:
+    """Two classes, ``x<`` (holding TRAP in its test folder) and QUOTES (holding ``QUOTES.jpg``)."""
+    seed = 0
+    for split, n in {"train": 8, "validation": 3, "test": 3}.items():
+        for label, colour in (("x<", (200, 40, 40)), (QUOTES, (40, 40, 200))):
+            for i in range(n):
+                seed += 1
+                write_image(root / split / label / f"{i}.jpg", colour, seed)
+    write_image(root / "test" / "x<" / TRAP, (200, 40, 40), seed + 1)
+    write_image(root / "test" / QUOTES / f"{QUOTES}.jpg", (40, 40, 200), seed + 2, fmt="JPEG")
+    return root
+
+
+def test_hostile_names_are_shown_as_text_and_run_nothing(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = _hostile_dataset(tmp_path / "data <b>&'\"")
+    cache = tmp_path / "cache <i>&'\"" / "features.h5"
+    extract(data, cache, backbone=FakeBackbone())
+    result = compare(cache, tmp_path / "out", epochs=2)
+    _open(browser, tmp_path / "out" / "report.html")
+
+    assert browser.title == "featcache compare"  # TRAP's onerror did not run
+    count = "return document.querySelectorAll(arguments[0]).length"
+    assert browser.execute_script(count, 'img[src="x"], img[onerror], [onclick]') == 0
+    assert browser.execute_script(count, 'img[src]:not([src^="data:image/"])') == 0
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table th")]
+    assert headers.count("x<") >= 2 and headers.count(QUOTES) >= 2  # row and column of each matrix
+    page_text = browser.find_element(By.TAG_NAME, "body").text
+    assert str(cache) in page_text and str(data) in page_text  # the cache path and its data_dir, as text
+
+    shown = _click_every_cell(browser, result.report)
+    paths = _test_paths(data)
+    assert f"test/x</{TRAP}" in paths and f"test/{QUOTES}/{QUOTES}.jpg" in paths
+    for model, titles in shown.items():
+        assert sorted(titles) == paths, model  # every name, character for character
+    assert browser.title == "featcache compare" and browser.execute_script(count, "i") == 0  # no <i> made
+    trap_cell = browser.find_elements(By.CSS_SELECTOR, "td.cell.diag")[result.report["class_names"].index("x<")]
+    trap_cell.click()
+    _screenshot(browser, tmp_path / "report.png")
+    assert _errors(browser) == []
+
+
+def test_without_chromium_the_browser_tests_fail_when_required(tmp_path):
+    environ = {**os.environ, "PATH": str(tmp_path), "FEATCACHE_REQUIRE_REAL": "1"}  # no chromium, no chromedriver
+    args = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "click_on_a_cell"]
+    strict = subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
+    assert strict.returncode == 1 and "FEATCACHE_REQUIRE_REAL is set" in strict.stdout, strict.stdout[-2000:]
+    assert "chromium, chromedriver not found" in strict.stdout and "skipped" not in strict.stdout
