@@ -40,6 +40,12 @@ from featcache.config import (
 )
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
+from featcache.names import shown
+
+
+def _echo(text: str, **kwargs) -> None:
+    """``click.echo`` of text that may hold names that are not UTF-8."""
+    click.echo(shown(text), **kwargs)
 
 
 def _errors_as_messages(func):
@@ -50,9 +56,9 @@ def _errors_as_messages(func):
         try:
             return func(*args, **kwargs)
         except FeatcacheError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown(str(exc))) from None
         except KeyboardInterrupt:
-            click.echo("interrupted; committed work is kept, rerun the same command to finish", err=True)
+            _echo("interrupted; committed work is kept, rerun the same command to finish", err=True)
             sys.exit(130)
 
     return wrapper
@@ -236,7 +242,7 @@ def extract(data_dir, output, output_alias, quiet, **options):
     from featcache import api
 
     result = api.extract(data_dir, output_alias or output, progress=not quiet, **_given(options))
-    click.echo(result.summary())
+    _echo(result.summary())
 
 
 @main.command()
@@ -248,7 +254,7 @@ def info(cache, as_json):
     from featcache import api
 
     summary = api.info(cache)
-    click.echo(json.dumps(summary.to_dict(), indent=2, default=str) if as_json else summary.summary())
+    _echo(json.dumps(summary.to_dict(), indent=2, default=str) if as_json else summary.summary())
 
 
 @main.command()
@@ -262,7 +268,7 @@ def compact(cache):
     """
     from featcache import api
 
-    click.echo(api.compact(cache).summary())
+    _echo(api.compact(cache).summary())
 
 
 _HEAD_HELP = "Folder of a trained head (head.keras + head.json)."
@@ -292,12 +298,12 @@ def predict(images, head, as_json, as_csv, quiet, **options):
 
     result = api.predict(images, head, progress=not quiet, **_given(options))
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
+        _echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
     elif as_csv:
-        click.echo(result.csv(), nl=False)
+        _echo(result.csv(), nl=False)
     else:
-        click.echo(result.text())
-    click.echo(result.status(), err=True)
+        _echo(result.text())
+    _echo(result.status(), err=True)
 
 
 @main.command()
@@ -322,7 +328,7 @@ def export(head, out, **options):
     """
     from featcache import api
 
-    click.echo(api.export(head, out, **_given(options)).summary())
+    _echo(api.export(head, out, **_given(options)).summary())
 
 
 @main.command()
@@ -347,7 +353,7 @@ def verify(cache, as_json, **options):
     from featcache import api
 
     result = api.verify(cache, **_given(options))
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
+    _echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
     if not result.passed:
         first = result.causes[0] if result.causes else "see above"
         raise click.ClickException(f"{result.cache} does not match the live model; most likely {first}")
@@ -450,7 +456,7 @@ def sweep(cache, out, quiet, heatmap, **options):
     from featcache import api
 
     result = api.sweep(cache, out, progress=not quiet, heatmap=tuple(heatmap.split(",")), **_given(options))
-    click.echo(result.summary())
+    _echo(result.summary())
 
 
 @main.command()
@@ -474,7 +480,7 @@ def leaks(cache, out, quiet, **options):
     """
     from featcache import api
 
-    click.echo(api.leaks(cache, out, progress=not quiet, **_given(options)).summary())
+    _echo(api.leaks(cache, out, progress=not quiet, **_given(options)).summary())
 
 
 @main.command("train-head")
@@ -500,7 +506,7 @@ def train_head(cache, out, **options):
     """
     from featcache import api
 
-    click.echo(api.train_head(cache, out, **_given(options)).summary())
+    _echo(api.train_head(cache, out, **_given(options)).summary())
 
 
 @main.command()
@@ -531,4 +537,4 @@ def compare(caches, out, head, **options):
     """
     from featcache import api
 
-    click.echo(api.compare(list(caches) or [DEFAULT_CACHE], out, head=head, **_given(options)).summary())
+    _echo(api.compare(list(caches) or [DEFAULT_CACHE], out, head=head, **_given(options)).summary())

@@ -15,6 +15,7 @@ LAYERS = {
     "featcache.progress": 0,
     "featcache.versions": 0,
     "featcache.tf_logs": 0,
+    "featcache.names": 0,
     "featcache.images": 1,
     "featcache.augment": 1,
     "featcache.backbones.registry": 1,  # data only, which config validates against

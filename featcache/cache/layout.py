@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.errors import CacheError
+from featcache.names import decode_name, encode_name
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,8 @@ def _short(exc: Exception) -> str:
 
 
 def decode_strings(values) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    """Stored strings as ``str``; every name a file system allows round-trips (see :mod:`featcache.names`)."""
+    return [decode_name(v) for v in values]
 
 
 def read_cache(
@@ -400,7 +402,7 @@ def bytes_column(values) -> np.ndarray:
         lengths = (int(np.char.str_len(values[i : i + BLOCK_ROWS]).max()) for i in range(0, len(values), BLOCK_ROWS))
         width = max(lengths, default=1)  # measured a block at a time: no length held for every value
         return values if width >= values.dtype.itemsize else values.astype(f"S{max(width, 1)}")
-    encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+    encoded = [encode_name(v) for v in values]
     return np.array(encoded, dtype=bytes).reshape(len(encoded)) if encoded else np.zeros(0, dtype="S1")
 
 
@@ -585,7 +587,7 @@ class ContentDigest:
             texts += [where.files, [json.dumps(views.attrs, sort_keys=True, default=str)]]
             numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim], views.row, views.view]
         for column in texts:
-            digest.update(f"{len(column)}:".encode() + "\0".join(map(str, column)).encode())
+            digest.update(f"{len(column)}:".encode() + encode_name("\0".join(map(str, column))))
         for column in numbers:
             digest.update(f"{len(column)}:".encode())
             for start in range(0, len(column), BLOCK_ROWS):  # as int64, a block at a time: no copy of it all
@@ -836,7 +838,8 @@ def _runs(index: np.ndarray, row: np.ndarray) -> list[tuple[int, int]]:
 
 
 def write_strings(group, name, values) -> None:
-    data = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=object).reshape(len(values))
+    values = values if isinstance(values, np.ndarray) else list(values)
+    data = np.asarray([encode_name(v) for v in values], dtype=object).reshape(len(values))
     group.create_dataset(name, data=data, dtype=_str_dtype(), shape=(len(values),))
 
 

@@ -67,8 +67,9 @@ class Dataset:
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
     """Find every image of ``data_dir`` and its class and split (b"" where hashing decides).
 
-    Symlinks leading out of ``data_dir`` and manifest paths that leave it are refused unless
-    ``allow_outside``. Files are listed, not stat-ed (:meth:`Dataset.by_folder` says what to stat).
+    Files and folders whose real path leaves ``data_dir`` (through a symlink anywhere on the way, or a
+    manifest's ``..``) are refused unless ``allow_outside``. Files are listed, not stat-ed
+    (:meth:`Dataset.by_folder` says what to stat).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -110,12 +111,13 @@ class Walk:
     class_names: list[str]
     tops: list[tuple[str, str | None, list[str]]]
     fence: Path | None
+    refused: list[tuple[str, str]] = field(default_factory=list)  # split and class folders refused when planned
     rejected: list[tuple[str, str]] = field(default_factory=list)
     unknown: dict[str, set[str]] = field(default_factory=dict)
 
     def folders(self) -> Iterator[Folder]:
         """Every folder holding images, in listing order (split, class, then as :func:`_walk_images` goes)."""
-        self.rejected, self.unknown = [], {}
+        self.rejected, self.unknown = list(self.refused), {}
         label_of = {name: i for i, name in enumerate(self.class_names)}
         for prefix, split, classes in self.tops:
             for label in classes:
@@ -155,14 +157,15 @@ def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
     fence = None if allow_outside else root.resolve()
+    refused: list[tuple[str, str]] = []
     if not any(_child_dir(root, name) for name in SPLIT_ALIASES):
-        classes = _class_dirs(root)
+        classes = _class_dirs(root, "", fence, refused)
         if not classes:
             raise DatasetError(
                 f"{root} has no class folders; lay images out as {root}/<class>/<image> "
                 f"or {root}/train/<class>/<image>, or pass --manifest"
             )
-        return Walk(root, "class-folders", classes, [("", None, classes)], fence)
+        return Walk(root, "class-folders", classes, [("", None, classes)], fence, refused)
     seen: dict[str, str] = {}
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
@@ -170,11 +173,16 @@ def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
             continue
         if split in seen:
             raise DatasetError(f"{root} has both {seen[split]}/ and {name}/; keep one of them")
+        reason = _folder_refusal(root / name, fence)
+        if reason:
+            refused.append((name, reason))
+            continue
         seen[split] = name
     if "train" not in seen:
-        raise DatasetError(f"{root} has split folders but no train/; add train/<class>/ folders")
-    tops = [(seen[split], split, _class_dirs(root / seen[split])) for split in SPLITS if split in seen]
-    return Walk(root, "split-folders", tops[0][2], tops, fence)
+        why = dict(refused).get("train", "") and f" (train/: {dict(refused)['train']}; pass --allow-outside to read it)"
+        raise DatasetError(f"{root} has split folders but no train/ to read{why}; add train/<class>/ folders")
+    tops = [(seen[s], s, _class_dirs(root / seen[s], seen[s] + "/", fence, refused)) for s in SPLITS if s in seen]
+    return Walk(root, "split-folders", tops[0][2], tops, fence, refused)
 
 
 def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> str:
@@ -207,9 +215,32 @@ def _child_dir(root: Path, name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    # Keras sorts class folder names as plain strings; hidden folders are not classes.
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+def _class_dirs(folder: Path, rel: str, fence: Path | None, refused: list) -> list[str]:
+    """The class folders of ``folder`` (``rel`` from the data folder), sorted as Keras sorts them (plain
+    strings); hidden folders are not classes, and symlinked ones leaving ``fence`` are added to ``refused``."""
+    found = []
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        reason = _folder_refusal(Path(entry.path), fence) if entry.is_symlink() else None
+        if reason:
+            refused.append((rel + entry.name, reason))
+        else:
+            found.append(entry.name)
+    return sorted(found)
+
+
+def _folder_refusal(folder: Path, fence: Path | None) -> str | None:
+    """Why the folder ``folder`` (a symlink, or reached through one) cannot be walked, or None."""
+    try:
+        target = folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "broken symlink or symlink loop"
+    if fence is not None and not target.is_relative_to(fence):
+        return "symlink points outside the data folder"
+    if Path(os.path.realpath(folder.parent)).is_relative_to(target):
+        return "symlink loop: the folder holds the link"
+    return None
 
 
 class _Found:
@@ -296,9 +327,20 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
     folders = names[shown & (kinds == fsscan.FOLDER)].tolist()  # (an image name that is a folder: walked too)
     kept = shown & image & (kinds == fsscan.FILE)
     refused = []
+    for i in np.flatnonzero(shown & (kinds == fsscan.SYMLINK)).tolist():  # a symlinked folder inside is walked
+        path = Path(os.fsdecode(os.path.join(folder, names[i])))
+        if path.is_dir():
+            reason = _folder_refusal(path, fence)
+            if reason:
+                refused.append((os.fsdecode(rel + names[i]), reason))
+            else:
+                folders.append(names[i])
     for i in np.flatnonzero(shown & image & ~kept).tolist():  # symlinks, folders, other odd entries
-        reason = _refusal(Path(os.fsdecode(os.path.join(folder, names[i]))), fence)  # a symlink to a file inside
-        if reason:  # the data folder is kept
+        path = Path(os.fsdecode(os.path.join(folder, names[i])))
+        if path.is_symlink() and path.is_dir():
+            continue  # walked, or refused, above
+        reason = _refusal(path, fence)  # a symlink to a file inside the data folder is kept
+        if reason:
             refused.append((os.fsdecode(rel + names[i]), reason))
         else:
             kept[i] = True
@@ -324,16 +366,15 @@ def _narrowed(names: np.ndarray) -> np.ndarray:
     return names if width == names.dtype.itemsize else names.astype(f"S{width}")
 
 
-def _refusal(item, fence: Path | None) -> str | None:
-    """Why ``item`` (a Path or an os.DirEntry) cannot be read as an image file, or None; symlinks
-    must stay inside ``fence``."""
-    if item.is_symlink():
-        try:
-            target = Path(os.fsdecode(os.fspath(item))).resolve(strict=True)
-        except (OSError, RuntimeError):
-            return "broken symlink or symlink loop"
-        if fence is not None and not target.is_relative_to(fence):
-            return "symlink points outside the data folder"
+def _refusal(item: Path, fence: Path | None) -> str | None:
+    """Why ``item`` cannot be read as an image file, or None; its real path (through symlinks anywhere on
+    the way) must stay inside ``fence``."""
+    try:
+        target = item.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "broken symlink or symlink loop" if item.is_symlink() else "file not found"
+    if fence is not None and not target.is_relative_to(fence):
+        return "symlink points outside the data folder"
     if item.is_dir():
         return "a folder, not a file"
     if not item.is_file():
@@ -344,7 +385,8 @@ def _refusal(item, fence: Path | None) -> str | None:
 def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
     if not manifest.is_file():
         raise DatasetError(f"manifest {manifest} does not exist; pass a CSV file with columns path,label[,split]")
-    with open(manifest, newline="", encoding="utf-8") as fh:
+    # UTF-8; a path's bytes that are not UTF-8 are kept as they are (surrogateescape), as the file system names it
+    with open(manifest, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
         if not {"path", "label"} <= columns:
@@ -365,7 +407,8 @@ def _scan_manifest(root: Path, manifest: Path, fence: Path | None) -> Dataset:
 
 
 def _manifest_row(root, fence, manifest, line, row):
-    rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+    # a path is taken as written (a file name may begin or end with spaces); a label loses its outer spaces
+    rel, label = row.get("path") or "", (row.get("label") or "").strip()
     split_name = (row.get("split") or "").strip().lower()
     if not rel or not label:
         raise DatasetError(f"{manifest} line {line}: path and label must not be empty")

@@ -18,6 +18,7 @@ import numpy as np
 from featcache.cache.layout import read_rows
 from featcache.cache.reader import FeatureReader
 from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
+from featcache.names import shown
 from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import fit_head, head_metadata
@@ -320,7 +321,7 @@ def write_report(out: Path, report: dict, runs: list[ModelRun]) -> list[Path]:
     files.append(plots.metric_comparison(bars, out / METRICS_PNG, "Keras head vs logistic baseline"))
     report["files"] = [p.name for p in files] + [BASELINE_FILE, REPORT_MD, REPORT_JSON, REPORT_HTML]
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-    (out / REPORT_MD).write_text(markdown(report))
+    (out / REPORT_MD).write_text(shown(markdown(report)))
     return [out / REPORT_MD, out / REPORT_JSON, *files]
 
 

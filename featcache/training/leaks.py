@@ -306,7 +306,7 @@ def write_leaks(result: LeaksResult, out: Path) -> list[Path]:
         "unreadable": result.unreadable,
     }
     (out / LEAKS_JSON).write_text(json.dumps(document, indent=1) + "\n")
-    with open(out / LEAKS_CSV, "w", newline="") as fh:
+    with open(out / LEAKS_CSV, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:  # names' bytes
         writer = csv.DictWriter(fh, fieldnames=list(Pair.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(p) for p in result.pairs)

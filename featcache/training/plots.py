@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.names import shown
+
 
 def figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -63,8 +65,9 @@ def confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, tit
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), class_names)
+    names = [shown(name) for name in class_names]  # a figure's font draws no name that is not UTF-8
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

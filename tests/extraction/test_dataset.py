@@ -150,3 +150,56 @@ def test_files_are_listed_by_name_then_sub_folders_each_folder_with_its_rows(tmp
     listed = [os.path.join(folder, name) for folder, names in list(ds.by_folder()) for name in names]
     assert listed == [os.fsencode(root / s.relpath) for s in ds.samples]  # every row, in row order
     assert next(ds.by_folder()) == (os.fsencode(folder) + b"/", [b"Z.png", b"a.jpg", b"cat_000.jpg", "é.png".encode()])
+
+
+def _paths(ds) -> list[str]:
+    return sorted(s.relpath for s in ds.samples)
+
+
+def test_a_split_folder_symlinked_outside_is_refused_not_walked(tmp_path, scan_way):
+    outside = make_split_dataset(tmp_path / "elsewhere", counts={"test": 2}, start_seed=50)
+    root = make_split_dataset(tmp_path / "d", counts={"train": 2, "validation": 1})
+    os.symlink(outside / "test", root / "test")
+    ds = scan(root)
+    assert not [p for p in _paths(ds) if p.startswith("test/")]
+    assert ("test", "symlink points outside the data folder") in ds.rejected
+    assert len(scan(root, allow_outside=True).samples) == len(ds.samples) + 4
+
+
+def test_a_class_folder_or_sub_folder_symlinked_outside_is_refused(tmp_path, scan_way):
+    outside = make_split_dataset(tmp_path / "elsewhere", counts={"train": 2}, start_seed=50)
+    root = make_split_dataset(tmp_path / "d", counts={"train": 2}, classes=("cat", "dog"))
+    os.symlink(outside / "train" / "cat", root / "train" / "fox")  # a class folder
+    os.symlink(outside / "train" / "dog", root / "train" / "cat" / "more")  # a sub-folder
+    ds = scan(root)
+    assert _paths(ds) == ["train/cat/cat_000.jpg", "train/cat/cat_001.jpg", "train/dog/dog_000.jpg",
+                          "train/dog/dog_001.jpg"]  # fmt: skip
+    assert sorted(ds.rejected) == [
+        ("train/cat/more", "symlink points outside the data folder"),
+        ("train/fox", "symlink points outside the data folder"),
+    ]
+    opened = scan(root, allow_outside=True)
+    assert opened.class_names == ["cat", "dog", "fox"]
+    assert "train/cat/more/dog_000.jpg" in _paths(opened) and "train/fox/cat_000.jpg" in _paths(opened)
+
+
+def test_a_symlinked_folder_inside_the_data_folder_is_walked_and_a_loop_refused(tmp_path, scan_way):
+    root = make_split_dataset(tmp_path / "d", counts={"train": 2})
+    write_image(root / "extra" / "e.jpg", CLASS_COLOURS["cat"], 70)
+    os.symlink(root / "extra", root / "train" / "cat" / "linked")
+    os.symlink(root / "train", root / "train" / "dog" / "up")
+    ds = scan(root)
+    assert "train/cat/linked/e.jpg" in _paths(ds)
+    assert dict(ds.rejected) == {"train/dog/up": "symlink loop: the folder holds the link"}
+
+
+def test_a_manifest_path_through_a_symlinked_folder_outside_is_refused(tmp_path):
+    outside = write_image(tmp_path / "elsewhere" / "x.jpg", (1, 1, 1), 0)
+    root = make_split_dataset(tmp_path / "d", counts={"train": 2})
+    os.symlink(outside.parent, root / "sub")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\ntrain/cat/cat_000.jpg,cat\ntrain/dog/dog_000.jpg,dog\nsub/x.jpg,cat\n")
+    ds = scan(root, manifest)
+    assert _paths(ds) == ["train/cat/cat_000.jpg", "train/dog/dog_000.jpg"]
+    assert ds.rejected == [("sub/x.jpg", "symlink points outside the data folder")]
+    assert "sub/x.jpg" in _paths(scan(root, manifest, allow_outside=True))
