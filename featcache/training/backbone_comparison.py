@@ -1,9 +1,10 @@
 """``featcache compare A.h5 B.h5 ...``: the same head options and baseline on caches of other backbones.
 
-Each cache gets the single-cache comparison in a folder of its own (``<out>/<label>/``); the
-caches' splits are checked to hold the same images (by content hash) split the same way, and the
-report says where they do not. One table and one plot set the backbones side by side: accuracy
-and macro-F1 of the head and of the baseline, extraction images/s, vector size.
+Each cache gets the single-cache comparison in a folder of its own (``<out>/<label>/``, a safe file
+name made from the backbone name the cache recorded); the caches' splits are checked to hold the
+same images (by content hash) split the same way, and the report says where they do not. One table
+and one plot set the backbones side by side: accuracy and macro-F1 of the head and of the baseline,
+extraction images/s, vector size.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from featcache.cache.layout import SPLITS
 from featcache.cache.reader import read_row_index, read_sha256
-from featcache.config import HeadConfig
+from featcache.config import HeadConfig, file_component
 from featcache.training import plots
 from featcache.training.comparison import KERAS, LOGISTIC, compare
 
@@ -80,9 +81,14 @@ def _split_hashes(path: Path) -> dict[str, set[str]]:
 
 
 def _labels(paths: list[Path]) -> list[str]:
-    """Each cache's backbone name, or its file name where two share a backbone."""
+    """Each cache's backbone name, with its file name where two share a backbone, as a safe folder name
+    (the name is read from the cache: ``../x`` must not become a folder outside ``out``). Where labels
+    still meet (the same file name in two folders), each is numbered by its place on the command line."""
     names = [str(read_row_index(p).attrs.get("backbone", "xception")) for p in paths]
-    return [n if names.count(n) == 1 else f"{n}-{p.stem}" for n, p in zip(names, paths)]
+    labels = [file_component(n if names.count(n) == 1 else f"{n}-{p.stem}") for n, p in zip(names, paths)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i}-{label}" for i, label in enumerate(labels, 1)]
+    return labels
 
 
 def _row(path: Path, label: str, report: dict) -> dict:
