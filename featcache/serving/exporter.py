@@ -63,8 +63,13 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
 
     ``backbone`` needs ``identity()`` and ``build_model()`` (a Keras model from pixels in
     [-1, 1] to vectors); the default is Xception with the weights the head's cache was made with.
+    The model and its classes are written under temporary names beside ``config.out``, checked
+    against the predict path, and only then renamed into place: a model that fails the check is
+    removed, and what ``config.out`` held before is kept.
     """
     check_out_file(config.out)
+    classes_path = config.out.with_name(config.out.stem + ".classes.json")
+    _check_targets(config, classes_path)
     head_model, meta = load_head(config.head)
     recipe = Recipe.from_head(meta)
     if recipe.spec.preprocess not in PREPROCESS_FUNCTIONS:
@@ -77,15 +82,61 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     model = end_to_end(backbone_model, head_model, recipe.spec.image_size, base)
     description = _description(meta, recipe)
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    if config.format == "keras":
-        _write_keras(model, config.out, description)
-    else:
-        _write_saved_model(model, config.out, recipe.spec.image_size, description)
-    classes_path = config.out.with_name(config.out.stem + ".classes.json")
-    classes_path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-    diff = _check(backbone_model, head_model, config, recipe.spec)
+    model_tmp, classes_tmp = _beside(config.out), _beside(classes_path)
+    try:
+        if config.format == "keras":
+            _write_keras(model, model_tmp, description)
+        else:
+            _write_saved_model(model, model_tmp, recipe.spec.image_size, description)
+        classes_tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        diff = _check(backbone_model, head_model, model_tmp, config, recipe.spec)
+        _rename_into_place(model_tmp, config.out)
+        os.replace(classes_tmp, classes_path)
+    finally:
+        _remove(model_tmp)
+        classes_tmp.unlink(missing_ok=True)
     log.info("export %s: probabilities within %.2e of the predict path", config.out, diff)
     return ExportResult(config.out, config.format, classes_path, recipe.spec.image_size, list(recipe.class_names), diff)
+
+
+def _check_targets(config: ExportConfig, classes_path: Path) -> None:
+    """Refuse, before any work, an ``out`` or classes file that export would not replace."""
+    out = config.out
+    if config.format == "saved_model" and out.exists() and not (out / "saved_model.pb").is_file():
+        raise ConfigError(f"{out} exists and is not a SavedModel; choose another --out")
+    for path in [classes_path] if config.format == "saved_model" else [out, classes_path]:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, where export writes a file; choose another --out")
+
+
+def _beside(path: Path) -> Path:
+    """A temporary name in the folder of ``path`` (hidden, with this process's id, the same suffix)."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def _rename_into_place(written: Path, out: Path) -> None:
+    """Rename ``written`` to ``out``. A file replaces ``out`` atomically; a folder cannot replace a folder
+    in one rename, so an existing ``out`` is first renamed aside, put back if the second rename fails,
+    and removed after it: ``out`` is never a mix of both."""
+    if not (written.is_dir() and out.exists()):
+        os.replace(written, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    try:
+        os.replace(written, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary file or folder, if it is still there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def end_to_end(backbone_model, head_model, image_size: int, base: BackboneSpec = REGISTRY["xception"]):
@@ -127,26 +178,18 @@ def _description(meta: dict, recipe: Recipe) -> dict:
     }
 
 
-def _write_keras(model, out: Path, description: dict) -> None:
-    """Save beside ``out``, add the description to the archive, then rename over ``out``."""
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(DESCRIPTION, json.dumps(description, indent=2))
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _write_keras(model, path: Path, description: dict) -> None:
+    """Save the model at ``path`` (a ``.keras`` name) and add the description to the archive."""
+    model.save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(DESCRIPTION, json.dumps(description, indent=2))
 
 
-def _write_saved_model(model, out: Path, image_size: int, description: dict) -> None:
-    """A SavedModel with endpoints ``serve`` (float32 pixels, the default) and ``serve_uint8``."""
+def _write_saved_model(model, path: Path, image_size: int, description: dict) -> None:
+    """A SavedModel folder at ``path`` with endpoints ``serve`` (float32 pixels, the default) and ``serve_uint8``."""
     import keras
     import tensorflow as tf
 
-    if out.exists() and not (out / "saved_model.pb").is_file():
-        raise ConfigError(f"{out} exists and is not a SavedModel; choose another --out")
     shape = [None, image_size, image_size, 3]
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -158,41 +201,49 @@ def _write_saved_model(model, out: Path, image_size: int, description: dict) -> 
         lambda x: model(tf.cast(x, tf.float32), training=False),
         input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")],
     )
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        archive.write_out(str(tmp), verbose=False)
-        (tmp / DESCRIPTION).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    archive.write_out(str(path), verbose=False)
+    (path / DESCRIPTION).write_text(json.dumps(description, indent=2), encoding="utf-8")
 
 
-def _check(backbone_model, head_model, config: ExportConfig, spec: PreprocessSpec) -> float:
-    """Reload what was written and compare it with the predict path on seeded probe pixels."""
+def _check(backbone_model, head_model, written: Path, config: ExportConfig, spec: PreprocessSpec) -> float:
+    """Load the written model back and compare each of its entry points with the predict path on seeded
+    probe pixels; ExportError names the entry point furthest off. Returns the largest difference."""
     preprocess_input, image_size = preprocess_function(spec.preprocess), spec.image_size
     probe = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3), dtype=np.uint8)
     vectors = np.asarray(backbone_model(preprocess_input(probe.astype(np.float32)), training=False))
     expected = softmax(head_logits(head_model, vectors))
-    got = _run_written(config, probe)
-    diff = float(np.max(np.abs(got - expected)))
-    if not diff <= CHECK_TOLERANCE:
+    diffs = {name: float(np.max(np.abs(got - expected))) for name, got in _run_written(written, config, probe).items()}
+    worst = max(diffs, key=lambda name: np.nan_to_num(diffs[name], nan=np.inf))  # NaN is as far off as can be
+    if not diffs[worst] <= CHECK_TOLERANCE:
         raise ExportError(
-            f"the written model differs from featcache predict by {diff:.2e} on probe images; "
-            f"do not ship {config.out}, and report this with your TensorFlow and Keras versions"
+            f"the written model ({worst}) differs from featcache predict by {diffs[worst]:.2e} on probe images, "
+            f"so {config.out} was left as it was; report this with your TensorFlow and Keras versions"
         )
-    return diff
+    return diffs[worst]
 
 
-def _run_written(config: ExportConfig, probe: np.ndarray) -> np.ndarray:
-    import keras
+def _run_written(written: Path, config: ExportConfig, probe: np.ndarray) -> dict[str, np.ndarray]:
+    """Probabilities of the model at ``written`` on uint8 ``probe`` pixels, by each way in: the ``.keras``
+    model given uint8 and float32 pixels, or the SavedModel's ``serve`` and ``serve_uint8`` endpoints."""
+    try:
+        if config.format == "keras":
+            import keras
 
-    if config.format == "keras":
-        loaded = keras.saving.load_model(config.out, safe_mode=True, compile=False)
-        return np.asarray(loaded.predict(probe, verbose=0), dtype=np.float32)
-    import tensorflow as tf
+            loaded = keras.saving.load_model(written, safe_mode=True, compile=False)
+            outputs = {"uint8 pixels": loaded.predict(probe, verbose=0)}
+            outputs["float32 pixels"] = loaded.predict(probe.astype(np.float32), verbose=0)
+        else:
+            import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(config.out))
-    return np.asarray(loaded.serve_uint8(tf.constant(probe)), dtype=np.float32)
+            loaded = tf.saved_model.load(str(written))
+            outputs = {
+                "serve": loaded.serve(tf.constant(probe, tf.float32)),
+                "serve_uint8": loaded.serve_uint8(tf.constant(probe)),
+            }
+    except Exception as exc:  # Keras and TensorFlow raise many types for a model they cannot load or run
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"the written model cannot be loaded back ({reason}), so {config.out} was left as it was; "
+            "report this with your TensorFlow and Keras versions"
+        ) from None
+    return {name: np.asarray(got, dtype=np.float32) for name, got in outputs.items()}
