@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.names import shown
+
 REPORT_HTML = "report.html"
 DATA_ID = "report-data"
 THUMBNAIL = 96
@@ -87,7 +89,7 @@ def write_html(out: Path, report: dict, runs, split, attrs: dict, paths: list[st
         _leaks(report),
         _provenance(attrs),
     ]
-    data = {"cells": cells, "names": names, "thumbs": thumbs, "paths": paths}
+    data = {"cells": cells, "names": [shown(n) for n in names], "thumbs": thumbs, "paths": [shown(p) for p in paths]}
     body.append(f'<script type="application/json" id="{DATA_ID}">{_json(data)}</script><script>{SCRIPT}</script>')
     return _write_page(out, "featcache compare", "".join(body))
 
@@ -102,7 +104,7 @@ def _write_page(out: Path, title: str, body: str) -> Path:
         f'content="{policy}"><title>{_e(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>'
     )
     path = out / REPORT_HTML
-    path.write_text(page, encoding="utf-8")
+    path.write_text(shown(page), encoding="utf-8")  # a name's byte that is not UTF-8 reads \xff
     return path
 
 

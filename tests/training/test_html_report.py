@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from featcache.api import compare, sweep
+from featcache.names import shown
 from featcache.training.html_report import DATA_ID, write_html
 from tests.support import tiny_cache
 
@@ -78,8 +79,13 @@ def test_the_sweep_writes_a_page_of_its_ranking(tmp_path):
     assert not any(name.startswith("on") for _, names in page.tags for name in names)
 
 
-#: any text a file system can name (no NUL, no lone surrogate)
-NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=16)
+#: any name a file system holds, as featcache reads it: no NUL, a byte that is not UTF-8 as a lone surrogate
+NAME = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+    | st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),
+    min_size=1,
+    max_size=16,
+)
 
 
 def _page_of(out, names: list[str], paths: list[str], text: str) -> _Page:
@@ -109,7 +115,7 @@ def _page_of(out, names: list[str], paths: list[str], text: str) -> _Page:
 @example(
     names=["x<", "\"'&<i>q"],
     paths=["test/x</script><img src=x onerror=document.title='pwned'>.png", "test/\"'&<i>q/\"'&<b>.jpg", "<!--"],
-    text="</code><script>document.title='pwned'</script>",
+    text="</code><script>document.title='pwned'</script>\udcff",
 )
 def test_no_name_becomes_markup(tmp_path_factory, names, paths, text):
     out = tmp_path_factory.mktemp("page")
@@ -117,6 +123,7 @@ def test_no_name_becomes_markup(tmp_path_factory, names, paths, text):
     plain = _page_of(out, [f"c{i}" for i in range(len(names))], [f"p{i}" for i in range(len(paths))], "t")
     assert page.tags == plain.tags  # the same elements with the same attributes: nothing injected
     assert not any(name.startswith("on") for _, attrs in page.tags for name in attrs)
+    names, paths, text = [shown(n) for n in names], [shown(p) for p in paths], shown(text)  # b"\xff" reads \xff
     assert "<" not in page.data and json.loads(page.data)["names"] == names and json.loads(page.data)["paths"] == paths
     header = page.cells.index("true \\ predicted")
     assert page.cells[header + 1 : header + 1 + len(names)] == names  # the class names, as text

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from featcache.api import compare, extract
+from featcache.names import shown
 from tests.support import REQUIRE_REAL, FakeBackbone, tiny_cache, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ BROWSER_FLAGS = (
 #: a class folder ``x<`` and this file in it make the path ``test/x</script><img src=x onerror=...>.png``
 TRAP = "script><img src=x onerror=document.title='pwned'>.png"
 QUOTES = "\"'&<i>q"  # a class name and a file name of quotes, an ampersand and a tag
+NOT_UTF8 = os.fsdecode(b"\xff\xfe.jpg")  # a file name whose bytes are not UTF-8: the page shows \xff\xfe.jpg
 
 
 def _chromium_or_skip() -> tuple[str, str]:
@@ -89,12 +91,12 @@ def _click_every_cell(driver, report: dict) -> dict[str, list[str]]:
     from selenium.webdriver.common.by import By
 
     names, judged = report["class_names"], report["significance"]["split"]
-    shown = {}
+    seen = {}
     for model in report["models"]:
         matrix = report["models"][model]["evaluation"][judged]["confusion_matrix"]
         cells = driver.find_elements(By.XPATH, f"//h3[.='{model}']/following-sibling::table[1]//td")  # row by row
         assert [int(c.text) for c in cells] == [n for row in matrix for n in row]
-        shown[model] = []
+        seen[model] = []
         for i, cell in enumerate(cells):
             t, p = divmod(i, len(names))
             cell.click()
@@ -106,8 +108,8 @@ def _click_every_cell(driver, report: dict) -> dict[str, list[str]]:
             assert captions == [img.get_attribute("title") for img in images]  # each image's path, as text
             assert driver.execute_script("return document.querySelectorAll('#shown *').length") == 2 + 3 * len(images)
             assert heading.text == f"{model}: true {names[t]}, predicted {names[p]} ({matrix[t][p]} image(s))"
-            shown[model] += [img.get_attribute("title") for img in images]
-    return shown
+            seen[model] += [img.get_attribute("title") for img in images]
+    return seen
 
 
 def _screenshot(driver, path: Path) -> Path:
@@ -124,15 +126,15 @@ def test_a_click_on_a_cell_shows_its_images(browser, tmp_path):
     result = compare(cache, tmp_path / "out", epochs=2)
     _open(browser, tmp_path / "out" / "report.html")
     assert browser.title == "featcache compare"
-    shown = _click_every_cell(browser, result.report)
-    for model, paths in shown.items():
+    seen = _click_every_cell(browser, result.report)
+    for model, paths in seen.items():
         assert sorted(paths) == _test_paths(tmp_path / "c" / "data"), model
     _screenshot(browser, tmp_path / "report.png")
     assert _errors(browser) == []
 
 
 def _hostile_dataset(root: Path) -> Path:
-    """Two classes, ``x<`` (holding TRAP in its test folder) and QUOTES (holding ``QUOTES.jpg``)."""
+    """Two classes, ``x<`` (holding TRAP in its test folder) and QUOTES (holding ``QUOTES.jpg`` and NOT_UTF8)."""
     seed = 0
     for split, n in {"train": 8, "validation": 3, "test": 3}.items():
         for label, colour in (("x<", (200, 40, 40)), (QUOTES, (40, 40, 200))):
@@ -141,6 +143,7 @@ def _hostile_dataset(root: Path) -> Path:
                 write_image(root / split / label / f"{i}.jpg", colour, seed)
     write_image(root / "test" / "x<" / TRAP, (200, 40, 40), seed + 1)
     write_image(root / "test" / QUOTES / f"{QUOTES}.jpg", (40, 40, 200), seed + 2, fmt="JPEG")
+    write_image(root / "test" / QUOTES / NOT_UTF8, (40, 40, 200), seed + 3, fmt="JPEG")
     return root
 
 
@@ -162,10 +165,11 @@ def test_hostile_names_are_shown_as_text_and_run_nothing(browser, tmp_path):
     page_text = browser.find_element(By.TAG_NAME, "body").text
     assert str(cache) in page_text and str(data) in page_text  # the cache path and its data_dir, as text
 
-    shown = _click_every_cell(browser, result.report)
-    paths = _test_paths(data)
+    seen = _click_every_cell(browser, result.report)
+    paths = sorted(shown(p) for p in _test_paths(data))
     assert f"test/x</{TRAP}" in paths and f"test/{QUOTES}/{QUOTES}.jpg" in paths
-    for model, titles in shown.items():
+    assert f"test/{QUOTES}/\\xff\\xfe.jpg" in paths
+    for model, titles in seen.items():
         assert sorted(titles) == paths, model  # every name, character for character
     assert browser.title == "featcache compare" and browser.execute_script(count, "i") == 0  # no <i> made
     trap_cell = browser.find_elements(By.CSS_SELECTOR, "td.cell.diag")[result.report["class_names"].index("x<")]
