@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,22 +187,66 @@ def extract_command(data: Path, out: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "featcache", *base, *options]
 
 
-def kill_when(command: list[str], hit, timeout: float = 300, poll: float = 0.0005) -> bool:
-    """Run ``command`` as a process and SIGKILL it the moment ``hit(pid)`` holds; False when it ended first."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if hit(proc.pid):
+#: ``python -c`` program: run the module ``argv[4]`` with the arguments after it, as ``python -m`` does, in a
+#: process that stops itself (SIGSTOP) the ``argv[3]``-th time the audit event ``argv[1]`` names a path matching
+#: the regex ``argv[2]``. Python raises the events (``sys.addaudithook``), so the product needs no hook. The
+#: thread that raised the event stops inside it: a SIGSTOP sent to the process might be taken by another
+#: thread while this one goes on for a few microseconds, long enough to rename a file.
+_STOP_AT = """
+import itertools, os, re, runpy, signal, sys, threading
+
+event, pattern, nth, module = sys.argv[1], re.compile(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seen = itertools.count(1)
+
+
+def stop(name, args):
+    if name == event and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        if pattern.search(os.fsdecode(args[0])) and next(seen) == nth:
+            # sent to this thread, the stop takes it before it returns here; the other threads follow
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+sys.argv = [module, *sys.argv[5:]]
+sys.addaudithook(stop)
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def kill_at(command: list[str], event: str, path: str, nth: int = 1, timeout: float = 300) -> int:
+    """Run ``command`` (``python -m module ...``) and SIGKILL it at the ``nth`` audit event ``event`` whose path
+    matches the regex ``path``; the pid it had. Fails the test when the process ends without reaching it.
+
+    Events: ``open`` comes before a file is opened (one being created does not exist yet), ``os.rename``
+    before ``os.rename`` or ``os.replace`` renames it (a temporary file is complete), ``import`` names a
+    module. The process stops itself inside the event, before the operation it announces, and is killed
+    while stopped, so it can neither miss the moment nor run past it.
+    """
+    python, flag, module, *args = command
+    assert flag == "-m", f"kill_at runs python -m commands, not {command}"
+    program = [python, "-c", _STOP_AT, event, path, str(nth), module, *args]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(program, stdout=subprocess.DEVNULL, stderr=err)
+        deadline, moment = time.monotonic() + timeout, f"{event} event #{nth} naming {path!r}"
+        try:
+            while True:
+                pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{' '.join(command[2:])} did not reach the {moment} in {timeout} s")
+                time.sleep(0.01)
+            if os.WIFSTOPPED(status):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return True
-            time.sleep(poll)
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+                return proc.pid
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            pytest.fail(f"{' '.join(command[2:])} ended (exit {proc.returncode}) before the {moment}:\n{tail}")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
 
 
 def augmented_cache(root: Path, views: int = 3) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ from featcache.cache.layout import FORMAT_VERSION, read_cache
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cli import main
 from featcache.errors import CacheError
-from tests.support import FakeBackbone, handmade_cache, kill_when, make_split_dataset, shards_in_use
+from tests.support import FakeBackbone, kill_at, make_split_dataset, shards_in_use
 
 FORMAT1 = Path(__file__).resolve().parents[1] / "data" / "format1"
 
@@ -95,32 +95,36 @@ def test_a_damaged_shard_is_reported_and_recomputed_by_the_next_extract(tmp_path
     assert not np.isnan(read_cache(cache).features).any()
 
 
-def _compact_killed_when(cache: Path, appears) -> bool:
-    """Run `featcache compact` as a process and SIGKILL it once ``appears(pid)`` is a file that exists."""
-    command = [sys.executable, "-m", "featcache", "compact", str(cache)]
-    return kill_when(command, lambda pid: any(p.exists() for p in appears(pid)), timeout=120, poll=0.0002)
+#: where a compact is killed: (audit event, regex of the path it names) — see tests.support.kill_at
+COMPACT_MOMENTS = {
+    "shard": ("os.rename", r"\.shards/\.shard-[^/]*\.tmp$"),  # the new shard written, not yet renamed into place
+    "entry": ("os.rename", r"/\.c\.h5\.tmp-\d+$"),  # the new entry file written, not yet renamed over the old
+    "cleanup": ("os.remove", r"\.shards/[0-9a-f]{32}\.h5$"),  # the new entry in place, no old shard deleted
+}
 
 
-@pytest.mark.parametrize("moment", ["shard", "entry"])
+@pytest.mark.parametrize("moment", list(COMPACT_MOMENTS))
 def test_compact_killed_at_any_moment_leaves_a_whole_cache_and_finishes_when_rerun(tmp_path, moment):
-    n = 6000
-    cache = handmade_cache(tmp_path / "c.h5", [i % 2 for i in range(n)], ["train"] * n, ["a", "b"], dim=2048)
-    before = read_cache(cache)
-
-    def appears(pid):
-        folder = shards_dir(cache)
-        if moment == "shard":
-            return list(folder.glob(f".shard-{pid}-*.tmp"))
-        return [cache.with_name(f".{cache.name}.tmp-{pid}")]
-
-    if not _compact_killed_when(cache, appears):
-        pytest.skip(f"compact finished before its {moment} could be caught")
+    data = make_split_dataset(tmp_path / "data", counts={"train": 10})
+    cache = tmp_path / "c.h5"
+    extract(data, cache, backbone=FakeBackbone(), image_size=71, batch_size=4, commit_seconds=0)
+    before, old = read_cache(cache), {s.name for s in list_shards(shards_dir(cache))}
+    assert len(old) == 5  # one shard per batch: compact merges them into one and deletes these
+    pid = kill_at([sys.executable, "-m", "featcache", "compact", str(cache)], *COMPACT_MOMENTS[moment], timeout=120)
+    left = {s.name for s in list_shards(shards_dir(cache))}
+    shown = {  # what the files show of the moment the process was killed at
+        "shard": bool(list(shards_dir(cache).glob(f".shard-{pid}-*.tmp"))) and left == old,
+        "entry": cache.with_name(f".c.h5.tmp-{pid}").exists() and len(left) == 6,
+        "cleanup": left > old and not set(read_cache(cache, with_vectors=False).locations.files) & old,
+    }
+    assert shown[moment], f"killed at {moment}, but the shards are {sorted(left)}"
     during = read_cache(cache)  # whole and readable: the old cache or the new one
     assert during.rows == before.rows and np.array_equal(during.features, before.features)
     compact(cache)
     after = read_cache(cache)
     assert after.rows == before.rows and np.array_equal(after.features, before.features)
-    assert shards_in_use(cache) and not [p for p in tmp_path.rglob(".*tmp*")]
+    assert shards_in_use(cache) and len(list_shards(shards_dir(cache))) == 1
+    assert not [p for p in tmp_path.rglob(".*tmp*")]
 
 
 def _as_format2(cache: Path) -> None:

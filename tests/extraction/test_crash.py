@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from featcache.cache.layout import read_cache, read_views, views_folder
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.cache.summary import info
-from tests.support import extract_command, kill_when, make_split_dataset, shards_in_use
+from tests.support import extract_command, kill_at, make_split_dataset, shards_in_use
 
 BATCH = 4
 
@@ -49,10 +48,6 @@ class Watched:
     def __init__(self, out: Path):
         self.out, self.pid = out, None
         self.before = {p.name for p in list_shards(shards_dir(out))}
-        self.started = time.monotonic()
-
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
 
     def parts(self) -> int:
         return sum(p.name not in self.before for p in list_shards(shards_dir(self.out)))
@@ -76,16 +71,11 @@ class Watched:
         return "computing"
 
 
-def _kill_on(data: Path, out: Path, predicate) -> tuple[str, int] | None:
-    """Run an extract, SIGKILL it the moment ``predicate(watched)`` holds; (moment hit, rows committed)."""
+def _kill_on(data: Path, out: Path, moment: tuple[str, str, int]) -> tuple[str, int]:
+    """Run an extract and SIGKILL it at ``moment`` (event, path, nth: see tests.support.kill_at); (the
+    moment its files show, rows committed)."""
     watched = Watched(out)
-
-    def hit(pid: int) -> bool:
-        watched.pid = pid
-        return predicate(watched)
-
-    if not kill_when(_command(data, out), hit, timeout=300):
-        return None
+    watched.pid = kill_at(_command(data, out), *moment)
     return watched.moment(), _committed_rows(out)
 
 
@@ -107,34 +97,45 @@ def _assert_same_cache(got_path: Path, ref_path: Path) -> None:
     np.testing.assert_allclose(got.features, ref.features, atol=1e-5)
 
 
-def _parts(n):
-    return lambda w: w.parts() >= n
+#: the temporary file of a part (a shard of clean vectors; views go to ``<cache>.views/``)
+PART = r"\.shards/\.shard-[^/]*\.tmp$"
 
 
-def _committing_after(n):
-    return lambda w: w.parts() >= n and w.part_in_flight()
+def _after_parts(n: int) -> tuple[str, str, int]:
+    """``n`` parts committed and the next one computed: as its temporary file is about to be created."""
+    return "open", PART, n + 1
+
+
+def _committing(n: int) -> tuple[str, str, int]:
+    """Part ``n`` written to its temporary file, not yet renamed into place."""
+    return "os.rename", PART, n
+
+
+#: the entry file of the killed run (``resumed.h5``) written, not yet renamed into place
+FINAL_FILE = ("os.rename", r"/\.resumed\.h5\.tmp-\d+$", 1)
 
 
 @dataclass(frozen=True)
 class Moment:
     aimed: str
-    predicate: object
-    expect: tuple[str, ...]  # what the files must show at the kill for the moment to count as hit
+    at: tuple[str, str, int]  # (audit event, path regex, nth) the process is stopped and killed at
+    expect: str  # what the files must show at the kill
+    committed: int  # images whose vectors are committed at the kill
 
 
 KILL_POINTS = [
-    Moment("while starting up", lambda w: w.seconds() > 0.5, ("before the first part",)),
-    Moment("after the first part", _parts(1), ("computing", "committing a part")),
-    Moment("while committing the first part", _committing_after(0), ("committing a part",)),
-    Moment("during decoding and forward passes", _parts(3), ("computing", "committing a part")),
-    Moment("while committing a part early", _committing_after(5), ("committing a part",)),
-    Moment("mid-run", _parts(15), ("computing", "committing a part")),
-    Moment("while committing a part mid-run", _committing_after(25), ("committing a part",)),
-    Moment("during decoding and forward passes late", _parts(35), ("computing", "committing a part")),
-    Moment("late in the run", _parts(50), ("computing", "committing a part")),
-    Moment("while committing one of the last parts", _committing_after(55), ("committing a part",)),
-    Moment("as the final file is created", lambda w: w.final_file().exists(), ("writing the final file",)),
-    Moment("as the final file is created, again", lambda w: w.final_file().exists(), ("writing the final file",)),
+    Moment("while starting up", ("import", r"^tensorflow$", 1), "before the first part", 0),
+    Moment("after the first part", _after_parts(1), "computing", BATCH),
+    Moment("while committing the first part", _committing(1), "committing a part", 0),
+    Moment("during decoding and forward passes", _after_parts(3), "computing", 3 * BATCH),
+    Moment("while committing a part early", _committing(6), "committing a part", 5 * BATCH),
+    Moment("mid-run", _after_parts(15), "computing", 15 * BATCH),
+    Moment("while committing a part mid-run", _committing(26), "committing a part", 25 * BATCH),
+    Moment("during decoding and forward passes late", _after_parts(35), "computing", 35 * BATCH),
+    Moment("late in the run", _after_parts(50), "computing", 50 * BATCH),
+    Moment("while committing one of the last parts", _committing(56), "committing a part", 55 * BATCH),
+    Moment("while committing the last part", _committing(60), "committing a part", 59 * BATCH),
+    Moment("as the final file is renamed into place", FINAL_FILE, "writing the final file", 240),
 ]
 
 
@@ -143,18 +144,14 @@ KILL_POINTS = [
 def test_sigkill_at_a_moment_then_rerun_reuses_committed_work_and_matches(tmp_path, crash_data, moment):
     data, reference, total = crash_data
     out = tmp_path / "resumed.h5"
-    killed = _kill_on(data, out, moment.predicate)
-    assert killed is not None, f"the extract finished before it could be killed {moment.aimed}"
-    hit, committed = killed
-    assert hit in moment.expect, f"aimed {moment.aimed}, hit {hit}"
+    hit, committed = _kill_on(data, out, moment.at)
+    assert (hit, committed) == (moment.expect, moment.committed), f"aimed {moment.aimed}"
     if hit == "writing the final file":
         assert temporaries(out), "the kill should leave the half-written cache behind"
     assert not out.exists() or info(out).rows == total  # readable whenever it exists
     computed = _run_to_end(data, out)
     assert temporaries(out) == [], "the rerun must sweep what the killed run left"
     assert computed == total - committed, f"committed {committed} before the kill, recomputed {computed}"
-    if committed:
-        assert computed < total
     _assert_same_cache(out, reference)
     assert shards_in_use(out)
 
@@ -174,15 +171,11 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     reference = tmp_path / "reference.h5"
     _run_to_end(data, reference)
     out = tmp_path / "resumed.h5"
-    hits = []
-    for parts in (1, 3, 6):
-        killed = _kill_on(data, out, _parts(parts))
-        if killed is not None:
-            hits.append(killed[0])
+    for parts in (1, 2, 3):  # each run commits that many parts of what the runs before left
+        assert _kill_on(data, out, _after_parts(parts))[0] == "computing"
         assert not out.exists() or info(out).rows == 32
-    assert len(hits) >= 2, f"the extract finished before it could be killed: {hits}"
     committed = _committed_rows(out)
-    assert _run_to_end(data, out) == 32 - committed
+    assert committed == (1 + 2 + 3) * BATCH and _run_to_end(data, out) == 32 - committed
     assert temporaries(out) == []
     _assert_same_cache(out, reference)
     assert shards_in_use(out)
@@ -194,11 +187,10 @@ def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):
     _run_to_end(data, out)
     before = read_cache(out)
     make_split_dataset(data, counts={"test": 8}, start_seed=100)
-    killed = _kill_on(data, out, _parts(2))
-    assert killed is not None, "the extract finished before it could be killed"
+    _, committed = _kill_on(data, out, _after_parts(2))
     assert read_cache(out).rows == before.rows  # the committed cache is untouched
-    in_parts = killed[1] - len(before.rows)
-    assert in_parts >= 2 * BATCH
+    in_parts = committed - len(before.rows)
+    assert in_parts == 2 * BATCH
     assert _run_to_end(data, out) == 16 - in_parts
     assert len(read_cache(out).rows) == 8 + 16
 
@@ -220,7 +212,8 @@ def test_sigkill_while_computing_views_then_rerun_reuses_committed_views_and_mat
     reference = tmp_path / "reference.h5"
     assert _views_run(data, reference) == (24, 48)
     out = tmp_path / "resumed.h5"
-    assert kill_when(_command(data, out) + ["--augment", "3"], lambda pid: _view_shards_of(out, set()) >= 3)
+    kill_at(_command(data, out) + ["--augment", "3"], "open", r"\.views/\.shard-[^/]*\.tmp$", nth=4)
+    assert _view_shards_of(out, set()) == 3
     with_views = set()
     for shard in list_shards(views_folder(out)):
         with h5py.File(shard, "r") as h5:

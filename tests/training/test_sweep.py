@@ -17,7 +17,7 @@ from featcache.errors import ConfigError
 from featcache.training.head import fit_head
 from featcache.training.splits import load_splits
 from featcache.training.sweep import groups_of, train_group
-from tests.support import REAL_DATA, FakeBackbone, augmented_cache, kill_when, require_real, tiny_cache
+from tests.support import REAL_DATA, FakeBackbone, augmented_cache, kill_at, require_real, tiny_cache
 
 GRID = {"lr": (0.01, 0.1), "inner": (0, 8), "dropout": (0.0, 0.5), "seeds": 2, "epochs": 3, "batch_size": 8}
 
@@ -98,15 +98,15 @@ def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_pa
     args = ["--lr", "0.001,0.01,0.1", "--inner", "0,8", "--dropout", "0", "--seeds", "2", "--epochs", "3"]
     command = [sys.executable, "-m", "featcache", "sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args]
     runs = out / "runs"
-    killed = kill_when(command, lambda pid: runs.is_dir() and len(list(runs.glob("*.json"))) >= 2, timeout=300)
-    if not killed:
-        pytest.skip("the sweep finished before it could be killed")
+    # killed as it opens the third group's result file: two groups committed, the third trained and lost
+    kill_at(command, "open", r"/runs/\.[^/]*\.json\.tmp-\d+$", nth=3, timeout=300)
     before = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert len(before) == 2 and not list(runs.glob(".*")), sorted(p.name for p in runs.iterdir())
     done = sum(len(json.loads(data)["runs"]) for data in before.values())
     result = CliRunner().invoke(main, ["sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args])
     assert result.exit_code == 0, result.output
     total_runs, groups = 3 * 2 * 2, 2 * 2  # lr x inner x seeds; per seed and inner size
-    assert 0 < done < total_runs and f"{total_runs - done} trained now" in result.output
+    assert done == 2 * 3 and f"{total_runs - done} trained now" in result.output
     assert all((runs / name).read_bytes() == data for name, data in before.items())
     assert len(list(runs.glob("*.json"))) == groups and not list(runs.glob(".*"))
 
