@@ -5,7 +5,8 @@ The conversion (which needs TensorFlow) is cached under ``$FEATCACHE_HOME/openvi
 runs load the IR without importing TensorFlow. The IR takes uint8 pixels and applies the base's
 ``preprocess_input`` itself; its weights stay float32 on disk. With the bf16 hint only the CPU's
 arithmetic drops to bfloat16 (fast where the CPU has AVX-512 BF16 or AMX, emulated and slow
-elsewhere); with f32 the vectors match TensorFlow's to about 1e-6.
+elsewhere); with f32 every element of the vectors is within 2e-5 of TensorFlow's (at most 1.4e-5 on
+the 341 validation images of the clothing dataset at 150 px, elements up to 5.4).
 """
 
 from __future__ import annotations
