@@ -12,7 +12,7 @@ export FEATCACHE_DATA FEATCACHE_WEIGHTS
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml featcache/extraction/_fsscan.c
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@

@@ -14,26 +14,6 @@ def pytest_runtest_setup(item) -> None:
     support.RUNNING[0] = item
 
 
-@pytest.fixture(params=["compiled", "python"])
-def scan_way(request, monkeypatch) -> str:
-    """Folders listed and files stat-ed by the compiled featcache.extraction._fsscan, then by plain Python."""
-    from featcache.extraction import fsscan
-
-    if request.param == "compiled" and fsscan.native is None:
-        pytest.skip("featcache.extraction._fsscan is not built (test_fsscan fails where a C compiler is at hand)")
-    if request.param == "python":
-        monkeypatch.setattr(fsscan, "native", None)
-    return request.param
-
-
-@pytest.fixture
-def python_scan(monkeypatch) -> None:
-    """Without the compiled scan: files are stat-ed by helper processes past a threshold."""
-    from featcache.extraction import fsscan
-
-    monkeypatch.setattr(fsscan, "native", None)
-
-
 @pytest.fixture
 def split_data(tmp_path) -> Path:
     return make_split_dataset(tmp_path / "data")

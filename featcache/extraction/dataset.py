@@ -13,7 +13,6 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.errors import DatasetError
-from featcache.extraction import fsscan
 from featcache.images import IMAGE_SUFFIX_TUPLE
 
 SPLITS = ("train", "validation", "test")
@@ -41,7 +40,6 @@ class Dataset:
     splits: np.ndarray  # bytes (n,): train | validation | test, b"" where the content hash decides
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
-    folders: list[tuple[bytes, int, int]] = field(default_factory=list)  # (folder "/"-ended, first, end): its rows
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,20 +54,13 @@ class Dataset:
         """Every image as a :class:`Sample` (an object each: for small datasets and tests)."""
         return [self.sample(i) for i in range(len(self))]
 
-    def by_folder(self) -> Iterator[tuple[bytes, list[bytes]]]:
-        """The walked images as (folder, file names) in row order, each folder's full path, made a folder
-        at a time: what :class:`featcache.extraction.filestat.FileStats` stats (none for a manifest)."""
-        root = os.fsencode(self.root)
-        for folder, start, end in self.folders:
-            yield os.path.join(root, folder), [path[len(folder) :] for path in self.paths[start:end].tolist()]
-
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
     """Find every image of ``data_dir`` and its class and split (b"" where hashing decides).
 
     Files and folders whose real path leaves ``data_dir`` (through a symlink anywhere on the way, or a
     manifest's ``..``) are refused unless ``allow_outside``. Files are listed, not stat-ed
-    (:meth:`Dataset.by_folder` says what to stat).
+    (:func:`stat_files` does that).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -81,7 +72,7 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
         walk = plan_walk(root, allow_outside)
         found = _Found(walk.class_names)
         for folder in walk.folders():
-            found.add([folder.rel + name for name in folder.names.tolist()], folder.label, folder.split, folder.rel)
+            found.add([folder.rel + name for name in folder.names.tolist()], folder.label, folder.split)
         found.rejected, found.unknown = walk.rejected, walk.unknown
         dataset = found.dataset(root, walk.layout)
     _check_classes(dataset)
@@ -104,7 +95,7 @@ class Walk:
     """How a data folder of split folders or class folders is walked: its layout, the sorted class names,
     the (split folder, split, class folders) to walk in order, and what the walk set aside: refused files
     (relpath, reason) and, per split, class folders with images that train lacks. :meth:`folders` walks it,
-    a folder at a time, as often as asked: what an update of a large cache reads instead of a listing."""
+    a folder at a time."""
 
     root: Path
     layout: str
@@ -129,26 +120,6 @@ class Walk:
                         self.unknown.setdefault(split or "train", set()).add(label)
                         continue
                     yield Folder(rel, names, label_of[label], (split or "").encode())
-
-    def any(self) -> int:
-        """1 if some folder holds an image, else 0 (walked up to the first such folder)."""
-        return int(next(self.folders(), None) is not None)
-
-    def check(self) -> None:
-        """DatasetError when the walk found images of classes that train lacks (see :meth:`_Found.dataset`)."""
-        _check_unknown(self.unknown)
-
-    def key(self, rel: bytes):
-        """Where the folder ``rel`` comes in listing order, as a value that sorts as the walk goes (None for a
-        folder the walk never reaches: not in a split folder, or too shallow)."""
-        parts = rel.rstrip(b"/").split(b"/")
-        rank = ()
-        if self.layout == "split-folders":
-            split = SPLIT_ALIASES.get(os.fsdecode(parts[0]))
-            if split is None or len(parts) < 2:
-                return None
-            rank, parts = (SPLITS.index(split),), parts[1:]
-        return (*rank, os.fsdecode(parts[0]), tuple(parts[1:]), rel)
 
 
 def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
@@ -252,35 +223,30 @@ class _Found:
         self.class_names = class_names
         self._label_of = {name: i for i, name in enumerate(class_names)}
         self.chunks: dict[str, list[np.ndarray]] = {"paths": [], "labels": [], "splits": []}
-        self.rows = 0
-        self.folders: list[tuple[bytes, int, int]] = []
         self.rejected: list[tuple[str, str]] = []
         self.unknown: dict[str, set[str]] = {}  # split -> labels not among class_names
 
-    def add(self, paths: list[bytes], label: str | int, split: str | bytes | None, folder: bytes | None = None) -> None:
-        """Files of class ``label`` (a name, or its index) and split ``split``: a walked ``folder``'s (in order
-        by name), or consecutive rows of a manifest (``folder`` None: kept as they come)."""
+    def add(self, paths: list[bytes], label: str | int, split: str | bytes | None) -> None:
+        """Files of class ``label`` (a name, or its index) and split ``split``: a walked folder's (in order by
+        name), or consecutive rows of a manifest."""
         if not paths:
             return
         if isinstance(label, str) and label not in self._label_of:
             self.unknown.setdefault(split or "train", set()).add(label)
             return
         chunks, paths = self.chunks, np.array(paths, dtype=bytes)
-        if folder is not None:
-            self.folders.append((folder, self.rows, self.rows + len(paths)))
         index = self._label_of[label] if isinstance(label, str) else label
         chunks["paths"].append(paths)
         chunks["labels"].append(np.full(len(paths), index, dtype=np.int32))
         split = split.encode() if isinstance(split, str) else split or b""
         chunks["splits"].append(np.full(len(paths), split, dtype="S10"))
-        self.rows += len(paths)
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
         _check_unknown(self.unknown)
         joined = {name: _joined(chunks, name) for name, chunks in self.chunks.items()}
         paths, labels, splits = joined["paths"], joined["labels"], joined["splits"]
-        return Dataset(root, layout, paths, labels, splits, self.class_names, self.rejected, self.folders)
+        return Dataset(root, layout, paths, labels, splits, self.class_names, self.rejected)
 
 
 def _check_unknown(unknown: dict[str, set[str]]) -> None:
@@ -316,54 +282,57 @@ def _list_folder(folder: bytes, rel: bytes, fence: Path | None, rejected: list) 
     skipped; refused files are added to ``rejected``.
 
     Directory entries carry their type, so listing costs no system call per file (a kept file's stat
-    comes later, see :mod:`featcache.extraction.filestat`): listing a million files must not cost
-    four million. Names are bytes, as the file system holds them.
+    comes later, see :func:`stat_files`). Names are bytes, as the file system holds them.
     """
     try:
-        names, kinds = fsscan.entries(folder)
+        with os.scandir(folder) as listing:
+            entries = [entry for entry in listing if not entry.name.startswith(b".")]
     except OSError:
         return np.zeros(0, dtype="S1"), []
-    shown, image = ~np.char.startswith(names, b"."), _has_image_suffix(names)
-    folders = names[shown & (kinds == fsscan.FOLDER)].tolist()  # (an image name that is a folder: walked too)
-    kept = shown & image & (kinds == fsscan.FILE)
-    refused = []
-    for i in np.flatnonzero(shown & (kinds == fsscan.SYMLINK)).tolist():  # a symlinked folder inside is walked
-        path = Path(os.fsdecode(os.path.join(folder, names[i])))
-        if path.is_dir():
-            reason = _folder_refusal(path, fence)
-            if reason:
-                refused.append((os.fsdecode(rel + names[i]), reason))
-            else:
-                folders.append(names[i])
-    for i in np.flatnonzero(shown & image & ~kept).tolist():  # symlinks, folders, other odd entries
-        path = Path(os.fsdecode(os.path.join(folder, names[i])))
-        if path.is_symlink() and path.is_dir():
-            continue  # walked, or refused, above
-        reason = _refusal(path, fence)  # a symlink to a file inside the data folder is kept
-        if reason:
-            refused.append((os.fsdecode(rel + names[i]), reason))
+    files, folders, refused = [], [], []
+    for entry in entries:
+        image = entry.name.lower().endswith(_SUFFIXES)
+        if entry.is_file(follow_symlinks=False):
+            if image:
+                files.append(entry.name)
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.name)
+            if not image:
+                continue  # (an image name that is a folder: walked, and refused as an image below)
+        path = Path(os.fsdecode(entry.path))
+        if entry.is_symlink() and path.is_dir():
+            reason = _folder_refusal(path, fence)  # a symlinked folder inside the data folder is walked
+            if not reason:
+                folders.append(entry.name)
+        elif image:
+            reason = _refusal(path, fence)  # a symlink to a file inside the data folder is kept
+            if not reason:
+                files.append(entry.name)
         else:
-            kept[i] = True
+            continue
+        if reason:
+            refused.append((os.fsdecode(rel + entry.name), reason))
     rejected += sorted(refused)
-    found = _narrowed(names[kept])
-    del names, kinds
+    found = np.array(files, dtype=bytes) if files else np.zeros(0, dtype="S1")
     found.sort(kind="stable")  # bytes: code point order
     return found, folders
 
 
-def _has_image_suffix(names: np.ndarray) -> np.ndarray:
-    lowered, found = np.char.lower(names), np.zeros(len(names), dtype=bool)
-    for suffix in _SUFFIXES:
-        found |= np.char.endswith(lowered, suffix)
-    return found
-
-
-def _narrowed(names: np.ndarray) -> np.ndarray:
-    """``names`` (bytes (k,)) as wide as the longest of them."""
-    if not len(names):
-        return np.zeros(0, dtype="S1")
-    width = max(int(np.char.str_len(names).max()), 1)
-    return names if width == names.dtype.itemsize else names.astype(f"S{width}")
+def stat_files(root: Path, paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Size and mtime in ns (int64 (n,) each; size -1 where a file cannot be read) of the files ``paths``
+    (bytes (n,), relative to ``root``), one ``os.stat`` each following symlinks, and (relpath, reason) of the
+    files that cannot be read."""
+    base = os.fsencode(root) + b"/"
+    size, mtime, unreadable = np.full(len(paths), -1, dtype=np.int64), np.zeros(len(paths), dtype=np.int64), []
+    for i, path in enumerate(paths.tolist()):
+        try:
+            st = os.stat(base + path)
+        except OSError as exc:
+            unreadable.append((os.fsdecode(path), f"cannot read file: {exc.strerror}"))
+            continue
+        size[i], mtime[i] = st.st_size, st.st_mtime_ns
+    return size, mtime, unreadable
 
 
 def _refusal(item: Path, fence: Path | None) -> str | None:

@@ -7,30 +7,25 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from featcache.cache.keys import KeyIndex
 from featcache.cache.layout import (
     MTIME,
     PATH,
     SHA256,
     SIZE,
-    SPLIT,
     Cache,
-    EntryWriter,
     QuarantineEntry,
     Rows,
     read_cache,
     read_columns,
     read_fingerprint,
     read_views,
-    row_blocks,
-    unchanged,
     write_cache,
 )
 from featcache.cache.lock import CacheLock
@@ -47,17 +42,12 @@ from featcache.cache.shards import (
 from featcache.config import ExtractConfig
 from featcache.errors import BadImagesError, CacheError, ConfigError, FingerprintMismatch
 from featcache.extraction.augmentation import ViewsDone, drop_views, update_views
-from featcache.extraction.dataset import Dataset, Sample, Walk, check_found, plan_walk, scan, splits_for_hashes
-from featcache.extraction.filestat import FileStats, reason
+from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashes, stat_files
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
-from featcache.extraction.row_hashes import HASH_WIDTH, RowHashes
-from featcache.extraction.update import NotInWalkOrder, in_walk_order, settle, survey, write_rows
 from featcache.versions import cpu_name, package_version
 
-#: rows of the existing cache whose paths are looked up among the listed ones at once (the lookup's
-#: temporaries, a few tens of bytes a row, stay small)
-PATH_BLOCK_ROWS = 1 << 14
+HASH_WIDTH = 64  # a sha256 in hex
 
 
 @dataclass
@@ -132,141 +122,50 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
         from featcache.extraction.ray_engine import require_ray
 
         require_ray()
-    walk = None if config.manifest is not None else plan_walk(config.data_dir, config.allow_outside)
-    if walk is not None:
-        check_found(walk.root, walk.any(), walk.class_names)  # before any folder is made
+    with paused_gc():
+        dataset = scan(config.data_dir, config.manifest, config.allow_outside)  # before any folder is made
     fields = fingerprint_fields(config, backbone)
     _prepare_output(config.output)
     with CacheLock(config.output):
         sweep_temporaries(config.output)
         adopt_legacy_parts(config.output)
-        result = _update_walked(config, walk, backbone, fields, progress) if walk and not config.augment else None
-        if result is None:  # a manifest, views, or an existing cache the walk cannot be read alongside
-            result = _update_listed(config, backbone, fields, progress)
+        result = _update(config, dataset, backbone, fields, progress)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _update_listed(config: ExtractConfig, backbone, fields, progress) -> ExtractResult:
-    """The update of a cache from the listing of the data folder (or manifest), held whole."""
-    with paused_gc():
-        dataset = scan(config.data_dir, config.manifest, config.allow_outside)
-    # the files are stat-ed (by helper processes, for a long listing) while the existing cache is read
-    files = ([], 0) if config.assume_unchanged else (dataset.by_folder(), len(dataset))
-    with FileStats.start(*files) as stats:
-        return _update(config, dataset, stats, backbone, fields, progress)
+def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress) -> ExtractResult:
+    """Compute what the cache lacks, write the new entry file, delete shards it no longer uses.
 
-
-def _update_walked(config: ExtractConfig, walk: Walk, backbone, fields, progress) -> ExtractResult | None:
-    """The update of a cache from a walk of the data folder, a folder at a time (see
-    :mod:`featcache.extraction.update`); None, before anything is written, when the existing cache is not
-    one it can update."""
-    fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
-    old = _read_existing(config, fingerprint, fields, located=False)
-    if not in_walk_order(old) or (old is not None and read_views(config.output) is not None):
-        return None
-    pool = VectorPool()
-    try:
-        found = _surveyed(config, walk, pool, old, fingerprint)
-        compute_start = time.perf_counter()
-        computed = _compute(found.new, pool, backbone, config, fields, progress)
-        compute_seconds = time.perf_counter() - compute_start
-        pool.add_shards(folder, fingerprint)
-        hashes = [computed.hashes.get(item.sample.relpath, "") for item in found.new]
-        settled, bad = settle(found, hashes, pool, ShardWriter(folder, fingerprint), old)
-        pool.close()
-        quarantine = [QuarantineEntry(p, r) for p, r in walk.rejected] + bad + found.unreadable + computed.unreadable
-        if config.strict and quarantine:
-            raise BadImagesError(_strict_message(quarantine))
-        attrs = cache_attributes(config, walk.layout, fields, old.attrs.get("created_at") if old else None)
-        attrs |= _speed(old, computed.vectors, compute_seconds)
-        same = old is not None and found.reused == old.n_rows and not found.removed and not settled.kept
-        written = _write_walked(config, walk, old, found, settled, attrs, quarantine, same)
-    except NotInWalkOrder:
-        return None
-    finally:
-        pool.close()
-    remove_unreferenced(folder, settled.files)
-    drop_views(config.output, None)
-    return _walked_result(config, walk, written, quarantine, computed.vectors, compute_seconds)
-
-
-def _surveyed(config: ExtractConfig, walk: Walk, pool: VectorPool, old: Cache | None, fingerprint: str):
-    """The first walk's :class:`featcache.extraction.update.Survey`, with the pool of reusable vectors made."""
-    intact = pool.add_cache_shards(config.output, old) if old is not None else np.zeros(0, dtype=bool)
-    _use_unfinished(pool, shards_dir(config.output), fingerprint, config.overwrite)
-    with paused_gc():
-        found = survey(walk, old, intact, config.assume_unchanged)
-    walk.check()
-    check_found(walk.root, found.listed, walk.class_names)
-    if found.new:
-        pool.index_cache_keys()
-    return found
-
-
-def _walked_result(config, walk: Walk, written, quarantine, computed: int, compute_seconds: float) -> ExtractResult:
-    return ExtractResult(
-        output=config.output,
-        rows=written.rows,
-        per_split=written.per_split,
-        per_class={split: per for split, per in written.per_class.items() if written.per_split[split]},
-        computed=computed,
-        reused=max(written.rows - computed, 0),
-        quarantine=quarantine,
-        seconds=0.0,
-        class_names=walk.class_names,
-        compute_seconds=compute_seconds,
-    )
-
-
-def _write_walked(config: ExtractConfig, walk: Walk, old: Cache | None, found, settled, attrs, quarantine, same):
-    """Write the new entry file in a second pass over the existing one; when its rows are those of the existing
-    one (``same``), its digest is taken first and nothing is written if nothing else changed either."""
-    widths = {PATH: found.width, SHA256: HASH_WIDTH, SPLIT: 10}
-    fractions = (config.val_fraction, config.test_fraction)
-    finish = (attrs, walk.class_names, quarantine, settled.locations())
-    if same:
-        dry = EntryWriter(config.output, widths, write=False)
-        written = write_rows(walk, old, found, settled, dry, fractions)
-        if unchanged(old.attrs, dry.finish(*finish)):
-            return written
-    writer = EntryWriter(config.output, widths, expected=found.listed - len(found.unreadable))
-    try:
-        written = write_rows(walk, old, found, settled, writer, fractions)
-        writer.finish(*finish)
-    finally:
-        writer.discard()
-    return written
-
-
-def _update(config: ExtractConfig, dataset: Dataset, stats: FileStats, backbone, fields, progress) -> ExtractResult:
-    """Compute what the cache lacks, write the new entry file, delete shards it no longer uses."""
+    The existing cache's paths, sizes, times and content hashes are read whole (about 100 bytes a row, its
+    vectors stay in their shards) and matched against the listing by sorting, so every input (walked
+    folders, a manifest, views) takes this one path."""
     fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
     with paused_gc():
         pool, old, at_hand = _open_pool(config, fingerprint, fields)
     try:
         with paused_gc():
-            listing, unreadable = _listing(dataset, stats, old, at_hand, config.assume_unchanged, pool.index_cache_keys)
+            stored = read_columns(config.output, (PATH, SHA256, SIZE, MTIME)) if old is not None else None
+            listing, unreadable = _listing(dataset, stored, at_hand, config.assume_unchanged)
         unknown = np.flatnonzero(listing.reused_row < 0).tolist()
+        if unknown and old is not None:
+            pool.index_cache_keys()  # a renamed or copied file reuses its vector by content hash
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
         computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
-        old_views = _old_views(config, old)  # with the old rows' content hashes, read whole once for both uses
+        old_views = _old_views(config, old, stored)
         with paused_gc():
             computed_hashes = [computed.hashes.get(item.sample.relpath, "") for item in new]
-            stored = old_views[1] if old_views is not None else None
-            hashes = RowHashes(config.output, listing.reused_row, computed_hashes, stored)
+            hashes = _row_hashes(listing.reused_row, stored, computed_hashes)
             rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
             locations = _locate(pool, rows.sha256, reused, old, ShardWriter(folder, fingerprint))
-            pool.close()  # what it knows of the existing rows is not needed to write the new entry file ...
-            old = replace(old, locations=None) if old is not None else None  # ... nor where they lay
+            pool.close()  # what it knows of the existing rows is not needed to write the new entry file
         views_start = time.perf_counter()
-        with_hashes = replace(rows, sha256=rows.sha256.array()) if config.augment or old_views else rows
-        views = update_views(config, with_hashes, old_views, fingerprint, backbone, progress)
+        views = update_views(config, rows, old_views, fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
         attrs = _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds)
         previous = old.attrs if old is not None else None  # nothing is written when nothing changed
@@ -294,12 +193,12 @@ def paused_gc():
             gc.enable()
 
 
-def _old_views(config: ExtractConfig, old: Cache | None):
+def _old_views(config: ExtractConfig, old: Cache | None, stored: Rows | None):
     """The existing cache's views and the content hashes of its rows, or None."""
     if old is None:
         return None
     views = read_views(config.output)
-    return (views, read_columns(config.output, (SHA256,)).sha256) if views is not None else None
+    return (views, stored.sha256) if views is not None else None
 
 
 def _compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fields: dict, progress: bool):
@@ -395,97 +294,66 @@ class Listing(NamedTuple):
         return ListedFile(sample, int(self.size[i]), int(self.mtime_ns[i]))
 
 
-def _listing(dataset: Dataset, stats: FileStats, old: Cache | None, at_hand: np.ndarray, assume_unchanged: bool,
-             when_new=None):  # fmt: skip
-    """Every listed file with its size and mtime and the row of ``old`` it reuses (a :class:`Listing`; a
-    reused row's vector is ``at_hand``), and the files that cannot be read. Sizes and times come from
-    ``stats`` (the walked folders' files), else (with ``assume_unchanged``) from the existing cache's row
-    of the same path, else from a stat. ``when_new`` is called before they are waited for when some path
-    is not in ``old``: what an update that adds files needs anyway is done meanwhile."""
-    paths = dataset.paths
-    known = _known_files(paths, old)
-    if when_new is not None and old is not None and (known.row < 0).any():
-        when_new()
-    if dataset.folders and not assume_unchanged:
-        size, mtime = stats.result()
-        unreadable = [QuarantineEntry(os.fsdecode(paths[i]), reason(int(mtime[i]))) for i in np.flatnonzero(size < 0)]
-    else:  # a manifest's files, or with assume_unchanged
-        size, mtime, unreadable = _sizes_and_times(dataset, known if assume_unchanged else None)
-    same = (known.row >= 0) & (known.size == size) & (known.mtime_ns == mtime)
-    same[same] = at_hand[known.row[same]]
-    reused = np.where(same, known.row, -1)
-    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, reused)
-    return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), unreadable
-
-
-class KnownFiles(NamedTuple):
-    """For each listed file, the existing cache's row of the same path (-1: none) and that row's size and
-    mtime, int64 (n,) each."""
-
-    row: np.ndarray
-    size: np.ndarray
-    mtime_ns: np.ndarray
-
-
-def _known_files(paths: np.ndarray, old: Cache | None) -> KnownFiles:
-    """The :class:`KnownFiles` of the listed ``paths``. The existing cache's paths, sizes and times are read
-    a block at a time and looked up among the listed paths, so they are never all held. A path the cache
-    holds twice is known by its first row; a path listed twice (a manifest's) is known at each listing."""
-    n = len(paths)
-    if old is not None and old.n_rows:
-        index = KeyIndex()  # a path listed twice is indexed at its first listing
-        index.add(paths)  # each path's id: its position in the listing; made before the answers, which it outlives
-    known = KnownFiles(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
-    if old is None or not old.n_rows:
-        return known
-    for start, block in row_blocks(old.path, (PATH, SIZE, MTIME), PATH_BLOCK_ROWS):
-        listed = index.find(block.path)
-        at, hit = np.unique(listed, return_index=True)  # the block's first row of each listed path ...
-        new = (at >= 0) & (known.row[np.maximum(at, 0)] < 0)  # ... unless an earlier block had one
-        at, hit = at[new], hit[new]
-        known.row[at], known.size[at], known.mtime_ns[at] = start + hit, block.size[hit], block.mtime_ns[hit]
-    if len(index) < n:
-        first = index.find(paths)  # each listing's first listing of its path
-        known = KnownFiles(*(column[first] for column in known))
-    return known
-
-
-def _sizes_and_times(dataset: Dataset, known: KnownFiles | None):
-    """Size and mtime of each listed file (size -1: cannot be read), and the quarantine entries of those
-    that cannot: from ``known`` (the existing cache's rows) where the path is known there, else a stat."""
-    n = len(dataset)
+def _listing(dataset: Dataset, stored: Rows | None, at_hand: np.ndarray, assume_unchanged: bool):
+    """Every listed file with its size and mtime and the row of the existing cache (``stored``: its paths,
+    sizes and times) it reuses (a :class:`Listing`; a reused row's vector is ``at_hand``), and the files that
+    cannot be read. Each file is stat-ed, but with ``assume_unchanged`` those the cache knows by path."""
+    n, paths = len(dataset), dataset.paths
+    known = _known_rows(paths, stored.path) if stored is not None else np.full(n, -1, dtype=np.int64)
+    hit = np.flatnonzero(known >= 0)
     size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    if known is not None:
-        hit = np.flatnonzero(known.row >= 0)
-        size[hit], mtime[hit] = known.size[hit], known.mtime_ns[hit]
-    unreadable = []
-    for i in np.flatnonzero(size < 0).tolist():
-        try:
-            st = os.stat(os.path.join(os.fsencode(dataset.root), dataset.paths[i]))
-        except OSError as exc:
-            unreadable.append(QuarantineEntry(os.fsdecode(dataset.paths[i]), f"cannot read file: {exc.strerror}"))
-            continue
-        size[i], mtime[i] = st.st_size, st.st_mtime_ns
-    return size, mtime, unreadable
+    if assume_unchanged and len(hit):
+        size[hit], mtime[hit] = stored.size[known[hit]], stored.mtime_ns[known[hit]]
+    todo = np.flatnonzero(size < 0)
+    size[todo], mtime[todo], unreadable = stat_files(dataset.root, paths[todo])
+    same = np.zeros(n, dtype=bool)
+    if len(hit):
+        row = known[hit]
+        same[hit] = (stored.size[row] == size[hit]) & (stored.mtime_ns[row] == mtime[hit]) & at_hand[row]
+    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, np.where(same, known, -1))
+    quarantine = [QuarantineEntry(path, reason) for path, reason in unreadable]
+    return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), quarantine
 
 
-def _locate(pool: VectorPool, hashes: RowHashes, reused: np.ndarray, old: Cache | None, writer: ShardWriter):
+def _known_rows(paths: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """For each listed path (bytes (n,)), the first row of the existing cache's paths ``stored`` that holds
+    it, or -1; int64 (n,). A sort of the stored paths and a binary search of each listed one."""
+    if not len(stored) or not len(paths):
+        return np.full(len(paths), -1, dtype=np.int64)
+    order = np.argsort(stored, kind="stable")  # a path stored twice is found at its first row
+    ordered = stored[order]
+    at = np.minimum(np.searchsorted(ordered, paths), len(ordered) - 1)
+    return np.where(ordered[at] == paths, order[at], -1).astype(np.int64)
+
+
+def _row_hashes(reused: np.ndarray, stored: Rows | None, computed: list[str]) -> np.ndarray:
+    """The content hash of each listed row (``S64`` (n,)): a reused row's from ``stored``, the others
+    ``computed`` in row order (b"" where the file could not be read)."""
+    hashes = np.zeros(len(reused), dtype=f"S{HASH_WIDTH}")
+    hit = reused >= 0
+    if hit.any():
+        hashes[hit] = stored.sha256[reused[hit]]
+    hashes[~hit] = np.array(computed, dtype=f"S{HASH_WIDTH}").reshape(len(computed))
+    return hashes
+
+
+def _locate(pool: VectorPool, hashes: np.ndarray, reused: np.ndarray, old: Cache | None, writer: ShardWriter):
     """Where the vector of each row lies: a reused row where it lay in the existing cache, the others found
     by content hash (every row, for a format-1 cache)."""
     if old is None or old.locations is None:
-        return pool.locate(hashes.array(), writer)
-    return pool.locate(hashes.computed, writer, (old.locations, reused))
+        return pool.locate(hashes, writer)
+    return pool.locate(hashes[reused < 0], writer, (old.locations, reused))
 
 
-def _assemble(dataset, listing: Listing, hashes: RowHashes, read: list[int], pool: VectorPool, config, unreadable):
-    """Rows of the new cache in listing order (numpy columns; the content hashes as ``hashes`` of the rows
-    kept), its quarantine (``unreadable`` are the files that could not be read) and the existing cache's row
-    each reuses (-1: none); ``read`` are the files read in this run, whose hashes were computed in that
-    order, the only ones that can be bad. With ``config.strict``, any file that cannot be used is an error."""
+def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config, unreadable):
+    """Rows of the new cache in listing order (numpy columns), its quarantine (``unreadable`` are the files
+    that could not be read) and the existing cache's row each reuses (-1: none); ``read`` are the files read
+    in this run, the only ones that can be bad. With ``config.strict``, any file that cannot be used is an
+    error."""
     quarantine = [QuarantineEntry(p, r) for p, r in dataset.rejected]
-    keep = hashes.present()
-    for i, sha in zip(read, hashes.computed.tolist()):
-        sha = sha.decode()
+    keep = hashes != b""
+    for i in read:
+        sha = hashes[i].decode()
         if sha and sha in pool.quarantine and sha not in pool:
             quarantine.append(QuarantineEntry(os.fsdecode(listing.paths[i]), pool.quarantine[sha], sha))
             keep[i] = False
@@ -494,29 +362,12 @@ def _assemble(dataset, listing: Listing, hashes: RowHashes, read: list[int], poo
         raise BadImagesError(_strict_message(quarantine))
     if not keep.all():
         kept = np.flatnonzero(keep)
-        listing, hashes = listing.take(kept), hashes.take(kept)
-    rows = Rows(
-        path=listing.paths,
-        sha256=hashes,
-        label=listing.labels,
-        split=_splits(listing.splits, hashes, config),
-        size=listing.size,
-        mtime_ns=listing.mtime_ns,
-    )
+        listing, hashes = listing.take(kept), hashes[kept]
+    split = listing.splits.copy()
+    hashed = split == b""  # no split folder: the content hash decides
+    split[hashed] = splits_for_hashes(hashes[hashed], config.val_fraction, config.test_fraction)
+    rows = Rows(listing.paths, hashes, listing.labels, split, listing.size, listing.mtime_ns)
     return rows, quarantine, listing.reused_row
-
-
-def _splits(given: np.ndarray, hashes: RowHashes, config: ExtractConfig) -> np.ndarray:
-    """Each row's split (bytes (n,)): from the layout, else from its content hash (read a block at a time)."""
-    hashed = np.flatnonzero(given == b"")
-    if not len(hashed):
-        return given
-    found, start = given.copy(), 0
-    for block in hashes.in_blocks(hashed):
-        at = hashed[start : start + len(block)]
-        found[at] = splits_for_hashes(block, config.val_fraction, config.test_fraction)
-        start += len(block)
-    return found
 
 
 def _strict_message(quarantine) -> str:

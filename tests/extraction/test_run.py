@@ -11,16 +11,14 @@ import numpy as np
 import pytest
 
 from featcache.api import extract
-from featcache.cache import layout
 from featcache.cache.layout import read_cache
 from featcache.cache.lock import CacheLock
 from featcache.cache.shards import list_shards, shards_dir
 from featcache.errors import BadImagesError, FingerprintMismatch, LockedError
-from featcache.extraction import row_hashes
 from featcache.extraction import run as run_module
-from featcache.extraction.run import _known_files
+from featcache.extraction.run import _known_rows
 from featcache.images import PreprocessSpec, load_image
-from tests.support import FakeBackbone, fake_embed, handmade_cache, make_split_dataset, shards_in_use, write_image
+from tests.support import FakeBackbone, fake_embed, make_split_dataset, shards_in_use, write_image
 
 
 def _run(data, out, backbone=None, **options):
@@ -99,17 +97,7 @@ def test_touched_but_unchanged_files_are_rehashed_not_recomputed(split_data, tmp
     assert after.rows.mtime_ns != before.rows.mtime_ns  # recorded again, so the next run reads nothing
 
 
-def _small_blocks(monkeypatch, rows: int) -> None:
-    """The entry file's columns read, and the new rows' content hashes made, ``rows`` at a time."""
-    for module in (layout, row_hashes):
-        monkeypatch.setattr(module, "BLOCK_ROWS", rows)
-    monkeypatch.setattr(run_module, "PATH_BLOCK_ROWS", rows)
-
-
-@pytest.mark.parametrize("block_rows", [None, 3])
-def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_rows):
-    if block_rows:  # the existing cache's rows are read a few at a time: matched and found across blocks
-        _small_blocks(monkeypatch, block_rows)
+def test_new_removed_and_renamed_files(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
     old = read_cache(out)
@@ -126,17 +114,10 @@ def test_new_removed_and_renamed_files(split_data, tmp_path, monkeypatch, block_
     assert new.rows == fresh.rows and np.array_equal(new.features, fresh.features)
 
 
-@pytest.mark.parametrize("block_rows", [None, 1])
-def test_a_path_is_known_by_its_first_cache_row_at_each_of_its_listings(tmp_path, monkeypatch, block_rows):
-    if block_rows:
-        _small_blocks(monkeypatch, block_rows)
-    cache = handmade_cache(tmp_path / "c.h5", [0, 0, 0], ["train"] * 3, ["a"])
-    with h5py.File(cache, "r+") as h5:  # a cache holding one path twice, told apart by size
-        h5["path"][:] = np.array([b"x", b"y", b"x"], dtype=f"S{h5['path'].dtype.itemsize}").view(h5["path"].dtype)
-        h5["size"][:] = [10, 20, 30]
-    listed = np.array([b"x", b"y", b"x", b"z"])  # a manifest listing x twice
-    known = _known_files(listed, read_cache(cache, with_vectors=False, with_rows=False))
-    assert known.row.tolist() == [0, 1, 0, -1] and known.size.tolist() == [10, 20, 10, -1]
+def test_a_path_is_known_by_its_first_cache_row_at_each_of_its_listings():
+    stored = np.array([b"x", b"yy", b"x", b"a"])  # a cache holding x twice
+    listed = np.array([b"x", b"yy", b"x", b"z", b"xx", b""])  # a manifest listing x twice
+    assert _known_rows(listed, stored).tolist() == [0, 1, 0, -1, -1, -1]
 
 
 def test_identical_files_are_computed_once_and_kept_as_two_rows(split_data, tmp_path):
@@ -279,10 +260,7 @@ def test_manifest_gives_labels_and_splits(tmp_path):
     assert result.per_split == {"train": 4, "validation": 0, "test": 2}
 
 
-@pytest.mark.parametrize("block_rows", [None, 2])
-def test_a_reordered_manifest_updates_to_what_a_fresh_extract_makes(tmp_path, monkeypatch, block_rows):
-    if block_rows:
-        _small_blocks(monkeypatch, block_rows)
+def test_a_reordered_manifest_updates_to_what_a_fresh_extract_makes(tmp_path):
     data = make_split_dataset(tmp_path / "d", counts={"train": 3})
     files = [f"train/{c}/{c}_{i:03d}.{'png' if i == 2 else 'jpg'}" for c in ("cat", "dog") for i in range(3)]
     manifest, out = tmp_path / "m.csv", tmp_path / "m.h5"
@@ -347,26 +325,16 @@ def test_assume_unchanged_without_a_cache_reads_everything(split_data, tmp_path)
     assert (cache.rows.size[0], cache.rows.mtime_ns[0]) == (stat.st_size, stat.st_mtime_ns)
 
 
-@pytest.mark.parametrize("helpers", [False, True])
-def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_path, monkeypatch, helpers):
-    from featcache.extraction import filestat
+def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_path, monkeypatch):
+    from featcache.extraction import dataset
 
-    if helpers:  # the files are stat-ed by helper processes, as past 20,000 files
-        monkeypatch.setattr(filestat, "PARALLEL_MIN", 1)
-    gone, real_start = split_data / "train" / "cat" / "cat_001.jpg", filestat.FileStats.start.__func__
+    gone, real_stat = split_data / "train" / "cat" / "cat_001.jpg", dataset.stat_files
 
-    def remove_then_stat(cls, *args, **kwargs):
+    def remove_then_stat(*args):
         gone.unlink(missing_ok=True)  # listed, not yet stat-ed
-        return real_start(cls, *args, **kwargs)
+        return real_stat(*args)
 
-    monkeypatch.setattr(filestat.FileStats, "start", classmethod(remove_then_stat))  # a listing held whole
-    real_submit = filestat.StatStream.submit
-
-    def remove_then_submit(self, *args):
-        gone.unlink(missing_ok=True)
-        return real_submit(self, *args)
-
-    monkeypatch.setattr(filestat.StatStream, "submit", remove_then_submit)  # a walk, a folder at a time
+    monkeypatch.setattr(run_module, "stat_files", remove_then_stat)
     result = _run(split_data, tmp_path / "c.h5")
     assert [(q.path, q.reason) for q in result.quarantine] == [
         ("train/cat/cat_001.jpg", "cannot read file: No such file or directory")
