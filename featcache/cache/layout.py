@@ -234,7 +234,7 @@ def read_cache(
     the per-row lists (``Cache.n_rows`` still counts them): what ``info`` and ``verify`` need at any size.
     With ``arrays`` the rows are numpy arrays, which read and compare fast by the million, and only the
     per-row ``columns`` are read (the others are left empty). With ``located=False`` the locations hold the
-    shard files only (``index`` and ``row`` None: see :func:`entry_blocks` and :func:`read_located`)."""
+    shard files only (``index`` and ``row`` None: see :func:`shard_index` and :func:`read_located`)."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
@@ -252,19 +252,6 @@ def read_columns(path: Path, columns: tuple) -> Rows:
     with open_h5(path) as h5:
         try:
             return _row_arrays(h5, columns)
-        except (KeyError, OSError, ValueError) as exc:
-            raise damaged(path, exc) from None
-
-
-def row_blocks(path: Path, columns: tuple, block_rows: int | None = None):
-    """(first row, :class:`Rows` of the per-row ``columns`` as arrays) for every block of ``block_rows`` rows
-    (default BLOCK_ROWS) of a cache, in order: a cache of any size read with one block in memory."""
-    path, block_rows = Path(path), block_rows or BLOCK_ROWS
-    with open_h5(path) as h5:
-        try:
-            n = len(h5[LABEL])
-            for start in range(0, n, block_rows):
-                yield start, _row_arrays(h5, columns, slice(start, start + block_rows))
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 
@@ -439,29 +426,19 @@ def read_located(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             raise damaged(Path(path), exc) from None
 
 
-def entry_blocks(path: Path, columns: tuple, block_rows: int):
-    """(first row, {name: array}) for every block of ``block_rows`` rows of a cache's ``columns`` (per-row
-    columns of ROW_COLUMNS as :func:`row_blocks` gives them, and INDEX and ROW, where each row's vector
-    lies), in order: what reading a cache of any size alongside a walk of its data folder takes."""
+def shard_index(path: Path) -> np.ndarray:
+    """The shard of each row of the cache at ``path`` (int32 (n,))."""
     path = Path(path)
     with open_h5(path) as h5:
         try:
-            data = {name: h5[SHARDS][name] if name in (INDEX, ROW) else h5[name] for name in columns}
-            n = len(h5[LABEL])
-            for start in range(0, n, block_rows):
-                block = {name: column[start : start + block_rows] for name, column in data.items()}
-                yield start, {name: bytes_column(v) if v.dtype.kind in "OS" else v for name, v in block.items()}
+            return h5[SHARDS][INDEX][:]
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 
 
 def shard_row_counts(path: Path, files: int) -> np.ndarray:
-    """How many rows of the cache at ``path`` lie in each of its ``files`` shards (int64 (files,)), its
-    shard column read a block at a time."""
-    counts = np.zeros(files, dtype=np.int64)
-    for _, block in entry_blocks(path, (INDEX,), CHUNK_ROWS):
-        counts += np.bincount(block[INDEX].astype(np.int64), minlength=files)[:files]
-    return counts
+    """How many rows of the cache at ``path`` lie in each of its ``files`` shards (int64 (files,))."""
+    return np.bincount(shard_index(path).astype(np.int64), minlength=files)[:files]
 
 
 def attr_value(value):
@@ -485,23 +462,45 @@ def read_fingerprint(path: Path) -> str | None:
 def write_cache(
     path, attrs, class_names, rows: Rows, locations: Locations, quarantine, views: Views | None = None, previous=None
 ) -> bool:
-    """Write the entry file of a cache whose vectors are in shards beside it (and its ``views``, if any),
-    then rename it over ``path``. With ``previous``, the attributes of the entry file there now, nothing
-    is written when the new file would hold the same (returns False)."""
+    """Write the entry file of a cache whose vectors are in shards beside it (and its ``views``, if any)
+    beside ``path``, then rename it over ``path``. With ``previous``, the attributes of the entry file there
+    now, nothing is written when the new file would hold the same (returns False)."""
+    import h5py
+
     path = Path(path)
     rows = _stored_form(rows)
     digest = content_digest(attrs, class_names, rows, locations, quarantine, views)
     if unchanged(previous, digest):
         return False  # the same content in the same format
-    widths = {PATH: rows.path.dtype.itemsize, SHA256: _itemsize(rows.sha256), SPLIT: rows.split.dtype.itemsize}
-    writer = EntryWriter(path, widths, len(rows), extra=(len(views) if views is not None else 0) * 32)
+    views_bytes = (len(views) if views is not None else 0) * 32
+    _check_space(path, len(rows) * 256 + len(path.name) * 4 + views_bytes + (64 << 10))
+    tmp = path.with_name(temporary_name(path, os.getpid()))
     try:
-        for start, block in _row_chunks(rows):
-            stop = start + len(block)
-            writer.add(block, locations.index[start:stop], locations.row[start:stop])
-        writer.finish(attrs, class_names, quarantine, locations, views)
-    finally:
-        writer.discard()
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
+            for name in (PATH, SHA256, SPLIT):
+                column = getattr(rows, name)
+                h5.create_dataset(name, data=column.view(h5py.string_dtype("utf-8", column.dtype.itemsize)))
+            h5.create_dataset(LABEL, data=rows.label)
+            h5.create_dataset(SIZE, data=rows.size)
+            h5.create_dataset(MTIME, data=rows.mtime_ns)
+            _write_locations(h5, locations, path.name + SHARDS_SUFFIX)
+            write_strings(h5, CLASS_NAMES, class_names)
+            q = h5.create_group(QUARANTINE)
+            write_strings(q, PATH, [e.path for e in quarantine])
+            write_strings(q, "reason", [e.reason for e in quarantine])
+            write_strings(q, SHA256, [e.sha256 for e in quarantine])
+            if views is not None:
+                _write_views(h5, views, path.name + VIEWS_SUFFIX)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
@@ -510,26 +509,12 @@ def unchanged(previous: dict | None, digest: str) -> bool:
     return previous is not None and previous.get("format_version") == FORMAT_VERSION and previous.get(CONTENT) == digest
 
 
-def _row_chunks(rows: Rows):
-    """(first row, :class:`Rows` of at most BLOCK_ROWS consecutive rows) covering ``rows`` (in stored form),
-    in order, as the content-hash column comes (in blocks, see :class:`ColumnBlocks`, or whole)."""
-    start = 0
-    for chunk in _chunks(rows.sha256):
-        for begin in range(0, len(chunk), BLOCK_ROWS):  # numbers become int64 a block at a time
-            part = chunk[begin : begin + BLOCK_ROWS]
-            stop = start + len(part)
-            columns = {name: getattr(rows, name)[start:stop] for name in ("path", "label", "split", "size", "mtime_ns")}
-            yield start, Rows(sha256=part, **columns)
-            start = stop
-
-
 def _stored_form(rows: Rows) -> Rows:
-    """``rows`` with each column as the entry file stores it: strings as fixed-width bytes, numbers as arrays
-    (a content-hash column given in blocks, see :class:`ColumnBlocks`, is left as it is)."""
+    """``rows`` with each column as the entry file stores it: strings as fixed-width bytes, numbers as arrays."""
     n = len(rows)
     return Rows(
         path=bytes_column(rows.path),
-        sha256=rows.sha256 if isinstance(rows.sha256, ColumnBlocks) else bytes_column(rows.sha256),
+        sha256=bytes_column(rows.sha256),
         label=np.asarray(rows.label, dtype=np.int32).reshape(n),
         split=bytes_column(rows.split),
         size=np.asarray(rows.size, dtype=np.int64).reshape(n),
@@ -537,201 +522,35 @@ def _stored_form(rows: Rows) -> Rows:
     )
 
 
-#: the per-row columns of an entry file as :class:`ContentDigest` and :class:`EntryWriter` take them:
-#: the names of :class:`Rows`, then the shard and row of each row's vector
-_DIGESTED = (PATH, SHA256, SPLIT, LABEL, SIZE, MTIME, INDEX, ROW)
-
-
-class ContentDigest:
-    """The digest of what an entry file holds (attribute ``content_sha256``), its rows taken a block at a
-    time: each per-row column is hashed on its own, strings as their lengths and bytes, numbers as int64,
-    so rows given in blocks of any size, and strings stored at any width, digest alike."""
-
-    def __init__(self):
-        self._hashes = {name: hashlib.sha256() for name in _DIGESTED}
-        self._lengths = {name: hashlib.sha256() for name in _DIGESTED}
-        self._counts = dict.fromkeys(_DIGESTED, 0)
-
-    def add_rows(self, rows: Rows, index, row) -> None:
-        """The next rows (:class:`Rows` of arrays, strings as fixed-width bytes) and where their vectors lie."""
-        for name in _DIGESTED[:6]:
-            self.add(name, getattr(rows, _ROWS_FIELD.get(name, name)))
-        self.add(INDEX, index)
-        self.add(ROW, row)
-
-    def add(self, name: str, values) -> None:
-        """The next values of the per-row column ``name``."""
-        values, digest = np.ascontiguousarray(values), self._hashes[name]
-        if values.dtype.kind == "S":  # the lengths and the bytes (without padding) as two streams
-            self._lengths[name].update(np.char.str_len(values).astype(np.int64).data)
-            raw = values.view(np.uint8)
-            digest.update(np.ascontiguousarray(raw[raw != 0]).data)
-        else:
-            digest.update(np.ascontiguousarray(values, dtype=np.int64).data)
-        self._counts[name] += len(values)
-
-    def hexdigest(self, attrs: dict, class_names, quarantine, locations: Locations, views: Views | None) -> str:
-        """The digest of the rows taken so far with the rest of an entry file: its attributes but when it
-        was written, class names, quarantine, the shards its rows lie in (``locations``, of which only the
-        files are read) and its ``views``."""
-        digest = hashlib.sha256()
-        kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
-        digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
-        for name in _DIGESTED:
-            hashes = f"{self._hashes[name].hexdigest()}:{self._lengths[name].hexdigest()}"
-            digest.update(f"{name}:{self._counts[name]}:{hashes}\0".encode())
-        texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine]), locations.files]
-        numbers = [locations.file_rows, locations.file_bytes, [locations.dim]]
-        if views is not None:
-            where = views.locations
-            texts += [where.files, [json.dumps(views.attrs, sort_keys=True, default=str)]]
-            numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim], views.row, views.view]
-        for column in texts:
-            digest.update(f"{len(column)}:".encode() + encode_name("\0".join(map(str, column))))
-        for column in numbers:
-            digest.update(f"{len(column)}:".encode())
-            for start in range(0, len(column), BLOCK_ROWS):  # as int64, a block at a time: no copy of it all
-                digest.update(np.ascontiguousarray(column[start : start + BLOCK_ROWS], dtype=np.int64).data)
-        return digest.hexdigest()
-
-
-_ROWS_FIELD = {MTIME: "mtime_ns"}
-
-
 def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, quarantine, views) -> str:
     """sha256 of everything an entry file holds except when it was written (``updated_at``); ``rows`` in
-    stored form (see :func:`_stored_form`)."""
-    digest = ContentDigest()
-    for start, block in _row_chunks(rows):
-        stop = start + len(block)
-        digest.add_rows(block, locations.index[start:stop], locations.row[start:stop])
-    return digest.hexdigest(attrs, class_names, quarantine, locations, views)
-
-
-class EntryWriter:
-    """A new entry file for the cache ``path``, its rows written a block at a time (:meth:`add`) and its
-    content digest taken as they come, then completed and renamed over ``path`` (:meth:`finish`).
-
-    ``widths`` are the widths of the string columns (PATH, SHA256, SPLIT; longer values are refused);
-    with ``rows`` the number of rows is known and the columns are laid out whole, else they grow a chunk
-    at a time (chunks of at most CHUNK_ROWS rows, and of ``expected`` rows when fewer). ``write=False``
-    takes the digest only: what tells an update that would write the same content."""
-
-    def __init__(self, path: Path, widths: dict, rows: int | None = None, expected: int = 0, extra: int = 0,
-                 write: bool = True):  # fmt: skip
-        self.path, self.widths, self.digest, self.rows = Path(path), widths, ContentDigest(), 0
-        self._runs: list[list[int]] = []  # [first row, stop, shard, its first row] of consecutive shard rows
-        self._h5, self._tmp, self._data = None, None, {}
-        if write:
-            size = rows if rows is not None else expected
-            _check_space(self.path, size * 256 + len(self.path.name) * 4 + extra + (64 << 10))
-            self._tmp = self.path.with_name(temporary_name(self.path, os.getpid()))
-            try:
-                self._open(rows, expected)
-            except (OSError, RuntimeError) as exc:
-                self.discard()
-                raise write_error(self.path, exc) from None
-
-    def _open(self, rows: int | None, expected: int) -> None:
-        import h5py
-
-        self._h5 = h5py.File(self._tmp, "w")
-        dtypes = {LABEL: np.int32, SIZE: np.int64, MTIME: np.int64, INDEX: np.int32, ROW: np.int64}
-        dtypes |= {name: h5py.string_dtype("utf-8", max(width, 1)) for name, width in self.widths.items()}
-        shards = self._h5.create_group(SHARDS)
-        for name in _DIGESTED:
-            group, dtype = (shards if name in (INDEX, ROW) else self._h5), dtypes[name]
-            if rows is not None:
-                self._data[name] = group.create_dataset(name, shape=(rows,), dtype=dtype)
-            else:
-                # rows come in order: HDF5 keeps the one chunk being filled, written whole once it is left
-                chunk = max(1, min(CHUNK_ROWS, expected))
-                self._data[name] = group.create_dataset(
-                    name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype,
-                    rdcc_nbytes=chunk * np.dtype(dtype).itemsize, rdcc_w0=1.0,
-                )  # fmt: skip
-
-    def add(self, rows: Rows, index, row) -> None:
-        """The next rows (:class:`Rows` of arrays, strings as bytes no wider than ``widths``), and the shard
-        (index into the files given to :meth:`finish`) and row there of each one's vector."""
-        index, row = np.asarray(index, dtype=np.int32), np.asarray(row, dtype=np.int64)
-        self.digest.add_rows(rows, index, row)
-        start, stop = self.rows, self.rows + len(index)
-        self._note_runs(start, index, row)
-        self.rows = stop
-        if self._h5 is None or start == stop:
-            return
-        try:
-            for name in _DIGESTED:
-                values = index if name == INDEX else row if name == ROW else getattr(rows, _ROWS_FIELD.get(name, name))
-                data = self._data[name]
-                if data.maxshape[0] is None:
-                    data.resize((stop,))
-                if name in self.widths:
-                    values = np.asarray(values).astype(f"S{max(self.widths[name], 1)}").view(data.dtype)
-                data[start:stop] = values
-        except (OSError, RuntimeError) as exc:
-            raise write_error(self.path, exc) from None
-
-    def _note_runs(self, start: int, index: np.ndarray, row: np.ndarray) -> None:
-        for begin, end in _runs(index, row):
-            shard, first = int(index[begin]), int(row[begin])
-            last = self._runs[-1] if self._runs else None
-            if (
-                last is not None
-                and last[1] == start + begin
-                and last[2] == shard
-                and last[3] + last[1] - last[0] == first
-            ):
-                last[1] = start + end
-            else:
-                self._runs.append([start + begin, start + end, shard, first])
-
-    def finish(self, attrs: dict, class_names, quarantine, locations: Locations, views: Views | None = None) -> str:
-        """Complete the file with the rest of it (``locations``' files, rows, bytes and dim; its per-row
-        arrays are not read) and rename it over ``path``; the content digest. Without a file (``write``
-        False), only the digest."""
-        digest = self.digest.hexdigest(attrs, class_names, quarantine, locations, views)
-        if self._h5 is None:
-            return digest
-        try:
-            h5 = self._h5
-            h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
-            _write_shard_files(h5[SHARDS], locations)
-            _virtual_features(h5, self.rows, locations, self._runs, self.path.name + SHARDS_SUFFIX)
-            write_strings(h5, CLASS_NAMES, class_names)
-            q = h5.create_group(QUARANTINE)
-            write_strings(q, PATH, [e.path for e in quarantine])
-            write_strings(q, "reason", [e.reason for e in quarantine])
-            write_strings(q, SHA256, [e.sha256 for e in quarantine])
-            if views is not None:
-                _write_views(h5, views, self.path.name + VIEWS_SUFFIX)
-            self._h5 = None
-            h5.close()
-            _fsync(self._tmp)
-            os.replace(self._tmp, self.path)
-            self._tmp = None
-            _fsync(self.path.parent)
-        except (OSError, RuntimeError) as exc:  # h5py reports failed flushes as RuntimeError
-            self.discard()
-            raise write_error(self.path, exc) from None
-        return digest
-
-    def discard(self) -> None:
-        """Delete the unfinished file (nothing of ``path`` is touched); after :meth:`finish`, nothing to do."""
-        if self._h5 is not None:
-            try:
-                self._h5.close()
-            except (OSError, RuntimeError):
-                pass
-            self._h5 = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
-
-
-#: rows of a chunk of an entry file's columns when they are written without knowing how many rows come
-CHUNK_ROWS = 1 << 13
+    stored form (see :func:`_stored_form`). Each per-row column is hashed on its own, strings as their
+    lengths and their bytes without padding, numbers as int64, so strings stored at any width digest alike."""
+    digest = hashlib.sha256()
+    kept = {k: v for k, v in attrs.items() if k not in ("updated_at", CONTENT, "format", "format_version")}
+    digest.update(json.dumps([FORMAT_VERSION, kept], sort_keys=True, default=str).encode())
+    per_row = {PATH: rows.path, SHA256: rows.sha256, SPLIT: rows.split, LABEL: rows.label, SIZE: rows.size,
+               MTIME: rows.mtime_ns, INDEX: locations.index, ROW: locations.row}  # fmt: skip
+    for name, values in per_row.items():
+        values, lengths, content = np.ascontiguousarray(values), hashlib.sha256(), hashlib.sha256()
+        if values.dtype.kind == "S":
+            lengths.update(np.char.str_len(values).astype(np.int64).data)
+            raw = values.view(np.uint8)
+            content.update(np.ascontiguousarray(raw[raw != 0]).data)
+        else:
+            content.update(np.ascontiguousarray(values, dtype=np.int64).data)
+        digest.update(f"{name}:{len(values)}:{content.hexdigest()}:{lengths.hexdigest()}\0".encode())
+    texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine]), locations.files]
+    numbers = [locations.file_rows, locations.file_bytes, [locations.dim]]
+    if views is not None:
+        where = views.locations
+        texts += [where.files, [json.dumps(views.attrs, sort_keys=True, default=str)]]
+        numbers += [where.file_rows, where.file_bytes, where.index, where.row, [where.dim], views.row, views.view]
+    for column in texts:
+        digest.update(f"{len(column)}:".encode() + encode_name("\0".join(map(str, column))))
+    for column in numbers:
+        digest.update(f"{len(column)}:".encode() + np.ascontiguousarray(column, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def temporary_name(path: Path, pid: int | str = "") -> str:
@@ -744,29 +563,6 @@ def _check_space(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if free < needed:
         raise write_error(path, OSError(errno.ENOSPC, f"{free} bytes free, about {needed} needed"))
-
-
-class ColumnBlocks:
-    """A per-row string column of a cache being written that is made a block of rows at a time instead of
-    held whole (the content hashes of an update, most of them read from the entry file being replaced):
-    ``len()`` rows, fixed-width bytes of ``itemsize``, yielded by :meth:`blocks` in row order."""
-
-    itemsize: int
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def blocks(self):
-        """Arrays of dtype ``S<itemsize>`` of consecutive rows, together every row once, in order."""
-        raise NotImplementedError
-
-
-def _itemsize(column) -> int:
-    return column.itemsize if isinstance(column, ColumnBlocks) else column.dtype.itemsize
-
-
-def _chunks(column):
-    return column.blocks() if isinstance(column, ColumnBlocks) else [column]
 
 
 def _write_views(h5, views: Views, folder: str) -> None:

@@ -20,7 +20,6 @@ import numpy as np
 from featcache.cache.keys import KeyIndex, StoredKeys
 from featcache.cache.layout import (
     FEATURES,
-    INDEX,
     SHA256,
     Cache,
     ColumnReader,
@@ -29,10 +28,10 @@ from featcache.cache.layout import (
     attr_value,
     bytes_column,
     decode_strings,
-    entry_blocks,
     open_h5,
     read_cache,
     read_located,
+    shard_index,
     shard_row_counts,
     shards_dir,
     temporary_name,
@@ -220,9 +219,7 @@ class VectorPool:
             return source >= 0
         keep = None
         if (source < 0).any():  # the rows of the shards lost, left out of the index
-            keep = np.concatenate(
-                [(source >= 0)[block[INDEX]] for _, block in entry_blocks(cache_path, (INDEX,), KEY_BLOCK_ROWS)]
-            )
+            keep = (source >= 0)[shard_index(cache_path)]
         self._cache = CacheRows(Path(cache_path), keep, source, loc)
         return source >= 0
 

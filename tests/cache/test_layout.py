@@ -136,30 +136,3 @@ def test_a_column_reads_by_blocks_and_rows_as_plain_h5py_does(tmp_path, monkeypa
     column.close()
     with pytest.raises(CacheError, match="is damaged"):
         list(layout.ColumnReader(path, "no-such-column").blocks())
-
-
-class _Blocks(layout.ColumnBlocks):
-    """A column handed to write_cache a few rows at a time."""
-
-    def __init__(self, values, block: int):
-        self.values, self.block, self.itemsize = np.array(values, dtype="S64"), block, 64
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def blocks(self):
-        for start in range(0, len(self.values), self.block):
-            yield self.values[start : start + self.block]
-
-
-def test_a_hash_column_given_in_blocks_is_written_as_the_same_column_held_whole(tmp_path):
-    rows = _rows(5)
-    vectors = {sha: np.full(3, i, np.float32) for i, sha in enumerate(rows.sha256)}
-    whole, blocks = tmp_path / "whole.h5", tmp_path / "blocks.h5"
-    write_cache(whole, {"fingerprint": "f"}, ["c0", "c1"], rows, _located(whole, rows, vectors), [])
-    given = Rows(**{**vars(rows), "sha256": _Blocks(rows.sha256, block=2)})
-    write_cache(blocks, {"fingerprint": "f"}, ["c0", "c1"], given, _located(blocks, rows, vectors), [])
-    assert read_cache(blocks).rows == read_cache(whole).rows == rows
-    with h5py.File(whole) as a, h5py.File(blocks) as b:
-        assert a["sha256"].dtype == b["sha256"].dtype and a["sha256"][:].tolist() == b["sha256"][:].tolist()
-        assert a.attrs["content_sha256"] == b.attrs["content_sha256"]  # the same content: a rerun writes nothing
