@@ -125,6 +125,7 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
     splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
     tag = identity(config, splits.fingerprint)
     (out / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out / RUNS_FOLDER)
     groups = groups_of(config, splits.feature_dim, len(splits.class_names))
     todo = [g for g in groups if _committed(out, g, tag) is None]
     trained = sum(len(g.branches) for g in todo)
@@ -229,6 +230,25 @@ def commit(out: Path, group: Group, tag: str, runs: list[dict]) -> list[dict]:
     tmp.write_text(json.dumps({"identity": tag, "seed": group.seed, "inner": group.inner, "runs": runs}))
     os.replace(tmp, path)
     return runs
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the result files that sweeps killed before their rename left half-written (``commit``'s
+    temporaries of processes no longer running; a sweep running beside this one keeps its own)."""
+    for path in folder.glob(".*.json.tmp-*"):
+        pid = path.name.rpartition("-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _committed(out: Path, group: Group, tag: str) -> list[dict] | None:

@@ -111,6 +111,18 @@ def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_pa
     assert len(list(runs.glob("*.json"))) == groups and not list(runs.glob(".*"))
 
 
+def test_a_sweep_killed_before_its_rename_leaves_no_temporary_after_a_rerun(cache, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--lr", "0.01", "--inner", "0,8", "--dropout", "0", "--seeds", "1", "--epochs", "2"]
+    command = [sys.executable, "-m", "featcache", "sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args]
+    kill_at(command, "os.rename", r"/runs/\.[^/]*\.json\.tmp-\d+$", nth=1, timeout=300)
+    runs = out / "runs"
+    assert len(list(runs.glob(".*.json.tmp-*"))) == 1  # written, not yet renamed
+    result = CliRunner().invoke(main, ["sweep", str(cache), "-o", str(out), "--jobs", "1", "-q", *args])
+    assert result.exit_code == 0, result.output
+    assert len(list(runs.glob("*.json"))) == 2 and not list(runs.glob(".*"))
+
+
 def test_two_jobs_give_the_same_runs_as_one(cache, tmp_path, swept):
     result, _ = swept
     grid = {**GRID, "lr": (0.1,), "seeds": 2}
