@@ -10,7 +10,6 @@ from pathlib import Path
 from featcache.backbones.registry import BACKBONE_NAMES as BACKBONES
 from featcache.backbones.registry import REGISTRY
 from featcache.errors import ConfigError
-from featcache.hashing import bytes_sha256
 from featcache.images import INTERPOLATIONS, PreprocessSpec
 
 DEFAULT_CACHE = Path("cache") / "features.h5"
@@ -131,28 +130,6 @@ def check_out_folder(out: Path) -> None:
     check_out_file(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-
-
-#: the characters a name read from a cache or head keeps in a file name; any other becomes ``_``
-NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]")
-#: the longest file name component made from such a name (its hash suffix included)
-NAME_LENGTH = 80
-
-
-def file_component(name: str) -> str:
-    """``name`` (a backbone, class or model name read from a cache, manifest or head) as one safe file name.
-
-    A name of letters, digits and ``._+-`` that does not start with a dot and fits NAME_LENGTH
-    is kept as it is. Any other (``/``, ``\\``, NUL, ``..``, empty, too long) has each other
-    character replaced by ``_``, leading dots dropped, is cut short, and gets ``-`` and 8 hex
-    digits of its sha256, so two names that had to change stay two names.
-    """
-    name = str(name)
-    kept = NAME_CHARACTERS.sub("_", name).lstrip(".")
-    if name and kept == name and len(name) <= NAME_LENGTH:
-        return name
-    digest = bytes_sha256(name.encode("utf-8", "surrogatepass"))[:8]
-    return f"{kept[: NAME_LENGTH - 9]}-{digest}" if kept else f"_-{digest}"
 
 
 def check_int(name: str, value: int, minimum: int, hint: str) -> None:

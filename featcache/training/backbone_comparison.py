@@ -18,7 +18,8 @@ import numpy as np
 
 from featcache.cache.layout import SPLITS
 from featcache.cache.reader import read_row_index, read_sha256
-from featcache.config import HeadConfig, file_component
+from featcache.config import HeadConfig
+from featcache.names import file_component
 from featcache.training import plots
 from featcache.training.comparison import KERAS, LOGISTIC, compare
 

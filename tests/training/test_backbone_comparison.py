@@ -13,7 +13,7 @@ from PIL import Image
 from featcache.api import extract
 from featcache.cache.layout import read_cache
 from featcache.cli import main
-from featcache.config import NAME_LENGTH, file_component
+from featcache.names import NAME_LENGTH, file_component
 from tests.support import FakeBackbone, make_split_dataset, write_image
 
 
