@@ -478,20 +478,7 @@ def write_cache(
     try:
         with h5py.File(tmp, "w") as h5:
             h5.attrs.update({**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, CONTENT: digest})
-            for name in (PATH, SHA256, SPLIT):
-                column = getattr(rows, name)
-                h5.create_dataset(name, data=column.view(h5py.string_dtype("utf-8", column.dtype.itemsize)))
-            h5.create_dataset(LABEL, data=rows.label)
-            h5.create_dataset(SIZE, data=rows.size)
-            h5.create_dataset(MTIME, data=rows.mtime_ns)
-            _write_locations(h5, locations, path.name + SHARDS_SUFFIX)
-            write_strings(h5, CLASS_NAMES, class_names)
-            q = h5.create_group(QUARANTINE)
-            write_strings(q, PATH, [e.path for e in quarantine])
-            write_strings(q, "reason", [e.reason for e in quarantine])
-            write_strings(q, SHA256, [e.sha256 for e in quarantine])
-            if views is not None:
-                _write_views(h5, views, path.name + VIEWS_SUFFIX)
+            _write_entry(h5, path.name, class_names, rows, locations, quarantine, views)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
@@ -502,6 +489,27 @@ def write_cache(
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+def _write_entry(h5, name: str, class_names, rows: Rows, locations: Locations, quarantine, views) -> None:
+    """The datasets of the entry file ``name``: rows (in stored form), where their vectors lie, class names,
+    quarantine and views."""
+    import h5py
+
+    for column_name in (PATH, SHA256, SPLIT):
+        column = getattr(rows, column_name)
+        h5.create_dataset(column_name, data=column.view(h5py.string_dtype("utf-8", column.dtype.itemsize)))
+    h5.create_dataset(LABEL, data=rows.label)
+    h5.create_dataset(SIZE, data=rows.size)
+    h5.create_dataset(MTIME, data=rows.mtime_ns)
+    _write_locations(h5, locations, name + SHARDS_SUFFIX)
+    write_strings(h5, CLASS_NAMES, class_names)
+    q = h5.create_group(QUARANTINE)
+    write_strings(q, PATH, [e.path for e in quarantine])
+    write_strings(q, "reason", [e.reason for e in quarantine])
+    write_strings(q, SHA256, [e.sha256 for e in quarantine])
+    if views is not None:
+        _write_views(h5, views, name + VIEWS_SUFFIX)
 
 
 def unchanged(previous: dict | None, digest: str) -> bool:

@@ -135,11 +135,8 @@ def extract(config: ExtractConfig, backbone=None, progress: bool = False) -> Ext
 
 
 def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress) -> ExtractResult:
-    """Compute what the cache lacks, write the new entry file, delete shards it no longer uses.
-
-    The existing cache's paths, sizes, times and content hashes are read whole (about 100 bytes a row, its
-    vectors stay in their shards) and matched against the listing by sorting, so every input (walked
-    folders, a manifest, views) takes this one path."""
+    """Compute what the cache lacks, write the new entry file, delete shards it no longer uses: for every
+    input (walked folders, a manifest, views), the cache's row metadata read whole and matched by sorting."""
     fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
     with paused_gc():
         pool, old, at_hand = _open_pool(config, fingerprint, fields)
@@ -157,8 +154,7 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress)
         pool.add_shards(folder, fingerprint)
         old_views = _old_views(config, old, stored)
         with paused_gc():
-            computed_hashes = [computed.hashes.get(item.sample.relpath, "") for item in new]
-            hashes = _row_hashes(listing.reused_row, stored, computed_hashes)
+            hashes = _row_hashes(listing.reused_row, stored, [computed.hashes.get(f.sample.relpath, "") for f in new])
             rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
