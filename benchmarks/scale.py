@@ -84,14 +84,24 @@ class ScaleRun:
         self.setup[name] = round(time.perf_counter() - start, 1)
         log.info("setup: %s in %.1f s", name, self.setup[name])
 
-    def op(self, name: str, rows: int | None, *args: str, keep: bool = True) -> dict | None:
-        """Run ``benchmarks.scale_op ARGS`` in a fresh process; its figures (kept in ``operations`` when ``keep``),
-        or None (and a note) when it failed."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    def op(self, name: str, rows: int | None, *args: str, keep: bool = True, tree: Path = ROOT) -> dict | None:
+        """Run ``benchmarks.scale_op ARGS`` in a fresh process that imports featcache (and benchmarks) from the
+        source tree ``tree``; see :meth:`measure`. Run from a folder without a featcache package (as the work
+        folder), or ``python -m`` finds the one in the current folder first."""
+        return self.measure(name, rows, w.module_command("scale_op", *args), self.env(tree), keep)
+
+    def env(self, tree: Path = ROOT) -> dict[str, str]:
+        """A measured process's environment: ``tree`` first on the Python path, temporary files in the work folder."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env["TMPDIR"] = str(self.work / "tmp")  # what TensorFlow and featcache leave there goes with the work folder
+        return env
+
+    def measure(self, name: str, rows: int | None, command: list[str], env: dict, keep: bool = True) -> dict | None:
+        """Run ``command``, whose last line of stdout is JSON with at least ``seconds`` and ``vm_hwm_mb``; its figures
+        (kept in ``operations`` when ``keep``), or None (and a note) when it failed."""
         with w.OthersMeter() as meter:
-            done = w.run_process(w.module_command("scale_op", *args), self.work, env)
+            done = w.run_process(command, self.work, env)
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             self.notes.append(f"{name} on {rows or 0:,} rows failed: {tail}")
