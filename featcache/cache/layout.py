@@ -300,52 +300,6 @@ def picked(data, idx: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-class ColumnReader:
-    """One per-row string column of an entry file (``sha256``, ``path``), as fixed-width bytes: a block of
-    BLOCK_ROWS rows at a time, or given rows. The file is opened on first use and stays open until
-    :meth:`close` (lookups of a row at a time stay cheap)."""
-
-    def __init__(self, path: Path, name: str, block_rows: int | None = None):
-        self.path, self.name, self._h5 = Path(path), name, None
-        self.block_rows = block_rows
-
-    def __len__(self) -> int:
-        return len(self._data())
-
-    def blocks(self):
-        """(first row, rows) of every block of the column (``block_rows`` rows, default BLOCK_ROWS), in order."""
-        data, step = self._data(), self.block_rows or BLOCK_ROWS
-        for start in range(0, len(data), step):
-            yield start, self._read(data, slice(start, start + step))
-
-    def rows(self, idx: np.ndarray) -> np.ndarray:
-        """The values of the rows ``idx`` (any order, repeats allowed; increasing is read as it is)."""
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        if np.all(idx[1:] > idx[:-1]):
-            return self._read(self._data(), idx)
-        distinct, inverse = np.unique(idx, return_inverse=True)  # HDF5 reads increasing rows only
-        return self._read(self._data(), distinct)[inverse]
-
-    def close(self) -> None:
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
-
-    def _data(self):
-        if self._h5 is None:
-            self._h5 = open_h5(self.path)
-        try:
-            return self._h5[self.name]
-        except KeyError as exc:
-            raise damaged(self.path, exc) from None
-
-    def _read(self, data, at) -> np.ndarray:
-        try:
-            return bytes_column(data[at] if isinstance(at, slice) else picked(data, at))
-        except (KeyError, OSError, ValueError) as exc:
-            raise damaged(self.path, exc) from None
-
-
 def damaged(path: Path, exc: Exception) -> CacheError:
     """The error for an entry file that cannot be read as its layout says."""
     return CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite")

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.keys import KeyIndex, StoredKeys
 from featcache.cache.layout import (
     FEATURES,
     SHA256,
     Cache,
-    ColumnReader,
     Locations,
     Views,
     attr_value,
@@ -30,8 +28,7 @@ from featcache.cache.layout import (
     decode_strings,
     open_h5,
     read_cache,
-    read_located,
-    shard_index,
+    read_columns,
     shard_row_counts,
     shards_dir,
     temporary_name,
@@ -49,10 +46,6 @@ SHARD_Q_SHA256, SHARD_Q_REASON = "quarantine_sha256", "quarantine_reason"
 LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 #: the most rows one shard gets when vectors are copied (upgrade, compact): 64 MB at 2048-d
 COPY_ROWS = 8192
-#: content hashes read at once to index an existing cache's (1 MB of them)
-KEY_BLOCK_ROWS = 1 << 14
-#: rows whose locations :func:`joined_locations` makes at once
-JOIN_ROWS = 1 << 16
 
 
 def view_key(sha256: str | bytes, view: int) -> str:
@@ -148,21 +141,19 @@ class ShardWriter:
 
 
 class VectorPool:
-    """Where the vector of each content hash can be read: shards, or the file of a format-1 cache.
+    """Where the vector of each content hash (or view key) can be read: a source file (a shard, or the file
+    of a format-1 cache) and a row in it.
 
-    The rows of an existing cache are found through :class:`CacheRows` (their hashes stay in its entry
-    file); every other content hash (shards of unfinished runs, vectors computed or copied in this run)
-    has an entry: a source file and a row in it, kept as numpy columns and found through a
-    :class:`KeyIndex`. Indexing and locating millions of rows costs a few array operations, not a
-    Python object per row.
+    Keys come in chunks of numpy columns (an existing cache's content hashes, the rows of a shard, vectors
+    copied in this run) and are joined and sorted on the first lookup after a change; a lookup is a binary
+    search (``searchsorted``). A key keeps its first entry (an existing cache's row first of all) unless a
+    later one was added with ``replace``.
     """
 
     def __init__(self, max_open: int = 32):
-        self._id = KeyIndex()  # sha256 (or view key) -> entry
-        self._source: list[np.ndarray] = []  # per entry: index into _sources (chunks, joined on demand)
-        self._row: list[np.ndarray] = []  # per entry: row in that source
-        self._wins: list[np.ndarray] = []  # per entry: it was added to replace where the hash lay before
-        self._cache: CacheRows | None = None
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = []  # keys, source, row, replace
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # the chunks joined
+        self._cache_rows: tuple[np.ndarray, np.ndarray] | None = None  # per existing-cache row: source, row
         self._sources: list[Path] = []
         self._source_rows: list[int] = []
         self.quarantine: dict[str, str] = {}
@@ -171,21 +162,21 @@ class VectorPool:
         self._handles: OrderedDict[Path, object] = OrderedDict()
         self._max_open = max_open
 
-    def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._id or (self._cache is not None and sha256 in self._cache.keys)
+    def __contains__(self, key) -> bool:
+        return bool(self.find([key])[0][0] >= 0)
 
     def __len__(self) -> int:
-        """Entries: content hashes, an existing cache's counted once per row it reuses."""
-        return len(self._id) + (len(self._cache.keys) if self._cache is not None else 0)
+        """Entries: keys, an existing cache's counted once per row it reuses."""
+        return sum(len(keys) for keys, *_ in self._chunks)
 
-    def hashes(self) -> list[str]:
-        """Every content hash the pool holds a vector of."""
-        return self._id.keys() + (self._cache.keys.keys() if self._cache is not None else [])
+    def keys(self) -> np.ndarray:
+        """Every key the pool holds a vector of (fixed-width bytes, sorted, each once)."""
+        return np.unique(self._joined()[0])
 
-    def add_cache(self, cache_path: Path, cache: Cache | None = None) -> np.ndarray:
-        """Index the rows and quarantine of an existing cache (``cache``, its metadata when already read, saves
-        reading it again); rows of missing or damaged shards are left out. Which rows were indexed, bool (n,).
-        The rows' content hashes are read a block at a time and left in the file."""
+    def add_cache(self, cache_path: Path, cache: Cache | None = None, sha256s=None) -> np.ndarray:
+        """Index the rows and quarantine of an existing cache (``cache``, its metadata, and ``sha256s``, its rows'
+        content hashes, save reading them again); rows of missing or damaged shards are left out. Which rows
+        were indexed, bool (n,)."""
         if cache is None:
             cache = read_cache(cache_path, with_vectors=False, with_rows=False)
         for entry in cache.quarantine:
@@ -193,50 +184,33 @@ class VectorPool:
                 self.quarantine.setdefault(entry.sha256, entry.reason)
         if not cache.n_rows:
             return np.zeros(0, dtype=bool)
+        if sha256s is None:
+            sha256s = read_columns(cache_path, (SHA256,)).sha256
         loc = cache.locations
         if loc is None:  # format 1: the vectors are in the cache file itself
             with open_h5(cache_path, chunk_cache=True) as h5:
                 self.dim = int(h5[FEATURES].shape[1])
-            source = np.array([self._source_id(Path(cache_path), cache.n_rows)])
-            intact = np.ones(cache.n_rows, dtype=bool)
+            source = np.full(cache.n_rows, self._source_id(Path(cache_path), cache.n_rows), dtype=np.int64)
+            row = np.arange(cache.n_rows, dtype=np.int64)
         else:
             self.dim = loc.dim
-            source = self._intact_sources(shards_dir(cache_path), loc)
-            intact = (source >= 0)[loc.index]
-        self._cache = CacheRows(Path(cache_path), None if intact.all() else intact, source, loc)
+            source, row = self._intact_sources(shards_dir(cache_path), loc)[loc.index], np.asarray(loc.row)
+        intact = source >= 0
+        self._cache_rows = (source, row)
+        kept = slice(None) if intact.all() else intact
+        self._add(bytes_column(sha256s)[kept], source[kept], row[kept])
         return intact
-
-    def add_cache_shards(self, cache_path: Path, cache: Cache) -> np.ndarray:
-        """As :meth:`add_cache` for a cache read without its rows' locations (``read_cache(located=False)``):
-        which of its shards are intact, bool (s,); where its rows lie is read when asked."""
-        for entry in cache.quarantine:
-            if entry.sha256:
-                self.quarantine.setdefault(entry.sha256, entry.reason)
-        loc = cache.locations
-        self.dim = loc.dim
-        source = self._intact_sources(shards_dir(cache_path), loc)
-        if not cache.n_rows:
-            return source >= 0
-        keep = None
-        if (source < 0).any():  # the rows of the shards lost, left out of the index
-            keep = (source >= 0)[shard_index(cache_path)]
-        self._cache = CacheRows(Path(cache_path), keep, source, loc)
-        return source >= 0
-
-    def index_cache_keys(self) -> None:
-        """Index the existing cache's content hashes now (else on the first lookup): an update that adds files
-        has it done while their sizes are still being read; one that adds none never needs it."""
-        if self._cache is not None:
-            self._cache.keys  # noqa: B018 (made on first use)
 
     def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
         """Index the augmented views of an existing cache by :func:`view_key`; ``sha256s`` are the content
         hashes of its rows. Views in missing or damaged shards are left out."""
         if not len(views):
             return
-        keys = [view_key(sha256s[r], v) for r, v in zip(views.row.tolist(), views.view.tolist())]
+        keys = bytes_column([view_key(sha256s[r], v) for r, v in zip(views.row.tolist(), views.view.tolist())])
         self.dim = views.locations.dim
-        self._add_located(views_folder(cache_path), keys, views.locations)
+        source = self._intact_sources(views_folder(cache_path), views.locations)[views.locations.index]
+        kept = source >= 0
+        self._add(keys[kept], source[kept], np.asarray(views.locations.row, dtype=np.int64)[kept])
 
     def _intact_sources(self, folder: Path, loc: Locations) -> np.ndarray:
         """The source id of each shard of ``loc``, -1 for a missing or damaged one."""
@@ -249,61 +223,48 @@ class VectorPool:
                 log.warning("shard %s is missing or damaged; its rows will be computed again", name)
         return ids
 
-    def _add_located(self, folder: Path, shas, loc: Locations) -> np.ndarray:
-        source = self._intact_sources(folder, loc)[np.asarray(loc.index, dtype=np.int64)]
-        intact = source >= 0
-        keep = np.flatnonzero(intact)
-        kept = shas if len(keep) == len(shas) else bytes_column(shas)[keep]
-        self._add(kept, source[keep], np.asarray(loc.row, dtype=np.int64)[keep])
-        return intact
-
     def _source_id(self, path: Path, rows: int) -> int:
         self._sources.append(path)
         self._source_rows.append(rows)
         return len(self._sources) - 1
 
-    def _add(self, shas, source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
-        """New entries for ``shas``; a hash keeps its first entry (an existing cache's row first of all)
-        unless ``replace``."""
-        first = self._entries()
-        self._source.append(source)
-        self._row.append(row)
-        self._wins.append(np.full(len(row), replace))
-        self._id.add(shas, np.arange(first, first + len(shas), dtype=np.int64), replace)
+    def _add(self, keys, source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
+        """Entries for ``keys``: a key keeps its first entry unless ``replace``."""
+        self._chunks.append((bytes_column(keys), source, row, replace))
+        self._table = None
 
-    def _entries(self) -> int:
-        return sum(len(chunk) for chunk in self._row)
-
-    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Source, row and whether it replaces, of every entry, joined into one chunk each."""
-        if len(self._row) != 1:
-            self._source = [np.concatenate(self._source or [np.zeros(0, np.int64)])]
-            self._row = [np.concatenate(self._row or [np.zeros(0, np.int64)])]
-            self._wins = [np.concatenate(self._wins or [np.zeros(0, bool)])]
-        return self._source[0], self._row[0], self._wins[0]
-
-    def _where(self, sha256s) -> tuple[np.ndarray, np.ndarray]:
-        """Source index and row of each of ``sha256s`` (all known)."""
-        keys = bytes_column(sha256s)
-        ids = self._id.find(keys)
-        source, row, wins = self._columns()
-        found, hit = ids >= 0, ids[ids >= 0]
-        where_source, where_row = np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
-        where_source[found], where_row[found] = source[hit], row[hit]
-        if self._cache is not None and len(keys):  # (no key asked: the cache's hashes need no index)
-            replaced = np.zeros(len(keys), dtype=bool)
-            replaced[found] = wins[hit]
-            if replaced.any():  # a replacing entry wins over the cache's row: the cache is not asked
-                cached = np.full(len(keys), -1, dtype=np.int64)
-                ask = np.flatnonzero(~replaced)
-                cached[ask] = self._cache.keys.find(keys[ask])
+    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Keys, source and row of every entry, the chunks that replace first (latest first), and the order
+        that sorts the keys (stable, so a key's winning entry comes first among its equals)."""
+        if self._table is None:
+            chunks = [c for c in reversed(self._chunks) if c[3]] + [c for c in self._chunks if not c[3]]
+            if len(chunks) == 1:  # (an existing cache's hashes alone: not copied)
+                keys, source, row, _ = chunks[0]
             else:
-                cached = self._cache.keys.find(keys)
-            use = cached >= 0
-            where_source[use], where_row[use] = self._cache.where(cached[use])
-        if len(keys) and where_source.min() < 0:
-            raise KeyError(f"{int(np.count_nonzero(where_source < 0))} content hash(es) not in the pool")
-        return where_source, where_row
+                keys, source, row = (
+                    np.concatenate([c[i] for c in chunks] or [np.zeros(0, dtype)])
+                    for i, dtype in ((0, "S1"), (1, np.int64), (2, np.int64))
+                )
+            self._table = (keys, source, row, np.argsort(keys, kind="stable"))
+        return self._table
+
+    def find(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """The source id and row of each of ``keys`` (int64 (n,) each; -1 where unknown)."""
+        keys = bytes_column(keys)
+        stored, source, row, order = self._joined()
+        found = np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
+        if len(stored) and len(keys):
+            at = order[np.minimum(np.searchsorted(stored, keys, sorter=order), len(order) - 1)]
+            hit = stored[at] == keys
+            found[0][hit], found[1][hit] = source[at[hit]], row[at[hit]]
+        return found
+
+    def _where(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """Source id and row of each of ``keys`` (all known)."""
+        source, row = self.find(keys)
+        if len(source) and source.min() < 0:
+            raise KeyError(f"{int(np.count_nonzero(source < 0))} content hash(es) not in the pool")
+        return source, row
 
     def add_shards(self, directory: Path, fingerprint: str) -> int:
         """Index the shards of ``fingerprint`` not indexed yet; unreadable leftovers are deleted."""
@@ -334,49 +295,47 @@ class VectorPool:
         self._add(shas, np.full(len(shas), source, dtype=np.int64), np.arange(len(shas), dtype=np.int64))
         self.known.add(shard)
 
-    def gather(self, sha256s) -> np.ndarray:
-        """Vectors of ``sha256s`` in that order, float32 (len(sha256s), dim)."""
-        out = np.empty((len(sha256s), self.dim or 0), dtype=np.float32)
-        source, row = self._where(sha256s)
+    def gather(self, keys) -> np.ndarray:
+        """Vectors of ``keys`` in that order, float32 (len(keys), dim)."""
+        out = np.empty((len(keys), self.dim or 0), dtype=np.float32)
+        source, row = self._where(keys)
         for s in np.unique(source).tolist():
             at = np.flatnonzero(source == s)
             unique, inverse = np.unique(row[at], return_inverse=True)
             out[at] = _read_rows(self._dataset(self._sources[s]), unique)[inverse]
         return out
 
-    def locate(self, sha256s, writer: ShardWriter, known: tuple[Locations, np.ndarray] | None = None) -> Locations:
-        """Where each of ``sha256s`` lies in a shard; vectors still in a format-1 file are copied into new shards.
-        With ``known`` = (locations, reused), row i with ``reused[i]`` >= 0 lies where row ``reused[i]`` of
-        those locations does (its shard intact), and ``sha256s`` are the content hashes of the other rows, in
-        order: only those are looked up."""
-        if known is None:
-            return self._locate(sha256s, writer)
-        where, reused = known
-        miss = np.flatnonzero(reused < 0)
-        if len(miss) != len(sha256s):
-            raise ValueError(f"{len(miss)} rows are not reused but {len(sha256s)} content hashes were given")
-        found = self._locate(bytes_column(sha256s), writer)
-        return joined_locations(where, reused, found, miss)
+    def locate(self, keys, writer: ShardWriter, reused: np.ndarray | None = None) -> Locations:
+        """Where each of ``keys`` lies in a shard of ``writer``'s folder; vectors elsewhere (a format-1 file)
+        are copied into new shards. With ``reused``, row i with ``reused[i]`` >= 0 lies where row ``reused[i]``
+        of the existing cache does (its shard intact): only the other rows are looked up."""
+        keys = bytes_column(keys)
+        ask = np.arange(len(keys)) if reused is None else np.flatnonzero(reused < 0)
+        outside = np.array([path.parent != writer.directory for path in self._sources], dtype=bool)
+        if outside.any() and len(ask):
+            elsewhere = outside[self._where(keys[ask])[0]]
+            self.copy_into(np.unique(keys[ask][elsewhere]), writer)
+        source, row = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
+        source[ask], row[ask] = self._where(keys[ask])
+        if reused is not None:
+            hit = np.flatnonzero(reused >= 0)
+            source[hit], row[hit] = self._cache_rows[0][reused[hit]], self._cache_rows[1][reused[hit]]
+        return self._locations(source, row)
 
-    def _locate(self, sha256s, writer: ShardWriter) -> Locations:
-        if any(path.parent != writer.directory for path in self._sources):
-            source, _ = self._where(sha256s)
-            outside = np.array([path.parent != writer.directory for path in self._sources])[source]
-            self.copy_into(sorted({sha256s[i] for i in np.flatnonzero(outside).tolist()}), writer)
-        return self.locations(sha256s)
-
-    def copy_into(self, sha256s: list[str], writer: ShardWriter) -> None:
-        """Write the vectors of ``sha256s`` into new shards of up to COPY_ROWS rows, and read them from there."""
-        for start in range(0, len(sha256s), COPY_ROWS):
-            chunk = list(sha256s[start : start + COPY_ROWS])
+    def copy_into(self, keys, writer: ShardWriter) -> None:
+        """Write the vectors of ``keys`` into new shards of up to COPY_ROWS rows, and read them from there."""
+        for start in range(0, len(keys), COPY_ROWS):
+            chunk = bytes_column(keys[start : start + COPY_ROWS])
             shard = writer.write(chunk, self.gather(chunk))
             source = self._source_id(shard, len(chunk))
             rows = np.arange(len(chunk), dtype=np.int64)
             self._add(chunk, np.full(len(chunk), source, dtype=np.int64), rows, replace=True)
 
-    def locations(self, sha256s) -> Locations:
-        """The shard and row of each of ``sha256s``, all of which must lie in shards."""
-        source, row = self._where(sha256s)
+    def locations(self, keys) -> Locations:
+        """The shard and row of each of ``keys``, all of which must lie in shards."""
+        return self._locations(*self._where(keys))
+
+    def _locations(self, source: np.ndarray, row: np.ndarray) -> Locations:
         used, index = np.unique(source, return_inverse=True)
         paths = [self._sources[s] for s in used.tolist()]
         rows = [self._source_rows[s] for s in used.tolist()]
@@ -394,75 +353,12 @@ class VectorPool:
         return self._handles[source][FEATURES]
 
     def close(self) -> None:
-        """Close the files read and let go of the existing cache's rows (the pool then knows only its other
-        entries); closing again does nothing."""
+        """Close the files read and let go of every entry (the pool then knows none); closing again does
+        nothing."""
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
-
-class CacheRows:
-    """The rows of an existing cache as a pool finds them: their content hashes (left in the entry file
-    ``path``; indexed on first use, rows where ``keep`` is False left out), the source id of each of its
-    shards (-1: not intact) or, for format 1, of the cache file itself, and where each row lies (None for
-    format 1: row i of the file)."""
-
-    def __init__(self, path: Path, keep: np.ndarray | None, source: np.ndarray, locations: Locations | None):
-        self.path, self.keep, self.source, self.locations = path, keep, source, locations
-        self._keys: StoredKeys | None = None
-
-    @property
-    def keys(self) -> StoredKeys:
-        """The index of the rows' content hashes (12 bytes a row; a read of the hash column to make)."""
-        if self._keys is None:
-            self._keys = StoredKeys(ColumnReader(self.path, SHA256, KEY_BLOCK_ROWS), self.keep)
-        return self._keys
-
-    def where(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Source id and row in it of each of the cache's ``rows``."""
-        if self.locations is None:
-            return np.full(len(rows), self.source[0], dtype=np.int64), rows
-        if self.locations.index is None:  # not held: read for these rows
-            index, row = read_located(self.path, rows)
-            return self.source[index], row
-        return self.source[np.asarray(self.locations.index)[rows]], np.asarray(self.locations.row)[rows]
-
-    def close(self) -> None:
-        if self._keys is not None:
-            self._keys.close()
-
-
-def joined_locations(known: Locations, reused: np.ndarray, found: Locations, miss: np.ndarray) -> Locations:
-    """The locations of ``len(reused)`` rows: row i at row ``reused[i]`` of ``known`` where that is >= 0, the
-    rows ``miss`` (the others, in order) where ``found`` says; only the shards they use are listed. Made a
-    block of rows at a time into the arrays returned, so a cache of millions of rows needs no other copy."""
-    names = list(dict.fromkeys([*known.files, *found.files]))
-    at = {name: i for i, name in enumerate(names)}
-    rows_of = dict(zip(known.files, known.file_rows)) | dict(zip(found.files, found.file_rows))
-    bytes_of = dict(zip(known.files, known.file_bytes)) | dict(zip(found.files, found.file_bytes))
-    known_file = np.array([at[f] for f in known.files], dtype=np.int32)
-    known_index, known_row = np.asarray(known.index), np.asarray(known.row)
-    index, row = np.empty(len(reused), dtype=np.int32), np.empty(len(reused), dtype=np.int64)
-    for start in range(0, len(reused), JOIN_ROWS):
-        source = reused[start : start + JOIN_ROWS]
-        hit = np.flatnonzero(source >= 0)
-        index[start + hit], row[start + hit] = known_file[known_index[source[hit]]], known_row[source[hit]]
-    found_file = np.array([at[f] for f in found.files], dtype=np.int32)
-    index[miss], row[miss] = found_file[np.asarray(found.index, dtype=np.int64)], found.row
-    counts = np.zeros(len(names), dtype=np.int64)
-    for start in range(0, len(index), JOIN_ROWS):  # (bincount would copy the whole index as int64)
-        counts += np.bincount(index[start : start + JOIN_ROWS], minlength=len(names))
-    used = np.flatnonzero(counts)
-    renumbered = np.zeros(len(names), dtype=np.int32)
-    renumbered[used] = np.arange(len(used), dtype=np.int32)
-    for start in range(0, len(index), JOIN_ROWS):
-        index[start : start + JOIN_ROWS] = renumbered[index[start : start + JOIN_ROWS]]
-    files = [names[i] for i in used.tolist()]
-    dim = known.dim or found.dim
-    return Locations(files, [rows_of[f] for f in files], [bytes_of[f] for f in files], index, row, dim)
+        self._chunks, self._table, self._cache_rows = [], None, None
 
 
 def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:

@@ -129,8 +129,8 @@ def _actors(ray, config: ExtractConfig) -> int:
 
 def _sorted_hashes(pool: VectorPool) -> np.ndarray:
     """Every content hash the cache holds a vector or a quarantine reason for, sorted, as fixed-width bytes."""
-    known = list(pool.hashes()) + list(pool.quarantine)
-    return np.unique(np.asarray(known, dtype="S64")) if known else np.zeros(0, dtype="S64")
+    bad = np.array(list(pool.quarantine), dtype="S64").reshape(len(pool.quarantine))
+    return np.unique(np.concatenate([pool.keys().astype("S64"), bad]))
 
 
 def _fold(done: Computed, batch: dict) -> None:

@@ -139,14 +139,11 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress)
     input (walked folders, a manifest, views), the cache's row metadata read whole and matched by sorting."""
     fingerprint, folder = fingerprint_of(fields), shards_dir(config.output)
     with paused_gc():
-        pool, old, at_hand = _open_pool(config, fingerprint, fields)
+        pool, old, stored, at_hand = _open_pool(config, fingerprint, fields)
     try:
         with paused_gc():
-            stored = read_columns(config.output, (PATH, SHA256, SIZE, MTIME)) if old is not None else None
             listing, unreadable = _listing(dataset, stored, at_hand, config.assume_unchanged)
         unknown = np.flatnonzero(listing.reused_row < 0).tolist()
-        if unknown and old is not None:
-            pool.index_cache_keys()  # a renamed or copied file reuses its vector by content hash
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
         computed = _compute(new, pool, backbone, config, fields, progress)
@@ -219,18 +216,16 @@ def _prepare_output(output: Path) -> None:
 
 def _open_pool(config: ExtractConfig, fingerprint: str, fields: dict):
     """Index reusable vectors (existing cache + shards of unfinished runs); refuse mismatched settings.
-    The pool, the existing cache (or None) and which of its rows have their vector at hand."""
+    The pool, the existing cache (or None), its rows' paths, hashes, sizes and times (numpy columns, or None)
+    and which of its rows have their vector at hand."""
     folder = shards_dir(config.output)
     old = _read_existing(config, fingerprint, fields)
-    pool, at_hand = VectorPool(), np.zeros(0, dtype=bool)
-    try:
-        if old is not None:
-            at_hand = pool.add_cache(config.output, old)
-        _use_unfinished(pool, folder, fingerprint, config.overwrite)
-    except BaseException:
-        pool.close()  # the entry file it keeps open
-        raise
-    return pool, old, at_hand
+    pool, stored, at_hand = VectorPool(), None, np.zeros(0, dtype=bool)
+    if old is not None:
+        stored = read_columns(config.output, (PATH, SHA256, SIZE, MTIME))
+        at_hand = pool.add_cache(config.output, old, stored.sha256)
+    _use_unfinished(pool, folder, fingerprint, config.overwrite)
+    return pool, old, stored, at_hand
 
 
 def _use_unfinished(pool: VectorPool, folder: Path, fingerprint: str, overwrite: bool) -> None:
@@ -247,7 +242,7 @@ def _use_unfinished(pool: VectorPool, folder: Path, fingerprint: str, overwrite:
     pool.add_shards(folder, fingerprint)
 
 
-def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict, located: bool = True) -> Cache | None:
+def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict) -> Cache | None:
     """The existing cache's metadata (rows as arrays), or None when there is none to update."""
     try:
         found = read_fingerprint(config.output)
@@ -262,10 +257,7 @@ def _read_existing(config: ExtractConfig, fingerprint: str, fields: dict, locate
             return None
         old = read_cache(config.output, with_vectors=False, with_rows=False)
         raise FingerprintMismatch(mismatch_message(config.output, old.attrs, fields))
-    # no row: the paths, sizes and times are read while matching (_listing), the content hashes a block at a
-    # time when the pool indexes them (only when some file is read, see VectorPool.index_cache_keys) and for
-    # the rows reused (RowHashes)
-    return read_cache(config.output, with_vectors=False, with_rows=False, located=located)
+    return read_cache(config.output, with_vectors=False, with_rows=False)  # the rows: see _open_pool
 
 
 class Listing(NamedTuple):
@@ -336,9 +328,7 @@ def _row_hashes(reused: np.ndarray, stored: Rows | None, computed: list[str]) ->
 def _locate(pool: VectorPool, hashes: np.ndarray, reused: np.ndarray, old: Cache | None, writer: ShardWriter):
     """Where the vector of each row lies: a reused row where it lay in the existing cache, the others found
     by content hash (every row, for a format-1 cache)."""
-    if old is None or old.locations is None:
-        return pool.locate(hashes, writer)
-    return pool.locate(hashes[reused < 0], writer, (old.locations, reused))
+    return pool.locate(hashes, writer, None if old is None or old.locations is None else reused)
 
 
 def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], pool: VectorPool, config, unreadable):

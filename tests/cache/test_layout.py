@@ -120,19 +120,3 @@ def test_picked_rows_equal_numpy_indexing_across_blocks(tmp_path, count):
         idx[0], idx[-1] = 0, len(values) - 1
     with h5py.File(tmp_path / "c.h5") as h5:
         assert np.array_equal(layout.picked(h5["v"], idx), values[idx])
-
-
-def test_a_column_reads_by_blocks_and_rows_as_plain_h5py_does(tmp_path, monkeypatch):
-    path = handmade_cache(tmp_path / "c.h5", [0, 1, 0, 1, 1], ["train"] * 5, ["a", "b"])
-    monkeypatch.setattr(layout, "BLOCK_ROWS", 2)
-    with h5py.File(path) as h5:
-        expected = h5["sha256"][:]
-    column = layout.ColumnReader(path, "sha256")
-    blocks = list(column.blocks())
-    assert [start for start, _ in blocks] == [0, 2, 4]
-    assert np.concatenate([block for _, block in blocks]).tolist() == expected.tolist()
-    assert column.rows(np.array([1, 4])).tolist() == [expected[1], expected[4]]
-    assert column.rows(np.array([4, 0, 4])).tolist() == [expected[4], expected[0], expected[4]]  # any order
-    column.close()
-    with pytest.raises(CacheError, match="is damaged"):
-        list(layout.ColumnReader(path, "no-such-column").blocks())

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from featcache.cache import shards
-from featcache.cache.layout import Locations, read_cache
+from featcache.cache.layout import read_cache
 from featcache.cache.shards import (
     ShardWriter,
     VectorPool,
@@ -76,18 +74,3 @@ def test_sweep_deletes_only_this_caches_temporaries(tmp_path):
         path.write_bytes(b"x")
     assert sorted(sweep_temporaries(cache)) == sorted(litter)
     assert all(p.exists() for p in keep) and len(list_shards(folder)) == 1
-
-
-@pytest.mark.parametrize("join_rows", [1 << 16, 4])
-def test_joined_locations_put_reused_rows_where_they_were_and_list_only_used_shards(monkeypatch, join_rows):
-    monkeypatch.setattr(shards, "JOIN_ROWS", join_rows)  # 4: the 6 rows made 4, then 2
-    known = Locations(["a.h5", "b.h5", "c.h5"], [2, 3, 1], [20, 30, 10], np.array([0, 0, 1, 1, 1, 2]),
-                      np.array([0, 1, 0, 1, 2, 0]), 4)  # fmt: skip
-    found = Locations(["d.h5", "b.h5"], [2, 3], [40, 30], np.array([0, 1, 0]), np.array([1, 2, 0]), 4)
-    reused = np.array([3, -1, 0, -1, -1, 4])  # rows 1, 3, 4 are the found ones, in order
-    joined = shards.joined_locations(known, reused, found, np.flatnonzero(reused < 0))
-    where = [(joined.files[i], int(r)) for i, r in zip(joined.index.tolist(), joined.row)]
-    assert where == [("b.h5", 1), ("d.h5", 1), ("a.h5", 0), ("b.h5", 2), ("d.h5", 0), ("b.h5", 2)]
-    assert joined.files == ["a.h5", "b.h5", "d.h5"]  # c.h5 no longer used
-    assert (joined.file_rows, joined.file_bytes, joined.dim) == ([2, 3, 2], [20, 30, 40], 4)
-    assert joined.index.dtype == np.int32 and joined.row.dtype == np.int64

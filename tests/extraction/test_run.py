@@ -343,24 +343,14 @@ def test_a_file_removed_between_listing_and_stat_is_quarantined(split_data, tmp_
     assert "train/cat/cat_001.jpg" not in read_cache(tmp_path / "c.h5").rows.path
 
 
-def test_the_content_hashes_of_the_cache_are_indexed_only_when_a_file_is_read(split_data, tmp_path, monkeypatch):
-    from featcache.cache import shards
-
-    made = []
-
-    class Counted(shards.StoredKeys):
-        def __init__(self, *args, **kwargs):
-            made.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(shards, "StoredKeys", Counted)
+def test_a_new_path_whose_content_the_cache_holds_reuses_its_vector(split_data, tmp_path):
     out = tmp_path / "c.h5"
     _run(split_data, out)
-    result = _run(split_data, out)  # nothing new: no file is read, no hash looked up
-    assert (result.computed, result.reused, made) == (0, 20, [])
+    result = _run(split_data, out)
+    assert (result.computed, result.reused) == (0, 20)
     shutil.copy(split_data / "train" / "cat" / "cat_000.jpg", split_data / "train" / "cat" / "copy.jpg")
-    result = _run(split_data, out)  # a new path whose content the cache holds: found there, not computed
-    assert (result.computed, result.reused, result.rows, made) == (0, 21, 21, [1])
+    result = _run(split_data, out)  # found by its content hash, not computed
+    assert (result.computed, result.reused, result.rows) == (0, 21, 21)
     with h5py.File(out) as h5:
         at = [p.decode() for p in h5["path"][:]].index("train/cat/copy.jpg")
         original = [p.decode() for p in h5["path"][:]].index("train/cat/cat_000.jpg")
