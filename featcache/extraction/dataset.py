@@ -66,77 +66,37 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
     fence = None if allow_outside else root.resolve()
-    if manifest is not None:
-        dataset = _scan_manifest(root, Path(manifest), fence)
-    else:
-        walk = plan_walk(root, allow_outside)
-        found = _Found(walk.class_names)
-        for folder in walk.folders():
-            found.add([folder.rel + name for name in folder.names.tolist()], folder.label, folder.split)
-        found.rejected, found.unknown = walk.rejected, walk.unknown
-        dataset = found.dataset(root, walk.layout)
+    dataset = _scan_manifest(root, Path(manifest), fence) if manifest is not None else _scan_folders(root, fence)
     _check_classes(dataset)
     return dataset
 
 
-class Folder(NamedTuple):
-    """A walked folder's images: the folder (``rel``, from the data folder, "/"-ended), the files' names in
-    order (bytes (k,), sorted), their class (index into the class names) and split (b"" where the content
-    hash decides)."""
-
-    rel: bytes
-    names: np.ndarray
-    label: int
-    split: bytes
-
-
-@dataclass
-class Walk:
-    """How a data folder of split folders or class folders is walked: its layout, the sorted class names,
-    the (split folder, split, class folders) to walk in order, and what the walk set aside: refused files
-    (relpath, reason) and, per split, class folders with images that train lacks. :meth:`folders` walks it,
-    a folder at a time."""
-
-    root: Path
-    layout: str
-    class_names: list[str]
-    tops: list[tuple[str, str | None, list[str]]]
-    fence: Path | None
-    refused: list[tuple[str, str]] = field(default_factory=list)  # split and class folders refused when planned
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    unknown: dict[str, set[str]] = field(default_factory=dict)
-
-    def folders(self) -> Iterator[Folder]:
-        """Every folder holding images, in listing order (split, class, then as :func:`_walk_images` goes)."""
-        self.rejected, self.unknown = list(self.refused), {}
-        label_of = {name: i for i, name in enumerate(self.class_names)}
-        for prefix, split, classes in self.tops:
-            for label in classes:
-                start = f"{prefix}/{label}/" if prefix else f"{label}/"
-                for rel, names in _walk_images(
-                    os.fsencode(self.root / start), os.fsencode(start), self.fence, self.rejected
-                ):
-                    if label not in label_of:
-                        self.unknown.setdefault(split or "train", set()).add(label)
-                        continue
-                    yield Folder(rel, names, label_of[label], (split or "").encode())
-
-
-def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
-    """The :class:`Walk` of the split or class folders of ``data_dir`` (its class folders listed, no file)."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
-    fence = None if allow_outside else root.resolve()
+def _scan_folders(root: Path, fence: Path | None) -> Dataset:
+    """The images of the split or class folders of ``root``, each folder's files in order by name (bytes),
+    then its sub-folders by name."""
     refused: list[tuple[str, str]] = []
-    if not any(_child_dir(root, name) for name in SPLIT_ALIASES):
+    layout, tops = _tops(root, fence, refused)
+    found = _Found(tops[0][2])
+    found.rejected = refused
+    for prefix, split, classes in tops:
+        for label in classes:
+            start = f"{prefix}/{label}/" if prefix else f"{label}/"
+            for rel, names in _walk_images(os.fsencode(root / start), os.fsencode(start), fence, found.rejected):
+                found.add([rel + name for name in names.tolist()], label, split)
+    return found.dataset(root, layout)
+
+
+def _tops(root: Path, fence: Path | None, refused: list) -> tuple[str, list[tuple[str, str | None, list[str]]]]:
+    """The layout of ``root`` and the (split folder, split, class folders) to walk in order (train first:
+    its classes are the class names); split and class folders refused are added to ``refused``."""
+    if not any((root / name).is_dir() for name in SPLIT_ALIASES):
         classes = _class_dirs(root, "", fence, refused)
         if not classes:
             raise DatasetError(
                 f"{root} has no class folders; lay images out as {root}/<class>/<image> "
                 f"or {root}/train/<class>/<image>, or pass --manifest"
             )
-        return Walk(root, "class-folders", classes, [("", None, classes)], fence, refused)
+        return "class-folders", [("", None, classes)]
     seen: dict[str, str] = {}
     for name in sorted(os.listdir(root)):
         split = SPLIT_ALIASES.get(name)
@@ -152,22 +112,15 @@ def plan_walk(data_dir: Path, allow_outside: bool = False) -> Walk:
     if "train" not in seen:
         why = dict(refused).get("train", "") and f" (train/: {dict(refused)['train']}; pass --allow-outside to read it)"
         raise DatasetError(f"{root} has split folders but no train/ to read{why}; add train/<class>/ folders")
-    tops = [(seen[s], s, _class_dirs(root / seen[s], seen[s] + "/", fence, refused)) for s in SPLITS if s in seen]
-    return Walk(root, "split-folders", tops[0][2], tops, fence, refused)
-
-
-def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> str:
-    """The split of an image from its content hash: the same bytes land in the same split anywhere."""
-    u = int(sha256[:16], 16) / 2.0**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "validation"
-    return "train"
+    return "split-folders", [
+        (seen[s], s, _class_dirs(root / seen[s], seen[s] + "/", fence, refused)) for s in SPLITS if s in seen
+    ]
 
 
 def splits_for_hashes(sha256s, val_fraction: float, test_fraction: float) -> np.ndarray:
-    """:func:`split_for_hash` of many hex content hashes at once (fixed-width bytes, or str), as bytes (n,)."""
+    """The split of each image from its hex content hash (fixed-width bytes, or str), as bytes (n,): the
+    first 16 hex digits as a fraction ``u`` of 2**64, test where ``u < test_fraction``, validation where
+    ``u < test_fraction + val_fraction``, train above; the same bytes land in the same split anywhere."""
     hexes = np.asarray(sha256s, dtype="S64")
     digits = np.frombuffer(hexes.tobytes(), dtype=np.uint8).reshape(len(hexes), 64)[:, :16].astype(np.uint64)
     nibbles = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0"))
@@ -179,11 +132,6 @@ def splits_for_hashes(sha256s, val_fraction: float, test_fraction: float) -> np.
     found[u < test_fraction + val_fraction] = b"validation"
     found[u < test_fraction] = b"test"
     return found
-
-
-def _child_dir(root: Path, name: str) -> Path | None:
-    path = root / name
-    return path if path.is_dir() else None
 
 
 def _class_dirs(folder: Path, rel: str, fence: Path | None, refused: list) -> list[str]:

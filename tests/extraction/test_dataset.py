@@ -8,7 +8,7 @@ import os
 import pytest
 
 from featcache.errors import DatasetError
-from featcache.extraction.dataset import scan, split_for_hash, splits_for_hashes
+from featcache.extraction.dataset import scan, splits_for_hashes
 from tests.support import CLASS_COLOURS, make_split_dataset, write_image
 
 
@@ -51,12 +51,17 @@ def test_class_folders_only_leave_split_to_the_hash(tmp_path):
     assert ds.class_names == ["cat", "dog", "fox"]
 
 
-def test_hash_split_is_stable_and_follows_fractions():
-    import hashlib
+def split_for_hash(sha256: str, val_fraction: float, test_fraction: float) -> str:
+    """The rule, one hash at a time: the first 64 bits of the hash as a fraction of 2**64, test below
+    ``test_fraction``, validation below ``test_fraction + val_fraction``, train above."""
+    u = int(sha256[:16], 16) / 2.0**64
+    return "test" if u < test_fraction else "validation" if u < test_fraction + val_fraction else "train"
 
+
+def test_hash_split_is_stable_and_follows_fractions():
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
-    splits = [split_for_hash(h, 0.1, 0.2) for h in hashes]
-    assert splits == [split_for_hash(h, 0.1, 0.2) for h in hashes]
+    splits = [s.decode() for s in splits_for_hashes(hashes, 0.1, 0.2)]
+    assert splits == [s.decode() for s in splits_for_hashes(hashes, 0.1, 0.2)]
     assert 0.08 < splits.count("validation") / 4000 < 0.12
     assert 0.18 < splits.count("test") / 4000 < 0.22
 
@@ -126,7 +131,7 @@ def test_unusable_folders_are_refused_with_a_hint(tmp_path, setup, message):
 
 
 @pytest.mark.parametrize("val, test", [(0.1, 0.1), (0.0, 0.25), (0.3, 0.0), (0.5, 0.5)])
-def test_splits_for_hashes_agree_with_split_for_hash(val, test):
+def test_splits_for_hashes_agree_with_the_stated_rule(val, test):
     hashes = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(3000)]
     hashes += ["0" * 64, "f" * 64, "1999999999999999" + "0" * 48, "3333333333333333" + "f" * 48]
     expected = [split_for_hash(h, val, test) for h in hashes]
