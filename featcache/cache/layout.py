@@ -222,36 +222,26 @@ def decode_strings(values) -> list[str]:
     return [decode_name(v) for v in values]
 
 
-def read_cache(
-    path: Path,
-    with_vectors: bool = True,
-    with_rows: bool = True,
-    arrays: bool = False,
-    columns: tuple = ROW_COLUMNS,
-    located: bool = True,
-) -> Cache:
-    """Read a whole cache; with ``with_vectors=False`` only its metadata, with ``with_rows=False`` not even
-    the per-row lists (``Cache.n_rows`` still counts them): what ``info`` and ``verify`` need at any size.
-    With ``arrays`` the rows are numpy arrays, which read and compare fast by the million, and only the
-    per-row ``columns`` are read (the others are left empty). With ``located=False`` the locations hold the
-    shard files only (``index`` and ``row`` None: see :func:`shard_index` and :func:`read_located`)."""
+def read_cache(path: Path, with_vectors: bool = True, with_rows: bool = True) -> Cache:
+    """Read a whole cache, its rows decoded (:class:`Rows` of lists); with ``with_vectors=False`` only its
+    metadata, with ``with_rows=False`` not even the per-row lists (``Cache.n_rows`` still counts them)."""
     path = Path(path)
     with open_h5(path) as h5:
         attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
         check_format(path, attrs)
-        rows_reader = with_rows and ((lambda h5: _row_arrays(h5, columns)) if arrays else _all_rows)
         try:
-            return _read_body(path, h5, attrs, with_vectors, rows_reader, located)
+            return _read_body(path, h5, attrs, with_vectors, with_rows)
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 
 
-def read_columns(path: Path, columns: tuple) -> Rows:
-    """The per-row ``columns`` of a cache (of ROW_COLUMNS) as numpy arrays, the others left empty."""
+def read_columns(path: Path, columns: tuple = ROW_COLUMNS, rows=None) -> Rows:
+    """The per-row ``columns`` of a cache (of ROW_COLUMNS) as numpy arrays, strings as fixed-width bytes and
+    numbers as int64, the others left empty: of every row, or of the ``rows`` given (increasing indices)."""
     path = Path(path)
     with open_h5(path) as h5:
         try:
-            return _row_arrays(h5, columns)
+            return _row_arrays(h5, columns, None if rows is None else np.asarray(rows, dtype=np.int64))
         except (KeyError, OSError, ValueError) as exc:
             raise damaged(path, exc) from None
 
@@ -267,18 +257,8 @@ def check_format(path: Path, attrs: dict) -> None:
 
 
 def read_rows(path: Path, indices) -> Rows:
-    """The metadata of the rows ``indices`` only (increasing), so sampling a huge cache stays cheap."""
-    idx = np.asarray(indices, dtype=np.int64)
-    with open_h5(path) as h5:
-        column = lambda name: picked(h5[name], idx)  # noqa: E731
-        return Rows(
-            path=decode_strings(column(PATH)),
-            sha256=decode_strings(column(SHA256)),
-            label=column(LABEL).astype(int).tolist(),
-            split=decode_strings(column(SPLIT)),
-            size=column(SIZE).astype(int).tolist(),
-            mtime_ns=column(MTIME).astype(int).tolist(),
-        )
+    """The metadata of the rows ``indices`` only (increasing), decoded, so sampling a huge cache stays cheap."""
+    return _decoded(read_columns(path, ROW_COLUMNS, indices))
 
 
 #: up to this many rows, :func:`picked` asks HDF5 for the rows themselves; above it, whole blocks of
@@ -305,35 +285,30 @@ def damaged(path: Path, exc: Exception) -> CacheError:
     return CacheError(f"{path} is damaged ({_short(exc)}); rerun featcache extract with --overwrite")
 
 
-def _read_body(path, h5, attrs, with_vectors: bool, read_rows, located: bool = True) -> Cache:
-    rows = read_rows(h5) if read_rows else Rows()
+def _read_body(path, h5, attrs, with_vectors: bool, with_rows: bool) -> Cache:
+    rows = _decoded(_row_arrays(h5)) if with_rows else Rows()
     q = [decode_strings(h5[QUARANTINE][name][:]) for name in (PATH, "reason", SHA256)]
     quarantine = [QuarantineEntry(p, r, s) for p, r, s in zip(*q)]
     vectors = h5[FEATURES][:] if with_vectors else None
     names = decode_strings(h5[CLASS_NAMES][:])
-    cache = Cache(path, attrs, names, rows, quarantine, vectors, read_locations(h5, located))
+    cache = Cache(path, attrs, names, rows, quarantine, vectors, read_locations(h5))
     cache.n_rows = len(h5[LABEL])
     return cache
 
 
-def _all_rows(h5) -> Rows:
+def _decoded(rows: Rows) -> Rows:
+    """Rows read as arrays (:func:`_row_arrays`, every column), strings decoded and numbers as lists."""
+    text = [decode_strings(column) for column in (rows.path, rows.sha256, rows.split)]
+    return Rows(text[0], text[1], rows.label.tolist(), text[2], rows.size.tolist(), rows.mtime_ns.tolist())
+
+
+def _row_arrays(h5, columns: tuple = ROW_COLUMNS, rows: np.ndarray | None = None) -> Rows:
+    """The per-row ``columns`` (of the ``rows``, increasing, or all) as arrays: strings as fixed-width bytes,
+    numbers as int64."""
+    read = {name: h5[name][:] if rows is None else picked(h5[name], rows) for name in columns}
     return Rows(
-        path=decode_strings(h5[PATH][:]),
-        sha256=decode_strings(h5[SHA256][:]),
-        label=h5[LABEL][:].astype(int).tolist(),
-        split=decode_strings(h5[SPLIT][:]),
-        size=h5[SIZE][:].astype(int).tolist(),
-        mtime_ns=h5[MTIME][:].astype(int).tolist(),
+        **{name: bytes_column(v) if name in (PATH, SHA256, SPLIT) else v.astype(np.int64) for name, v in read.items()}
     )
-
-
-def _row_arrays(h5, columns: tuple = ROW_COLUMNS, rows: slice = slice(None)) -> Rows:
-    """The per-row ``columns`` (of the ``rows``) as arrays: strings as fixed-width bytes, numbers as int64."""
-    strings = (PATH, SHA256, SPLIT)
-    read = {
-        name: bytes_column(h5[name][rows]) if name in strings else h5[name][rows].astype(np.int64) for name in columns
-    }
-    return Rows(**read)
 
 
 def bytes_column(values) -> np.ndarray:
@@ -347,16 +322,13 @@ def bytes_column(values) -> np.ndarray:
     return np.array(encoded, dtype=bytes).reshape(len(encoded)) if encoded else np.zeros(0, dtype="S1")
 
 
-def read_locations(h5, rows: bool = True) -> Locations | None:
-    """The shard of each row, from an open entry file (without ``rows``, the shard files only: ``index`` and
-    ``row`` None); None for format 1 (vectors in the file)."""
+def read_locations(h5) -> Locations | None:
+    """The shard of each row, from an open entry file; None for format 1 (vectors in the file)."""
     if SHARDS not in h5:
         return None
     g = h5[SHARDS]
     files = decode_strings(g["file"][:])
-    dim = vector_dim(h5)
-    index, row = (g[INDEX][:], g[ROW][:]) if rows else (None, None)
-    return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), index, row, dim)
+    return Locations(files, g["rows"][:].tolist(), g["bytes"][:].tolist(), g[INDEX][:], g[ROW][:], vector_dim(h5))
 
 
 def vector_dim(group) -> int:
@@ -366,33 +338,6 @@ def vector_dim(group) -> int:
     if SHARDS in group and DIM in group[SHARDS].attrs:
         return int(group[SHARDS].attrs[DIM])
     return int(group[FEATURES].shape[1])
-
-
-def read_located(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The shard (int32) and row in it (int64) of each of the cache's ``rows`` (any order, repeats allowed)."""
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    distinct, inverse = np.unique(rows, return_inverse=True)
-    with open_h5(path) as h5:
-        try:
-            g = h5[SHARDS]
-            return picked(g[INDEX], distinct)[inverse], picked(g[ROW], distinct)[inverse]
-        except (KeyError, OSError, ValueError) as exc:
-            raise damaged(Path(path), exc) from None
-
-
-def shard_index(path: Path) -> np.ndarray:
-    """The shard of each row of the cache at ``path`` (int32 (n,))."""
-    path = Path(path)
-    with open_h5(path) as h5:
-        try:
-            return h5[SHARDS][INDEX][:]
-        except (KeyError, OSError, ValueError) as exc:
-            raise damaged(path, exc) from None
-
-
-def shard_row_counts(path: Path, files: int) -> np.ndarray:
-    """How many rows of the cache at ``path`` lie in each of its ``files`` shards (int64 (files,))."""
-    return np.bincount(shard_index(path).astype(np.int64), minlength=files)[:files]
 
 
 def attr_value(value):

@@ -25,7 +25,7 @@ from featcache.cache.layout import (
     damaged,
     decode_strings,
     open_h5,
-    picked,
+    read_columns,
     vector_dim,
 )
 from featcache.errors import CacheError
@@ -132,8 +132,7 @@ def count_rows(path: str | Path, class_names: list[str]) -> RowCounts:
 
 def read_sha256(path: str | Path, rows: np.ndarray) -> list[str]:
     """The content hashes of ``rows`` (increasing cache row indices), read a block at a time."""
-    with open_h5(Path(path)) as h5:
-        return decode_strings(picked(h5[SHA256], np.asarray(rows, dtype=np.int64)))
+    return decode_strings(read_columns(path, (SHA256,), rows).sha256)
 
 
 class FeatureReader:

@@ -29,7 +29,6 @@ from featcache.cache.layout import (
     open_h5,
     read_cache,
     read_columns,
-    shard_row_counts,
     shards_dir,
     temporary_name,
     views_folder,
@@ -426,14 +425,8 @@ class ShardProblem:
 
 
 def check_shards(cache: Cache) -> list[ShardProblem]:
-    """Open every shard of ``cache`` and compare it with what the entry file recorded (none for format 1).
-    Read without the shard of each row (``located=False``), the rows of a faulty shard are counted from
-    the entry file a block at a time."""
-    loc = cache.locations
-    count = None
-    if loc is not None and loc.index is None:
-        count = lambda: shard_row_counts(cache.path, len(loc.files))  # noqa: E731
-    return check_located(cache.shards_folder, loc, count)
+    """Open every shard of ``cache`` and compare it with what the entry file recorded (none for format 1)."""
+    return check_located(cache.shards_folder, cache.locations)
 
 
 def check_views(cache_path: Path, views: Views | None) -> list[ShardProblem]:
@@ -441,21 +434,15 @@ def check_views(cache_path: Path, views: Views | None) -> list[ShardProblem]:
     return check_located(views_folder(cache_path), views.locations) if views is not None else []
 
 
-def check_located(folder: Path, loc: Locations | None, count=None) -> list[ShardProblem]:
-    """Open every shard ``loc`` points at in ``folder`` and compare it with what was recorded; the rows of
-    each faulty one are counted from ``loc.index``, or by ``count()`` (rows per shard) when it is None."""
+def check_located(folder: Path, loc: Locations | None) -> list[ShardProblem]:
+    """Open every shard ``loc`` points at in ``folder`` and compare it with what was recorded, with the
+    number of rows each faulty one holds up."""
     if loc is None:
         return []
     faults = [(i, name, _shard_fault(folder / name, rows, size, loc.dim))
               for i, (name, rows, size) in enumerate(zip(loc.files, loc.file_rows, loc.file_bytes))]  # fmt: skip
-    faults = [fault for fault in faults if fault[2]]
-    if not faults:
-        return []
-    if loc.index is not None:
-        affected = np.bincount(np.asarray(loc.index, dtype=np.int64), minlength=len(loc.files))
-    else:
-        affected = count()
-    return [ShardProblem(name, reason, int(affected[i])) for i, name, reason in faults]
+    affected = np.bincount(np.asarray(loc.index, dtype=np.int64), minlength=len(loc.files))
+    return [ShardProblem(name, reason, int(affected[i])) for i, name, reason in faults if reason]
 
 
 def _shard_fault(shard: Path, rows: int, size: int, dim: int) -> str | None:

@@ -95,7 +95,7 @@ def views_summary(views: Views | None, split) -> dict | None:
 def info(cache: str | Path) -> CacheInfo:
     """Summarise the cache at ``cache`` from its labels and splits (no vectors, no per-row strings);
     every shard is opened and checked."""
-    data = read_cache(Path(cache), with_vectors=False, with_rows=False, located=False)
+    data = read_cache(Path(cache), with_vectors=False, with_rows=False)
     counts = count_rows(cache, data.class_names)
     used = set(data.locations.files) if data.locations else set()
     pending = [s for s in list_shards(shards_dir(Path(cache))) if s.name not in used]

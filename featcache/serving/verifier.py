@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache.cache.layout import Rows, read_cache, read_features, read_located, read_rows, read_views
+from featcache.cache.layout import Rows, read_cache, read_features, read_rows, read_views
 from featcache.cache.shards import ShardProblem, check_shards, check_views
 from featcache.config import VerifyConfig
 from featcache.errors import CacheError
@@ -96,7 +96,7 @@ def verify(config: VerifyConfig, backbone=None) -> VerifyResult:
     recorded weights (or ``config.weights`` / $FEATCACHE_WEIGHTS). Other weights are used, not
     refused: finding that they disagree is the point.
     """
-    cache = read_cache(config.cache, with_vectors=False, with_rows=False, located=False)
+    cache = read_cache(config.cache, with_vectors=False, with_rows=False)
     if not cache.n_rows:
         raise CacheError(f"{config.cache} has no rows to verify; extract some images into it first")
     recipe = Recipe.from_cache(cache.attrs, cache.class_names)
@@ -134,7 +134,7 @@ def _damaged_rows(cache, problems: list[ShardProblem], rows: list[int]) -> dict[
     bad = {where[p.file]: f"in damaged shard {p.file} ({p.reason})" for p in problems if p.file in where}
     if not bad or not rows:
         return {}
-    index, _ = read_located(cache.path, np.asarray(rows, dtype=np.int64))
+    index = cache.locations.index[np.asarray(rows, dtype=np.int64)]
     return {row: bad[shard] for row, shard in zip(rows, index.tolist()) if shard in bad}
 
 
