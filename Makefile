@@ -19,9 +19,11 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# The images: $FEATCACHE_DATA (../shared's when present), else clothing-dataset-small, downloaded once into
+# Keras' cache folder by `featcache demo-data` ($FEATCACHE_DEMO_URL names another archive).
 demo: install
-	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
-	$(BIN)/featcache extract "$(FEATCACHE_DATA)" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
+	@data="$$($(BIN)/featcache demo-data)" && set -x && \
+		$(BIN)/featcache extract "$$data" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
 	$(BIN)/featcache info cache/features.h5
 	$(BIN)/featcache train-head cache/features.h5 --out cache/head
 	$(BIN)/featcache compare cache/features.h5 --head cache/head --out cache/compare
