@@ -7,7 +7,7 @@ FEATCACHE_DATA ?= $(if $(wildcard $(SHARED)/data/clothing-dataset-small),$(SHARE
 FEATCACHE_WEIGHTS ?= $(if $(wildcard $(SHARED)/weights/xception_imagenet_notop.weights.h5),$(SHARED)/weights/xception_imagenet_notop.weights.h5,imagenet)
 export FEATCACHE_DATA FEATCACHE_WEIGHTS
 
-.PHONY: install demo test test-slow lint bench bench-profile clean
+.PHONY: install demo test test-slow lint docs bench bench-profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: install
 # Where stage one's CPU time goes, per image: read, hash, decode, forward pass (about a minute).
 bench-profile: install
 	$(BIN)/python -m benchmarks.profile_stage_one --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)"
+
+# docs/cli.md: every command's --help, which tests/test_docs.py checks is current.
+docs: install
+	$(BIN)/python -m tests.test_docs
 
 lint: install
 	$(BIN)/ruff check featcache tests benchmarks
