@@ -7,7 +7,7 @@ FEATCACHE_DATA ?= $(if $(wildcard $(SHARED)/data/clothing-dataset-small),$(SHARE
 FEATCACHE_WEIGHTS ?= $(if $(wildcard $(SHARED)/weights/xception_imagenet_notop.weights.h5),$(SHARED)/weights/xception_imagenet_notop.weights.h5,imagenet)
 export FEATCACHE_DATA FEATCACHE_WEIGHTS
 
-.PHONY: install demo test test-slow lint bench bench-profile clean
+.PHONY: install demo test test-slow lint docs bench bench-profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,11 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# The images: $FEATCACHE_DATA (../shared's when present), else clothing-dataset-small, downloaded once into
+# Keras' cache folder by `featcache demo-data` ($FEATCACHE_DEMO_URL names another archive).
 demo: install
-	@test -n "$(FEATCACHE_DATA)" || { echo "set FEATCACHE_DATA to a folder of train/validation/test class folders"; exit 1; }
-	$(BIN)/featcache extract "$(FEATCACHE_DATA)" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
+	@data="$$($(BIN)/featcache demo-data)" && set -x && \
+		$(BIN)/featcache extract "$$data" -o cache/features.h5 --weights "$(FEATCACHE_WEIGHTS)"
 	$(BIN)/featcache info cache/features.h5
 	$(BIN)/featcache train-head cache/features.h5 --out cache/head
 	$(BIN)/featcache compare cache/features.h5 --head cache/head --out cache/compare
@@ -41,6 +43,10 @@ bench: install
 # Where stage one's CPU time goes, per image: read, hash, decode, forward pass (about a minute).
 bench-profile: install
 	$(BIN)/python -m benchmarks.profile_stage_one --data "$(FEATCACHE_DATA)" --weights "$(FEATCACHE_WEIGHTS)"
+
+# docs/cli.md: every command's --help, which tests/test_docs.py checks is current.
+docs: install
+	$(BIN)/python -m tests.test_docs
 
 lint: install
 	$(BIN)/ruff check featcache tests benchmarks

@@ -11,6 +11,7 @@ from pathlib import Path
 import featcache.cache.compact
 import featcache.cache.summary
 import featcache.config
+import featcache.demo
 import featcache.extraction.run
 import featcache.serving.exporter
 import featcache.serving.predictor
@@ -158,3 +159,9 @@ def compare(cache: str | Path = DEFAULT_CACHE, out: str | Path = DEFAULT_COMPARE
             return featcache.training.backbone_comparison.compare_caches(cache, out, HeadConfig(**options))
         cache = cache[0] if cache else DEFAULT_CACHE
     return featcache.training.comparison.compare(cache, out, HeadConfig(**options), head=head)
+
+
+def demo_data(cache_dir: str | Path | None = None) -> Path:
+    """The folder of images ``make demo`` extracts: ``$FEATCACHE_DATA``, else clothing-dataset-small
+    downloaded once into Keras' cache folder (or ``cache_dir``); see :func:`featcache.demo.data_dir`."""
+    return featcache.demo.data_dir(cache_dir)

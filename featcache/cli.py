@@ -5,6 +5,7 @@ Every default shown here is read from the command's configuration in :mod:`featc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -538,3 +539,21 @@ def compare(caches, out, head, **options):
     from featcache import api
 
     _echo(api.compare(list(caches) or [DEFAULT_CACHE], out, head=head, **_given(options)).summary())
+
+
+@main.command("demo-data")
+@_errors_as_messages
+def demo_data():
+    """Print the folder of the demo's images, downloading them once.
+
+    That is $FEATCACHE_DATA when set. Otherwise the archive at $FEATCACHE_DEMO_URL (default: the
+    clothing-dataset-small repository on GitHub) is downloaded once with keras.utils.get_file into
+    Keras' cache folder ($KERAS_HOME, else ~/.keras) and unpacked there. make demo extracts the folder
+    printed.
+    """
+    from featcache import api
+
+    # Keras shows its download on stdout, which carries only the folder, for `make demo` to read
+    with contextlib.redirect_stdout(sys.stderr):
+        folder = api.demo_data()
+    _echo(str(folder))

@@ -22,6 +22,7 @@ LAYERS = {
     "featcache.config": 2,
     "featcache.cache": 3,
     "featcache.backbones": 3,
+    "featcache.demo": 3,  # where the demo's images come from
     "featcache.extraction": 4,
     "featcache.training": 4,
     "featcache.serving": 5,
