@@ -50,7 +50,7 @@ from benchmarks.scale_op import EXTRACT_OPTIONS
 from featcache.cache.layout import Locations, Rows, write_cache
 from featcache.cache.shards import COPY_ROWS, ShardWriter, shards_dir
 from featcache.config import ExtractConfig
-from featcache.extraction.dataset import split_for_hash
+from featcache.extraction.dataset import splits_for_hashes
 from featcache.extraction.fingerprint import fingerprint_fields
 from featcache.extraction.run import cache_attributes
 
@@ -172,7 +172,7 @@ def synthetic_rows(n: int) -> Rows:
     rows, names = Rows(), class_names()
     for i in range(n):
         sha = hashlib.sha256(b"synthetic-%d" % i).hexdigest()
-        split, label = split_for_hash(sha, 0.1, 0.1), i % CLASSES
+        split, label = splits_for_hashes([sha], 0.1, 0.1)[0].decode(), i % CLASSES
         rows.path.append(f"{split}/{names[label]}/img_{i:07d}.png")
         rows.sha256.append(sha)
         rows.label.append(label)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.scale_op extract DATA_DIR CACHE       # featcache.api.extract, 2048-d fake backbone
     python -m benchmarks.scale_op extract --assume-unchanged DATA_DIR CACHE
+    python -m benchmarks.scale_op imports                      # the imports of extract, nothing run
     python -m benchmarks.scale_op open-features CACHE          # plain h5py opens /features, reads 10 rows
     python -m benchmarks.scale_op verify CACHE                 # featcache.api.verify, the same fake backbone
     python -m benchmarks.scale_op tf-baseline N_CLASSES        # plain Keras: default head built, compiled, fitted
@@ -68,9 +69,17 @@ def extract(assume_unchanged, commit_seconds, data, cache):
         if commit_seconds is not None:
             options["commit_seconds"] = commit_seconds
         result = run(data, cache, backbone=FakeBackbone(), **options)
-        return {"rows_after": result.rows, "computed": result.computed}
+        return {"rows_after": result.rows, "computed": result.computed, "entry_bytes": cache.stat().st_size}
 
     click.echo(json.dumps(measured(operation)))
+
+
+@main.command()
+def imports():
+    """Nothing but the imports :func:`extract` makes before its timer: the memory every process starts with."""
+    from featcache.api import extract  # noqa: F401
+
+    click.echo(json.dumps(measured(dict)))
 
 
 @main.command("open-features")

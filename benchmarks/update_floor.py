@@ -36,7 +36,18 @@ from pathlib import Path
 import click
 
 from benchmarks import workloads as w
-from benchmarks.scale import ROOT, ScaleRun, cache_attrs, filesystem, linked_copy, tiny_images, write_vectors
+from benchmarks.fake_extract import DIM
+from benchmarks.scale import (
+    FOLDER_ROWS,
+    MB,
+    ROOT,
+    ScaleRun,
+    cache_attrs,
+    filesystem,
+    linked_copy,
+    tiny_images,
+    write_vectors,
+)
 
 #: the floor: list the folder recursively, stat each file once; prints seconds, files and peak RSS as JSON
 WALK = """
@@ -86,9 +97,18 @@ def sources(scale: ScaleRun, tree: Path) -> dict:
     found["commit"] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     changed = subprocess.run([*git, "diff", "--name-only", "HEAD", "--", "featcache"], capture_output=True, text=True)
     found["uncommitted"] = changed.stdout.split()
+    found |= stage_one_code(tree)
     if found["uncommitted"]:
         scale.notes.append(f"{tree}: measured with uncommitted changes to {', '.join(found['uncommitted'])}")
     return found
+
+
+def stage_one_code(tree: Path) -> dict:
+    """Lines of Python (``wc -l``) of stage one's packages in ``tree``, and its compiled sources."""
+    packages = [tree / "featcache" / "extraction", tree / "featcache" / "cache"]
+    lines = sum(len(path.read_bytes().splitlines()) for folder in packages for path in folder.glob("*.py"))
+    compiled = [path.name for folder in packages for path in folder.glob("*.c")]
+    return {"stage_one_lines": lines, "compiled_sources": compiled}
 
 
 def turns(scale: ScaleRun, what: str, trees: dict[str, Path], data: Path, cache: Path, rows: int, repeats: int) -> dict:
@@ -116,6 +136,9 @@ def summary(records: list[dict | None]) -> dict | None:
     for key, name in (("seconds", "in_process_s"), ("process_seconds", "whole_process_s"), ("peak_rss_mb", "rss_mb")):
         values = [r[key] for r in done]
         out |= {name: statistics.median(values), f"{name}_min": min(values), f"{name}_max": max(values)}
+    for key in ("written_mb", "entry_bytes"):
+        if all(key in r for r in done):
+            out[key] = statistics.median(r[key] for r in done)
     for key in ("computed", "rows_after", "files", "others_cpu_share"):
         if key in done[0]:
             out[key] = [r[key] for r in done]
@@ -143,8 +166,8 @@ def measure(scale: ScaleRun, rows: int, added: int, repeats: int, trees: dict[st
     result: dict = {"rows": rows, "added": added, "repeats": repeats, "trees": {k: str(v) for k, v in trees.items()}}
     result["sources"] = {name: sources(scale, tree) for name, tree in trees.items()}
     data, cache = scale.work / "images", scale.work / "cache" / "features.h5"
-    with scale.step(f"{rows:,} tiny PNGs"):
-        made = tiny_images(data, rows, "img", seed=rows)
+    with scale.step(f"{rows:,} tiny PNGs in sub-folders of {FOLDER_ROWS:,}"):
+        made = tiny_images(data, rows, "img", seed=rows, per_folder=FOLDER_ROWS)
     with scale.step(f"cache of {rows:,} rows written directly"):
         write_vectors(cache, made, cache_attrs(data, "split-folders"))
     for name, tree in trees.items():  # the first process of a tree reads its libraries from disk; later ones do not
@@ -152,6 +175,11 @@ def measure(scale: ScaleRun, rows: int, added: int, repeats: int, trees: dict[st
         linked_copy(cache.parent, trial.parent)
         scale.op(f"warm-up, {name}", rows, "extract", str(data), str(trial), keep=False, tree=tree)
         shutil.rmtree(trial.parent)
+    result["imports_rss_mb"] = {
+        name: statistics.median(scale.op(f"imports, {name}", None, "imports", keep=False, tree=tree)["peak_rss_mb"]
+                                for _ in range(repeats))
+        for name, tree in trees.items()
+    }  # fmt: skip
     found = {"rerun": turns(scale, "rerun", trees, data, cache, rows, repeats)}
     with scale.step(f"{added:,} new PNGs beside the {rows:,}"):
         tiny_images(data, added, "new", seed=rows + 1)
@@ -166,7 +194,7 @@ def measure(scale: ScaleRun, rows: int, added: int, repeats: int, trees: dict[st
             for key, want in expected[what].items():
                 if record.get(key, want) != want:
                     scale.notes.append(f"{record['operation']}: {key} {record[key]}, expected {want}")
-    result["ratios"] = ratios(result)
+    result["ratios"] = ratios(result) | per_row(result)
     return result | {"setup_seconds": scale.setup, "notes": scale.notes}
 
 
@@ -180,6 +208,24 @@ def ratios(result: dict) -> dict:
             if mine and floor:
                 for key in ("in_process_s", "whole_process_s"):
                     out[f"{what}_{name}_over_floor_{key[:-2]}"] = round(mine[key] / floor[key], 2)
+    return out
+
+
+def per_row(result: dict) -> dict:
+    """Peak memory per cached row above a process that only makes extract's imports, and the add's bytes written
+    over the new vectors plus the new entry file (where the tree's extract reports the entry file's size)."""
+    out = {}
+    for what, rows in (("rerun", result["rows"]), ("add", result["rows"] + result["added"])):
+        for name in result["trees"]:
+            mine = result[what][name]
+            if mine:
+                above = (mine["rss_mb"] - result["imports_rss_mb"][name]) * MB / rows
+                out[f"{what}_{name}_bytes_per_row_above_imports"] = round(above)
+    for name in result["trees"]:
+        mine = result["add"][name]
+        if mine and "entry_bytes" in mine:
+            floor = result["added"] * DIM * 4 + mine["entry_bytes"]
+            out[f"add_{name}_written_over_vectors_and_entry_file"] = round(mine["written_mb"] * MB / floor, 3)
     return out
 
 
@@ -207,7 +253,11 @@ def table(result: dict) -> str:
             )
     lines += ["", "| ratio | median over median |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in result["ratios"].items()]
-    trees = [f"{name} {tree} ({result['sources'][name]['commit'][:7]})" for name, tree in result["trees"].items()]
+    trees = [
+        f"{name} {tree} ({found['commit'][:7]}; extraction/ + cache/ {found['stage_one_lines']:,} lines, "
+        f"compiled: {', '.join(found['compiled_sources']) or 'none'})"
+        for (name, tree), found in zip(result["trees"].items(), result["sources"].values())
+    ]
     lines += ["", "Trees: " + ", ".join(trees)]
     lines += ["Setup (not measured): " + ", ".join(f"{k} {v} s" for k, v in result["setup_seconds"].items())]
     return "\n".join(lines + [f"- {note}" for note in result["notes"]])
