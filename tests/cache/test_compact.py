@@ -47,6 +47,22 @@ def test_a_format1_cache_is_upgraded_by_the_next_extract_without_recomputing(tmp
     assert shards_in_use(cache) and len(list_shards(shards_dir(cache))) == 1
 
 
+def test_a_cache_of_the_current_format_made_by_an_earlier_release_is_reused_whole(tmp_path):
+    """tests/data/format3: the images and the format-3 cache a release made of them, its shards beside it.
+    A later release reads it, updates it without computing a vector and keeps every vector."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "format3", tmp_path / "old")
+    images, cache = tmp_path / "old" / "images", tmp_path / "old" / "cache.h5"
+    with h5py.File(cache) as h5:
+        assert h5.attrs["format_version"] == 3 and h5["features"].is_virtual
+    before = _vectors_by_hash(cache)
+    assert len(before) == 10 and all(np.isfinite(v).all() for v in before.values())
+    result = extract(images, cache, backbone=FakeBackbone(), image_size=71)
+    assert (result.rows, result.computed, result.reused) == (10, 0, 10)
+    after = _vectors_by_hash(cache)
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    assert info(cache).shard_problems == [] and compact(cache).rows == 10
+
+
 def test_compact_upgrades_a_format1_cache(tmp_path):
     _, cache, before = _format1_copy(tmp_path)
     result = compact(cache)
