@@ -2,7 +2,8 @@
 
 Each option is a field of the command's configuration (:mod:`featcache.config`, and
 :class:`featcache.config.HeadConfig` for the head), where its default is declared once; the
-parameters here read their defaults from there.
+parameters here read their defaults from there. :func:`load` and :func:`dataset` hand a cache's
+vectors to one's own code.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import featcache.backbones
 import featcache.cache.compact
@@ -23,6 +25,7 @@ import featcache.training.backbone_comparison
 import featcache.training.comparison
 import featcache.training.head
 import featcache.training.leaks
+import featcache.training.loading
 import featcache.training.sweep
 from featcache.config import (
     DEFAULT_CACHE,
@@ -39,6 +42,9 @@ from featcache.config import (
     VerifyConfig,
 )
 from featcache.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
 
 
 def extract(
@@ -605,3 +611,64 @@ def compare(
             return featcache.training.backbone_comparison.compare_caches(cache, out, config)
         cache = cache[0] if cache else DEFAULT_CACHE
     return featcache.training.comparison.compare(cache, out, config, head=head)
+
+
+def load(
+    cache: str | Path = DEFAULT_CACHE,
+    split: str | None = "train",
+    *,
+    memory_budget: int | str | None = HeadConfig.memory_budget,
+) -> featcache.training.loading.CachedSplit:
+    """The vectors, labels and paths of one split of a cache, in memory: for scikit-learn or one's own model.
+
+    Parameters
+    ----------
+    cache : str or Path
+        A cache written by :func:`extract`.
+    split : {"train", "validation", "test"} or None
+        The rows the cache stores as that split (none is carved from another); None: every row.
+    memory_budget : int or str, optional
+        Bytes the vectors may take (or a size such as ``"1GB"``); a larger split is refused, to be read in
+        batches with :func:`dataset` instead. None: a quarter of the available memory.
+
+    Returns
+    -------
+    CachedSplit
+        ``X`` float32 ndarray of shape (n_rows, dim), ``y`` int64 ndarray of shape (n_rows,) indexing
+        ``class_names``, ``paths`` each row's image path relative to the data folder, ``rows`` their indices
+        in the cache (:class:`featcache.training.loading.CachedSplit`).
+    """
+    return featcache.training.loading.load_split(cache, split, memory_budget)
+
+
+def dataset(
+    cache: str | Path = DEFAULT_CACHE,
+    split: str | None = "train",
+    *,
+    batch_size: int = HeadConfig.batch_size,
+    shuffle: bool = True,
+    seed: int = HeadConfig.seed,
+) -> keras.utils.PyDataset:
+    """One split of a cache as a Keras dataset, read a chunk of rows at a time: for ``model.fit``.
+
+    Parameters
+    ----------
+    cache : str or Path
+        A cache written by :func:`extract`.
+    split : {"train", "validation", "test"} or None
+        The rows the cache stores as that split; None: every row.
+    batch_size : int
+        Rows per batch.
+    shuffle : bool
+        Shuffle as :func:`train_head` does: each epoch a new seeded order of chunks of rows, the rows of a few
+        chunks at a time shuffled together. False: cache order.
+    seed : int
+        Seed of the shuffle; the same seed gives the same batches.
+
+    Returns
+    -------
+    keras.utils.PyDataset
+        Batches ``(x, y)``: ``x`` float32 of shape (batch_size, dim), ``y`` float32 one-hot of shape
+        (batch_size, n_classes); every row of the split once per epoch.
+    """
+    return featcache.training.loading.split_dataset(cache, split, batch_size, shuffle, seed)

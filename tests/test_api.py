@@ -37,9 +37,11 @@ CONFIGS = {
 OTHERS = {
     "info": {},
     "compact": {},
+    "load": {"memory_budget": HeadConfig},
+    "dataset": {"batch_size": HeadConfig, "seed": HeadConfig},
 }
 #: the parameters an API function may take by position: what it works on and where the result goes
-POSITIONAL = {"data_dir", "out", "cache", "images", "head"}
+POSITIONAL = {"data_dir", "out", "cache", "split", "images", "head"}
 
 
 def _public_functions() -> list[str]:
