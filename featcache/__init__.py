@@ -1,7 +1,8 @@
 """featcache: extract frozen-backbone image features once, then train heads on the cached vectors.
 
 The Python API has the names of the commands: ``featcache.extract(...)`` does what
-``featcache extract`` does. Heavy modules load on first use, so importing featcache is instant.
+``featcache extract`` does; ``featcache.load(...)`` and ``featcache.dataset(...)`` hand a cache's
+vectors to one's own model. Heavy modules load on first use, so importing featcache is instant.
 """
 
 from importlib import import_module
@@ -17,6 +18,8 @@ __all__ = [
     "compare",
     "sweep",
     "leaks",
+    "load",
+    "dataset",
     "HeadConfig",
     "ExtractConfig",
     "FeatcacheError",
@@ -33,6 +36,8 @@ _LAZY = {
     "compare": ("featcache.api", "compare"),
     "sweep": ("featcache.api", "sweep"),
     "leaks": ("featcache.api", "leaks"),
+    "load": ("featcache.api", "load"),
+    "dataset": ("featcache.api", "dataset"),
     "HeadConfig": ("featcache.config", "HeadConfig"),
     "ExtractConfig": ("featcache.config", "ExtractConfig"),
     "FeatcacheError": ("featcache.errors", "FeatcacheError"),

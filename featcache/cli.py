@@ -109,7 +109,6 @@ _EXTRACT_OPTIONS = [
     click.option(
         "-o",
         "--out",
-        "output",
         type=click.Path(path_type=Path),
         default=DEFAULT_CACHE,
         show_default=True,
@@ -233,7 +232,7 @@ _EXTRACT_OPTIONS = [
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @_apply(_EXTRACT_OPTIONS)
 @_errors_as_messages
-def extract(data_dir, output, output_alias, quiet, **options):
+def extract(data_dir, out, output_alias, quiet, **options):
     """Extract pooled Xception vectors of every image in DATA_DIR into an HDF5 cache.
 
     DATA_DIR holds train/, validation/ (or val/) and test/ folders of class folders, or class
@@ -242,7 +241,7 @@ def extract(data_dir, output, output_alias, quiet, **options):
     """
     from featcache import api
 
-    result = api.extract(data_dir, output_alias or output, progress=not quiet, **_given(options))
+    result = api.extract(data_dir, output_alias or out, progress=not quiet, **_given(options))
     _echo(result.summary())
 
 

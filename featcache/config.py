@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from featcache.backbones.registry import BACKBONE_NAMES as BACKBONES
@@ -51,7 +51,7 @@ class ExtractConfig:
     interpolation: str = "nearest"
     exif_transpose: bool = True
     batch_size: int = 32
-    weights: str = field(default_factory=default_weights)
+    weights: str | None = None  # None: $FEATCACHE_WEIGHTS when set, else imagenet
     backbone: str = "xception"
     precision: str = "float32"
     runtime: str | None = None
@@ -75,6 +75,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "output", Path(self.output))
+        if self.weights is None:
+            object.__setattr__(self, "weights", default_weights())
         if self.manifest is not None:
             object.__setattr__(self, "manifest", Path(self.manifest))
         _check_choice("backbone", self.backbone, BACKBONES)
@@ -262,6 +264,11 @@ def default_memory_budget() -> int:
     return int(available * MEMORY_BUDGET_FRACTION) if available else FALLBACK_MEMORY_BUDGET
 
 
+def memory_budget_bytes(value) -> int:
+    """Bytes of the memory budget ``value`` (a size, see :func:`parse_size`), or the default budget when None."""
+    return default_memory_budget() if value is None else parse_size("memory_budget", value)
+
+
 def parse_size(name: str, value) -> int:
     """Bytes of a size given as a number of bytes or a string such as ``1GB``, ``500MB``, ``2GiB``."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -305,13 +312,13 @@ class HeadConfig:
     seed: int = 0
     early_stopping: int | None = None
     val_fraction: float = 0.2
-    memory_budget: int = field(default_factory=default_memory_budget)
+    memory_budget: int | str | None = None  # None: default_memory_budget()
     augmented: bool = False
     drop_leaks: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
-        object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
+        object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
         _check_bool("augmented", self.augmented)
         _check_bool("drop_leaks", self.drop_leaks)
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
@@ -389,18 +396,20 @@ class SweepConfig:
     seeds: int = 3
     epochs: int = 10
     batch_size: int = 32
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int | None = None  # None: one per core
     cs: tuple[float, ...] = ()
     heatmap: tuple[str, str] = ("lr", "inner")
     val_fraction: float = 0.2
-    memory_budget: int = field(default_factory=default_memory_budget)
+    memory_budget: int | str | None = None  # None: default_memory_budget()
     augmented: bool = False
     drop_leaks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lr", "inner", "dropout", "cs", "heatmap"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "memory_budget", parse_size("memory_budget", self.memory_budget))
+        object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
+        if self.jobs is None:
+            object.__setattr__(self, "jobs", os.cpu_count() or 1)
         _check_bool("augmented", self.augmented)
         _check_bool("drop_leaks", self.drop_leaks)
         for name in ("lr", "inner", "dropout"):
