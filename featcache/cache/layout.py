@@ -439,13 +439,15 @@ def content_digest(attrs: dict, class_names, rows: Rows, locations: Locations, q
     per_row = {PATH: rows.path, SHA256: rows.sha256, SPLIT: rows.split, LABEL: rows.label, SIZE: rows.size,
                MTIME: rows.mtime_ns, INDEX: locations.index, ROW: locations.row}  # fmt: skip
     for name, values in per_row.items():
-        values, lengths, content = np.ascontiguousarray(values), hashlib.sha256(), hashlib.sha256()
-        if values.dtype.kind == "S":
-            lengths.update(np.char.str_len(values).astype(np.int64).data)
-            raw = values.view(np.uint8)
-            content.update(np.ascontiguousarray(raw[raw != 0]).data)
-        else:
-            content.update(np.ascontiguousarray(values, dtype=np.int64).data)
+        lengths, content = hashlib.sha256(), hashlib.sha256()
+        for start in range(0, len(values), BLOCK_ROWS):  # a block at a time: no copy of the whole column
+            block = np.ascontiguousarray(values[start : start + BLOCK_ROWS])
+            if block.dtype.kind == "S":
+                lengths.update(np.char.str_len(block).astype(np.int64).data)
+                raw = block.view(np.uint8)
+                content.update(np.ascontiguousarray(raw[raw != 0]).data)
+            else:
+                content.update(np.ascontiguousarray(block, dtype=np.int64).data)
         digest.update(f"{name}:{len(values)}:{content.hexdigest()}:{lengths.hexdigest()}\0".encode())
     texts = [class_names, *zip(*[(e.path, e.reason, e.sha256) for e in quarantine]), locations.files]
     numbers = [locations.file_rows, locations.file_bytes, [locations.dim]]

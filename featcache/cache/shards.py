@@ -315,10 +315,10 @@ class VectorPool:
             elsewhere = outside[self._where(keys[ask])[0]]
             self.copy_into(np.unique(keys[ask][elsewhere]), writer)
         source, row = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
+        if reused is not None:  # (taken whole, -1 clipped and then set: no copy per row)
+            np.take(self._cache_rows[0], reused, out=source, mode="clip")
+            np.take(self._cache_rows[1], reused, out=row, mode="clip")
         source[ask], row[ask] = self._where(keys[ask])
-        if reused is not None:
-            hit = np.flatnonzero(reused >= 0)
-            source[hit], row[hit] = self._cache_rows[0][reused[hit]], self._cache_rows[1][reused[hit]]
         return self._locations(source, row)
 
     def copy_into(self, keys, writer: ShardWriter) -> None:
@@ -335,11 +335,14 @@ class VectorPool:
         return self._locations(*self._where(keys))
 
     def _locations(self, source: np.ndarray, row: np.ndarray) -> Locations:
-        used, index = np.unique(source, return_inverse=True)
+        used = np.flatnonzero(np.bincount(source, minlength=len(self._sources)))
+        renumbered = np.zeros(len(self._sources), dtype=np.int32)
+        renumbered[used] = np.arange(len(used), dtype=np.int32)
+        index = renumbered[source]
         paths = [self._sources[s] for s in used.tolist()]
         rows = [self._source_rows[s] for s in used.tolist()]
         sizes = [path.stat().st_size for path in paths]
-        return Locations([p.name for p in paths], rows, sizes, index.astype(np.int32).reshape(-1), row, self.dim or 0)
+        return Locations([p.name for p in paths], rows, sizes, index.reshape(-1), row, self.dim or 0)
 
     def _dataset(self, source: Path):
         import h5py

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from featcache.cache.layout import (
+    BLOCK_ROWS,
     MTIME,
     PATH,
     SHA256,
@@ -143,15 +144,18 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress)
     try:
         with paused_gc():
             listing, unreadable = _listing(dataset, stored, at_hand, config.assume_unchanged)
+        stored_hashes = stored.sha256 if stored is not None else None  # the paths, sizes and times are done with
+        del stored
         unknown = np.flatnonzero(listing.reused_row < 0).tolist()
         new = [listing.listed_file(i, dataset.class_names) for i in unknown]
         compute_start = time.perf_counter()
         computed = _compute(new, pool, backbone, config, fields, progress)
         compute_seconds = time.perf_counter() - compute_start
         pool.add_shards(folder, fingerprint)
-        old_views = _old_views(config, old, stored)
+        old_views = _old_views(config, old, stored_hashes)
         with paused_gc():
-            hashes = _row_hashes(listing.reused_row, stored, [computed.hashes.get(f.sample.relpath, "") for f in new])
+            computed_hashes = [computed.hashes.get(f.sample.relpath, "") for f in new]
+            hashes = _row_hashes(listing.reused_row, stored_hashes, computed_hashes)
             rows, quarantine, reused = _assemble(
                 dataset, listing, hashes, unknown, pool, config, unreadable + computed.unreadable
             )
@@ -186,12 +190,12 @@ def paused_gc():
             gc.enable()
 
 
-def _old_views(config: ExtractConfig, old: Cache | None, stored: Rows | None):
+def _old_views(config: ExtractConfig, old: Cache | None, stored_hashes: np.ndarray | None):
     """The existing cache's views and the content hashes of its rows, or None."""
     if old is None:
         return None
     views = read_views(config.output)
-    return (views, stored.sha256) if views is not None else None
+    return (views, stored_hashes) if views is not None else None
 
 
 def _compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractConfig, fields: dict, progress: bool):
@@ -288,17 +292,22 @@ def _listing(dataset: Dataset, stored: Rows | None, at_hand: np.ndarray, assume_
     cannot be read. Each file is stat-ed, but with ``assume_unchanged`` those the cache knows by path."""
     n, paths = len(dataset), dataset.paths
     known = _known_rows(paths, stored.path) if stored is not None else np.full(n, -1, dtype=np.int64)
-    hit = np.flatnonzero(known >= 0)
     size, mtime = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    if assume_unchanged and len(hit):
+    hit = np.flatnonzero(known >= 0) if assume_unchanged else []
+    if len(hit):
         size[hit], mtime[hit] = stored.size[known[hit]], stored.mtime_ns[known[hit]]
     todo = np.flatnonzero(size < 0)
-    size[todo], mtime[todo], unreadable = stat_files(dataset.root, paths[todo])
-    same = np.zeros(n, dtype=bool)
-    if len(hit):
-        row = known[hit]
-        same[hit] = (stored.size[row] == size[hit]) & (stored.mtime_ns[row] == mtime[hit]) & at_hand[row]
-    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, np.where(same, known, -1))
+    if len(todo) == n:  # (every file: no copy of the paths)
+        size, mtime, unreadable = stat_files(dataset.root, paths)
+    else:
+        size[todo], mtime[todo], unreadable = stat_files(dataset.root, paths[todo])
+    for start in range(0, n if stored is not None else 0, BLOCK_ROWS):  # reused: unchanged, its vector at hand
+        row, at = known[start : start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
+        hit = np.flatnonzero(row >= 0)
+        old = row[hit]
+        same = (stored.size[old] == size[at][hit]) & (stored.mtime_ns[old] == mtime[at][hit]) & at_hand[old]
+        row[hit[~same]] = -1
+    listing = Listing(paths, dataset.labels, dataset.splits, size, mtime, known)
     quarantine = [QuarantineEntry(path, reason) for path, reason in unreadable]
     return (listing.take(np.flatnonzero(size >= 0)) if unreadable else listing), quarantine
 
@@ -309,19 +318,22 @@ def _known_rows(paths: np.ndarray, stored: np.ndarray) -> np.ndarray:
     if not len(stored) or not len(paths):
         return np.full(len(paths), -1, dtype=np.int64)
     order = np.argsort(stored, kind="stable")  # a path stored twice is found at its first row
-    ordered = stored[order]
-    at = np.minimum(np.searchsorted(ordered, paths), len(ordered) - 1)
-    return np.where(ordered[at] == paths, order[at], -1).astype(np.int64)
+    at = np.searchsorted(stored, paths, sorter=order)
+    known = order[np.minimum(at, len(order) - 1, out=at)]
+    del order, at
+    for start in range(0, len(paths), BLOCK_ROWS):  # compared a block at a time: no copy of every path
+        block = known[start : start + BLOCK_ROWS]
+        block[stored[block] != paths[start : start + BLOCK_ROWS]] = -1
+    return known
 
 
-def _row_hashes(reused: np.ndarray, stored: Rows | None, computed: list[str]) -> np.ndarray:
-    """The content hash of each listed row (``S64`` (n,)): a reused row's from ``stored``, the others
-    ``computed`` in row order (b"" where the file could not be read)."""
+def _row_hashes(reused: np.ndarray, stored_hashes: np.ndarray | None, computed: list[str]) -> np.ndarray:
+    """The content hash of each listed row (``S64`` (n,)): a reused row's from ``stored_hashes`` (the existing
+    cache's), the others ``computed`` in row order (b"" where the file could not be read)."""
     hashes = np.zeros(len(reused), dtype=f"S{HASH_WIDTH}")
-    hit = reused >= 0
-    if hit.any():
-        hashes[hit] = stored.sha256[reused[hit]]
-    hashes[~hit] = np.array(computed, dtype=f"S{HASH_WIDTH}").reshape(len(computed))
+    if stored_hashes is not None and len(stored_hashes):
+        np.take(stored_hashes.astype(hashes.dtype, copy=False), reused, out=hashes, mode="clip")  # -1: set below
+    hashes[reused < 0] = np.array(computed, dtype=f"S{HASH_WIDTH}").reshape(len(computed))
     return hashes
 
 
