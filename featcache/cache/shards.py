@@ -144,14 +144,17 @@ class VectorPool:
     of a format-1 cache) and a row in it.
 
     Keys come in chunks of numpy columns (an existing cache's content hashes, the rows of a shard, vectors
-    copied in this run) and are joined and sorted on the first lookup after a change; a lookup is a binary
-    search (``searchsorted``). A key keeps its first entry (an existing cache's row first of all) unless a
-    later one was added with ``replace``.
+    copied in this run), in three ranks: those added with ``replace`` (the latest first), the existing cache's,
+    the others (the first first). The chunks of a rank are joined and sorted on its first lookup after a
+    change, so the existing cache's hashes are sorted once and never copied; a lookup is a binary search
+    (``searchsorted``) in each rank in turn, and a key's first entry in that order wins.
     """
 
+    REPLACE, CACHE, OTHER = 0, 1, 2
+
     def __init__(self, max_open: int = 32):
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = []  # keys, source, row, replace
-        self._table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # the chunks joined
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # keys, source, row, rank
+        self._tables: dict[int, tuple] = {}  # rank -> its chunks' keys, source, row joined, and their order
         self._cache_rows: tuple[np.ndarray, np.ndarray] | None = None  # per existing-cache row: source, row
         self._sources: list[Path] = []
         self._source_rows: list[int] = []
@@ -170,7 +173,7 @@ class VectorPool:
 
     def keys(self) -> np.ndarray:
         """Every key the pool holds a vector of (fixed-width bytes, sorted, each once)."""
-        return np.unique(self._joined()[0])
+        return np.unique(np.concatenate([self._table(rank)[0] for rank in (self.REPLACE, self.CACHE, self.OTHER)]))
 
     def add_cache(self, cache_path: Path, cache: Cache | None = None, sha256s=None) -> np.ndarray:
         """Index the rows and quarantine of an existing cache (``cache``, its metadata, and ``sha256s``, its rows'
@@ -197,7 +200,7 @@ class VectorPool:
         intact = source >= 0
         self._cache_rows = (source, row)
         kept = slice(None) if intact.all() else intact
-        self._add(bytes_column(sha256s)[kept], source[kept], row[kept])
+        self._add(bytes_column(sha256s)[kept], source[kept], row[kept], self.CACHE)
         return intact
 
     def add_views(self, cache_path: Path, views: Views, sha256s) -> None:
@@ -227,35 +230,40 @@ class VectorPool:
         self._source_rows.append(rows)
         return len(self._sources) - 1
 
-    def _add(self, keys, source: np.ndarray, row: np.ndarray, replace: bool = False) -> None:
-        """Entries for ``keys``: a key keeps its first entry unless ``replace``."""
-        self._chunks.append((bytes_column(keys), source, row, replace))
-        self._table = None
+    def _add(self, keys, source: np.ndarray, row: np.ndarray, rank: int = OTHER) -> None:
+        """Entries for ``keys``, of ``rank`` (see the class)."""
+        self._chunks.append((bytes_column(keys), source, row, rank))
+        self._tables.pop(rank, None)
 
-    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Keys, source and row of every entry, the chunks that replace first (latest first), and the order
-        that sorts the keys (stable, so a key's winning entry comes first among its equals)."""
-        if self._table is None:
-            chunks = [c for c in reversed(self._chunks) if c[3]] + [c for c in self._chunks if not c[3]]
-            if len(chunks) == 1:  # (an existing cache's hashes alone: not copied)
+    def _table(self, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Keys, source and row of the entries of ``rank`` (in the order their first entry wins: the latest
+        first for REPLACE) and the order that sorts the keys, stable (a key's winning entry first)."""
+        if rank not in self._tables:
+            chunks = [c for c in self._chunks if c[3] == rank]
+            if rank == self.REPLACE:
+                chunks.reverse()
+            if len(chunks) == 1:  # (not copied)
                 keys, source, row, _ = chunks[0]
             else:
                 keys, source, row = (
                     np.concatenate([c[i] for c in chunks] or [np.zeros(0, dtype)])
                     for i, dtype in ((0, "S1"), (1, np.int64), (2, np.int64))
                 )
-            self._table = (keys, source, row, np.argsort(keys, kind="stable"))
-        return self._table
+            self._tables[rank] = (keys, source, row, np.argsort(keys, kind="stable"))
+        return self._tables[rank]
 
     def find(self, keys) -> tuple[np.ndarray, np.ndarray]:
         """The source id and row of each of ``keys`` (int64 (n,) each; -1 where unknown)."""
         keys = bytes_column(keys)
-        stored, source, row, order = self._joined()
         found = np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
-        if len(stored) and len(keys):
-            at = order[np.minimum(np.searchsorted(stored, keys, sorter=order), len(order) - 1)]
-            hit = stored[at] == keys
-            found[0][hit], found[1][hit] = source[at[hit]], row[at[hit]]
+        for rank in (self.REPLACE, self.CACHE, self.OTHER):
+            stored, source, row, order = self._table(rank)
+            ask = np.flatnonzero(found[0] < 0)
+            if not len(stored) or not len(ask):
+                continue
+            at = order[np.minimum(np.searchsorted(stored, keys[ask], sorter=order), len(order) - 1)]
+            hit = stored[at] == keys[ask]
+            found[0][ask[hit]], found[1][ask[hit]] = source[at[hit]], row[at[hit]]
         return found
 
     def _where(self, keys) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +336,7 @@ class VectorPool:
             shard = writer.write(chunk, self.gather(chunk))
             source = self._source_id(shard, len(chunk))
             rows = np.arange(len(chunk), dtype=np.int64)
-            self._add(chunk, np.full(len(chunk), source, dtype=np.int64), rows, replace=True)
+            self._add(chunk, np.full(len(chunk), source, dtype=np.int64), rows, self.REPLACE)
 
     def locations(self, keys) -> Locations:
         """The shard and row of each of ``keys``, all of which must lie in shards."""
@@ -360,7 +368,7 @@ class VectorPool:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
-        self._chunks, self._table, self._cache_rows = [], None, None
+        self._chunks, self._tables, self._cache_rows = [], {}, None
 
 
 def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
