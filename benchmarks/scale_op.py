@@ -76,7 +76,10 @@ def extract(assume_unchanged, commit_seconds, data, cache):
 
 @main.command()
 def imports():
-    """Nothing but the imports :func:`extract` makes before its timer: the memory every process starts with."""
+    """Nothing but the imports an extract makes (featcache, h5py, PIL): the memory every process starts with."""
+    import h5py  # noqa: F401
+    import PIL.Image  # noqa: F401
+
     from featcache.api import extract  # noqa: F401
 
     click.echo(json.dumps(measured(dict)))
