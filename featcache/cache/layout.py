@@ -1,47 +1,17 @@
-"""The HDF5 layout of a feature cache file: reading it, and replacing it whole.
+"""The HDF5 layout of a feature cache's entry file: reading it, and replacing it whole.
 
-``featcache.cache`` is the only package that knows HDF5: this module the cache file,
+``featcache.cache`` is the only package that knows HDF5: this module the entry file,
 :mod:`featcache.cache.shards` the files that hold the vectors, :mod:`featcache.cache.lock` the single
-writer, :mod:`featcache.cache.compact` reclaiming space.
-
-Layout of a cache (format ``featcache-features``, version 3): a small entry file, readable with
-plain h5py and ``h5ls``, and the shard files its ``/features`` reads from::
-
-    /                       attributes: format, format_version, fingerprint and provenance, and
-                            content_sha256: a digest of everything the file holds but updated_at
-    /features               float32 (n, dim)   virtual dataset over the shards: row i's pooled vector
-    /label                  int32   (n,)       index into /class_names
-    /split                  str[w]  (n,)       train | validation | test
-    /path                   str[w]  (n,)       path relative to the data folder, "/"-separated
-    /sha256                 str[w]  (n,)       hex sha256 of the file's bytes (the row's key)
-    /size                   int64   (n,)       file size in bytes when read
-    /mtime_ns               int64   (n,)       file modification time when read
-    /class_names            str     (k,)       sorted class names
-    /quarantine/path        str     (q,)       files that could not be used ...
-    /quarantine/reason      str     (q,)       ... why ...
-    /quarantine/sha256      str     (q,)       ... and their content hash ("" when unreadable)
-    /shards/file            str     (s,)       shard file names in <cache>.shards/
-    /shards/rows            int64   (s,)       rows each shard holds
-    /shards/bytes           int64   (s,)       each shard's size, to notice a damaged one
-    /shards/index           int32   (n,)       the shard of row i ...
-    /shards/row             int64   (n,)       ... and its row there
-    /augmented              group, only in a cache with augmented views of its train rows; attributes
-                            fingerprint, fingerprint_fields, policy (JSON), seed, count (views per image)
-    /augmented/features     float32 (m, dim)   virtual dataset over <cache>.views/: view i's pooled vector
-    /augmented/row          int64   (m,)       the row of the image view i was made from
-    /augmented/view         int32   (m,)       which view of that image (0 .. count-1)
-    /augmented/shards/...                      as /shards, for the view shards
+writer, :mod:`featcache.cache.compact` reclaiming space. The layout (format ``featcache-features``,
+version 3: every dataset, its dtype and shape, the attributes, the older versions and how they are
+upgraded) is written down in ``docs/cache-format.md``; the names below are its datasets.
 
 The entry file is only ever replaced whole (written beside it, then renamed), so it is never
-half-written, and shards are never changed once committed (:mod:`featcache.cache.shards`): an
-update writes its new shards and a new entry file, whatever the size of the cache (and leaves
-the file untouched when its content digest says nothing changed). A missing
-shard reads as NaN rows through ``/features``. Views are kept apart from the clean vectors (their
-own shards folder, fingerprint and virtual dataset), so adding or dropping views never touches the
-clean rows. The per-row strings (``str[w]``) are fixed-length UTF-8 strings as wide as the longest
-value, so a million of them read, compare and write as one block of bytes, with no object per row.
-Version 2 stored them as variable-length strings; version 1 also kept the vectors in ``/features``
-itself and had no ``/shards``. Both are read as they are and rewritten as version 3 by the next write.
+half-written, and shards never change once committed: an update writes its new shards and a new
+entry file, and leaves the file untouched when its content digest says nothing changed. Per-row
+strings are fixed-width byte strings as wide as the longest value (read, compared and written as one
+block of bytes, with no object per row), holding a name's bytes as the file system gives them
+(:mod:`featcache.names`).
 """
 
 from __future__ import annotations
@@ -139,20 +109,33 @@ class Rows:
 
     def counts(self, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Rows per split (train, validation, test), and per split and class (classes sorted)."""
-        split = self.split if isinstance(self.split, np.ndarray) else np.asarray(self.split, dtype=object)
-        names = [name.encode() for name in SPLITS] if split.dtype.kind == "S" else SPLITS
-        masks = [split.reshape(-1) == name for name in names]
-        return split_counts(masks, np.asarray(self.label, dtype=np.int64).reshape(-1), class_names)
+        return split_counts(split_codes(self.split), np.asarray(self.label, dtype=np.int64), class_names)
 
 
-def split_counts(masks, label: np.ndarray, class_names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """Rows per split and per split and class, from a boolean mask of the rows of each of SPLITS and the labels."""
-    per_split, per_class = {}, {}
-    for name, mask in zip(SPLITS, masks):
-        per_split[name] = int(np.count_nonzero(mask))
-        found = np.bincount(label[mask], minlength=len(class_names))
-        if per_split[name]:
-            per_class[name] = {class_names[i]: int(found[i]) for i in np.flatnonzero(found)}
+def split_codes(names) -> np.ndarray:
+    """The index into SPLITS of each split name (str or bytes), int8 (n,); -1 for a name not in SPLITS."""
+    names = bytes_column(names)
+    codes = np.full(len(names), -1, dtype=np.int8)
+    for i, name in enumerate(SPLITS):
+        codes[names == name.encode()] = i
+    return codes
+
+
+def split_counts(codes: np.ndarray, label: np.ndarray, class_names: list[str]) -> tuple[dict, dict]:
+    """Rows per split and per split and class, from each row's split code (:func:`split_codes`; rows of
+    another split are not counted) and label; ValueError for a label outside the classes."""
+    k, label = len(class_names), np.asarray(label, dtype=np.int64).reshape(-1)
+    if len(label) and (label.min() < 0 or label.max() >= k):
+        raise ValueError(f"a label outside the {k} classes")
+    kept = codes >= 0
+    table = np.bincount(codes[kept].astype(np.int64) * k + label[kept], minlength=len(SPLITS) * k)
+    table = table.reshape(len(SPLITS), k)
+    per_split = {name: int(table[i].sum()) for i, name in enumerate(SPLITS)}
+    per_class = {
+        name: {class_names[c]: int(table[i, c]) for c in np.flatnonzero(table[i]).tolist()}
+        for i, name in enumerate(SPLITS)
+        if per_split[name]
+    }
     return per_split, per_class
 
 

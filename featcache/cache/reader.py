@@ -20,22 +20,19 @@ from featcache.cache.layout import (
     SPLIT,
     SPLITS,
     attr_value,
-    bytes_column,
     check_format,
     damaged,
     decode_strings,
     open_h5,
     read_columns,
+    split_codes,
+    split_counts,
     vector_dim,
 )
 from featcache.errors import CacheError
 
 #: rows of string metadata decoded at once, so a million rows never become a million Python strings
 METADATA_ROWS = 65536
-#: rows counted at once by :func:`count_rows`: a few hundred KB, whatever the cache's size
-COUNT_ROWS = 8192
-#: the code of a split name that is none of SPLITS
-OTHER_SPLIT = -1
 
 
 @dataclass
@@ -76,19 +73,10 @@ def read_row_index(path: str | Path) -> RowIndex:
 
 
 def _split_codes(dataset) -> np.ndarray:
-    codes = np.full(dataset.shape[0], OTHER_SPLIT, dtype=np.int8)
+    codes = np.empty(dataset.shape[0], dtype=np.int8)
     for start in range(0, len(codes), METADATA_ROWS):
-        block = _codes_of(dataset[start : start + METADATA_ROWS])
+        block = split_codes(dataset[start : start + METADATA_ROWS])
         codes[start : start + len(block)] = block
-    return codes
-
-
-def _codes_of(values) -> np.ndarray:
-    """The split codes (int8, OTHER_SPLIT for a name not in SPLITS) of split names as an entry file holds them."""
-    values = bytes_column(values)
-    codes = np.full(len(values), OTHER_SPLIT, dtype=np.int8)
-    for i, name in enumerate(SPLITS):
-        codes[values == name.encode()] = i
     return codes
 
 
@@ -103,31 +91,13 @@ class RowCounts:
 
 
 def count_rows(path: str | Path, class_names: list[str]) -> RowCounts:
-    """The :class:`RowCounts` of the cache at ``path`` (of classes ``class_names``), its labels and splits
-    read a block of COUNT_ROWS rows at a time: what a summary of a cache of any size takes."""
-    path, k = Path(path), len(class_names)
-    counts = np.zeros((len(SPLITS) + 1) * k, dtype=np.int64)  # the last k: splits of another name
-    with open_h5(path) as h5:
-        try:
-            labels, splits = h5[LABEL], h5[SPLIT]
-            n = len(labels)
-            for start in range(0, n, COUNT_ROWS):
-                label = labels[start : start + COUNT_ROWS].astype(np.int64)
-                codes = _codes_of(splits[start : start + COUNT_ROWS]).astype(np.int64)
-                if len(label) and (label.min() < 0 or label.max() >= k):
-                    raise ValueError(f"a label outside the {k} classes")
-                codes[codes == OTHER_SPLIT] = len(SPLITS)
-                counts += np.bincount(codes * k + label, minlength=len(counts))
-        except (KeyError, OSError, ValueError) as exc:
-            raise damaged(path, exc) from None
-    table = counts.reshape(len(SPLITS) + 1, k)
-    per_split = {name: int(table[i].sum()) for i, name in enumerate(SPLITS)}
-    per_class = {
-        name: {class_names[c]: int(table[i, c]) for c in np.flatnonzero(table[i]).tolist()}
-        for i, name in enumerate(SPLITS)
-        if per_split[name]
-    }
-    return RowCounts(n, per_split, per_class)
+    """The :class:`RowCounts` of the cache at ``path`` (of classes ``class_names``), from its labels and
+    split codes (9 bytes a row)."""
+    index = read_row_index(path)
+    try:
+        return RowCounts(len(index), *split_counts(index.split, index.label, class_names))
+    except ValueError as exc:
+        raise damaged(Path(path), exc) from None
 
 
 def read_sha256(path: str | Path, rows: np.ndarray) -> list[str]:

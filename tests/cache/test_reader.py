@@ -32,7 +32,7 @@ def test_row_index_holds_what_read_cache_holds_without_vectors(cache, monkeypatc
 
 
 def test_rows_counted_a_block_at_a_time_match_a_count_of_the_whole_columns(tmp_path, monkeypatch):
-    monkeypatch.setattr(reader, "COUNT_ROWS", 7)  # several blocks, the last one short
+    monkeypatch.setattr(reader, "METADATA_ROWS", 7)  # several blocks, the last one short
     labels = [0, 1, 2, 2, 1, 0, 0, 2, 1, 1, 2, 0, 1, 2, 2, 0, 1]
     splits = ["train", "validation", "test", "train", "holdout"] * 3 + ["train", "test"]
     cache = handmade_cache(tmp_path / "c.h5", labels, splits, ["a", "b", "c"])
