@@ -18,7 +18,6 @@ from featcache.cache.lock import CacheLock
 from featcache.cache.shards import (
     ShardWriter,
     VectorPool,
-    adopt_legacy_parts,
     check_shards,
     check_views,
     list_shards,
@@ -57,7 +56,6 @@ def compact(cache_path: str | Path) -> CompactResult:
     start, path = time.perf_counter(), Path(cache_path)
     with CacheLock(path):
         sweep_temporaries(path)
-        adopt_legacy_parts(path)
         folder = shards_dir(path)
         before = _usage(folder)
         cache = read_cache(path, with_vectors=False)

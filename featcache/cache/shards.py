@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 SHARD_SHA256, SHARD_FEATURES = "sha256", "features"
 SHARD_Q_SHA256, SHARD_Q_REASON = "quarantine_sha256", "quarantine_reason"
-LEGACY_PARTS_SUFFIX = ".parts"  # where format 1 kept unfinished work
 #: the most rows one shard gets when vectors are copied (upgrade, compact): 64 MB at 2048-d
 COPY_ROWS = 8192
 
@@ -65,7 +64,7 @@ def sweep_temporaries(cache_path: Path) -> list[Path]:
     cache_path = Path(cache_path)
     prefix = temporary_name(cache_path)
     found = [p for p in cache_path.parent.iterdir() if p.name.startswith(prefix)]
-    for folder in (shards_dir(cache_path), views_folder(cache_path), Path(str(cache_path) + LEGACY_PARTS_SUFFIX)):
+    for folder in (shards_dir(cache_path), views_folder(cache_path)):
         if folder.is_dir():
             found += [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     for leftover in found:
@@ -73,23 +72,6 @@ def sweep_temporaries(cache_path: Path) -> list[Path]:
     if found:
         log.info("removed %d temporary file(s) left by an interrupted run", len(found))
     return found
-
-
-def adopt_legacy_parts(cache_path: Path) -> int:
-    """Move the parts an interrupted format-1 run left in ``<cache>.parts/`` into the shards folder."""
-    legacy = Path(str(cache_path) + LEGACY_PARTS_SUFFIX)
-    if not legacy.is_dir():
-        return 0
-    target = shards_dir(cache_path)
-    target.mkdir(parents=True, exist_ok=True)
-    moved = 0
-    for part in sorted(legacy.glob("part-*.h5")):
-        os.replace(part, target / f"{bytes_sha256(part.read_bytes())[:32]}.h5")
-        moved += 1
-    for entry in legacy.iterdir():
-        entry.unlink(missing_ok=True)
-    legacy.rmdir()
-    return moved
 
 
 class ShardWriter:
