@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from featcache.augment import AugmentPolicy, apply_view, policy_for, view_parame
 from featcache.cache.layout import Rows, Views, decode_strings, views_folder
 from featcache.cache.shards import ShardWriter, VectorPool, drop_other_shards, remove_unreferenced, view_key
 from featcache.config import ExtractConfig
-from featcache.extraction.pipeline import embed_pixels
+from featcache.extraction.pipeline import embed_pixels, in_order
 from featcache.extraction.priority import DecodePriority
 from featcache.hashing import json_sha256
 from featcache.images import ImageDecodeError, decode_image
@@ -152,8 +151,12 @@ def _compute(
         progress_bar(total, progress, "augment", smoothing=0.1) as bar,
         ThreadPoolExecutor(config.workers, initializer=priority.lower) as workers,
     ):
-        jobs = ((sha, config.data_dir / path, js) for sha, (path, js) in missing.items())
-        for sha, made in _bounded(workers, jobs, config, plan, priority, window=4 * config.workers):
+
+        def views(sha: str):
+            path, js = missing[sha]
+            return workers.submit(make_views, config.data_dir / path, sha, js, config, plan)
+
+        for sha, made in in_order(views, list(missing), priority, 4 * config.workers):
             if made is None:
                 failed += 1
                 continue
@@ -168,20 +171,6 @@ def _compute(
             writer.write(keys, embed(pixels))
             bar.update(len(keys))
     return failed
-
-
-def _bounded(workers, jobs, config: ExtractConfig, plan: ViewPlan, priority: DecodePriority, window: int):
-    """(sha256, [(view, pixels)] or None) for each job, in order, with ``window`` images in flight; the
-    threads that decode and transform yield the CPU to the forward pass (:class:`DecodePriority`)."""
-    pending: deque = deque()
-    for sha, path, js in jobs:
-        pending.append((sha, workers.submit(make_views, path, sha, js, config, plan)))
-        if len(pending) >= window:
-            first, future = pending.popleft()
-            yield first, priority.wait(future)
-    while pending:
-        first, future = pending.popleft()
-        yield first, priority.wait(future)
 
 
 def make_views(path: Path, sha256: str, views: list[int], config: ExtractConfig, plan: ViewPlan):

@@ -45,16 +45,6 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def sample(self, i: int) -> Sample:
-        """Image ``i`` as a :class:`Sample`."""
-        split = self.splits[i].decode()
-        return Sample(os.fsdecode(self.paths[i]), self.class_names[self.labels[i]], split or None)
-
-    @property
-    def samples(self) -> list[Sample]:
-        """Every image as a :class:`Sample` (an object each: for small datasets and tests)."""
-        return [self.sample(i) for i in range(len(self))]
-
 
 def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = False) -> Dataset:
     """Find every image of ``data_dir`` and its class and split (b"" where hashing decides).

@@ -155,7 +155,9 @@ def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractCo
         ThreadPoolExecutor(1) as committer,
     ):
         commits = Commits(ShardWriter(shards_dir(config.output), fingerprint), committer, config.commit_seconds)
-        prepared = _prepared(workers, new, config, Claims(pool), priority, window=4 * config.batch_size)
+        root, spec, claims = config.data_dir, config.preprocess, Claims(pool)
+        read = lambda item: workers.submit(prepare_one, root / item.sample.relpath, item.size, spec, claims)  # noqa: E731
+        prepared = ((item, *outcome) for item, outcome in in_order(read, new, priority, 4 * config.batch_size))
         try:
             for batch in group(prepared, config.batch_size):
                 done.hashes.update(batch.hashes)
@@ -175,18 +177,18 @@ def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractCo
     return done
 
 
-def _prepared(workers, new: list[ListedFile], config: ExtractConfig, claims: Claims, priority, window: int):
-    """Yield (file, sha256, outcome) in listing order, keeping ``window`` files in flight."""
+def in_order(submit, items, priority: DecodePriority, window: int):
+    """(item, its result) for each of ``items`` in order, ``submit(item)`` giving its future, with ``window``
+    of them in flight; the threads that work on them yield the CPU to the forward pass (:class:`DecodePriority`)."""
     pending: deque = deque()
-    root, spec = config.data_dir, config.preprocess
-    for item in new:
-        pending.append((item, workers.submit(prepare_one, root / item.sample.relpath, item.size, spec, claims)))
+    for item in items:
+        pending.append((item, submit(item)))
         if len(pending) >= window:
             first, future = pending.popleft()
-            yield first, *priority.wait(future)
+            yield first, priority.wait(future)
     while pending:
         first, future = pending.popleft()
-        yield first, *priority.wait(future)
+        yield first, priority.wait(future)
 
 
 def prepare_one(path: Path, size: int, spec: PreprocessSpec, claims: Claims):
