@@ -48,11 +48,7 @@ COPY_ROWS = 8192
 
 def view_key(sha256: str | bytes, view: int) -> str:
     """The key of view ``view`` of the image of content ``sha256`` in the shards of views."""
-    return f"{_text(sha256)}/{view}"
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return f"{sha256.decode() if isinstance(sha256, bytes) else sha256}/{view}"
 
 
 def sweep_temporaries(cache_path: Path) -> list[Path]:

@@ -39,12 +39,10 @@ READ_WHOLE_LIMIT = 64 << 20
 
 
 class ListedFile(NamedTuple):
-    """An image file of the listing: its stat, and its content hash when the cache already knows it."""
+    """An image file of the listing and its size (what decides how it is read)."""
 
     sample: Sample
     size: int
-    mtime_ns: int
-    sha256: str | None = None  # None until a worker has read a file the cache does not know
 
 
 @dataclass

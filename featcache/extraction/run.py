@@ -157,7 +157,10 @@ def _update(config: ExtractConfig, dataset: Dataset, backbone, fields, progress)
         views_start = time.perf_counter()
         views = update_views(config, rows, old_views, fingerprint, backbone, progress)
         views_seconds = time.perf_counter() - views_start
-        attrs = _attrs(config, dataset, fields, old) | _speed(old, computed.vectors, compute_seconds)
+        created = old.attrs.get("created_at") if old is not None else None
+        attrs = cache_attributes(config, dataset.layout, fields, created) | _speed(
+            old, computed.vectors, compute_seconds
+        )
         previous = old.attrs if old is not None else None  # nothing is written when nothing changed
         write_cache(config.output, attrs, dataset.class_names, rows, locations, quarantine, views.views, previous)
     finally:
@@ -262,7 +265,7 @@ class Listing(NamedTuple):
     def listed_file(self, i: int, class_names: list[str]) -> ListedFile:
         split = self.splits[i].decode() or None
         sample = Sample(os.fsdecode(self.paths[i]), class_names[self.labels[i]], split)
-        return ListedFile(sample, int(self.size[i]), int(self.mtime_ns[i]))
+        return ListedFile(sample, int(self.size[i]))
 
 
 def _listing(dataset: Dataset, stored: Rows | None, at_hand: np.ndarray, assume_unchanged: bool):
@@ -356,11 +359,6 @@ def _speed(old: Cache | None, computed: int, seconds: float) -> dict:
         return {"images_per_s": round(computed / seconds, 2), "images_per_s_cpu": cpu_name()}
     keep = ("images_per_s", "images_per_s_cpu")
     return {k: old.attrs[k] for k in keep if old is not None and k in old.attrs}
-
-
-def _attrs(config: ExtractConfig, dataset: Dataset, fields: dict, old: Cache | None) -> dict:
-    created = old.attrs.get("created_at") if old is not None else None
-    return cache_attributes(config, dataset.layout, fields, created)
 
 
 def cache_attributes(config: ExtractConfig, layout: str, fields: dict, created_at: str | None = None) -> dict:
