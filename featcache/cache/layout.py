@@ -160,10 +160,6 @@ class Cache:
     n_rows: int = 0  # rows of the cache, also when ``rows`` was not read
 
     @property
-    def shards_folder(self) -> Path:
-        return Path(str(self.path) + ".shards")
-
-    @property
     def fingerprint(self) -> str:
         return self.attrs["fingerprint"]
 

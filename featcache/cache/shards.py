@@ -415,7 +415,7 @@ class ShardProblem:
 
 def check_shards(cache: Cache) -> list[ShardProblem]:
     """Open every shard of ``cache`` and compare it with what the entry file recorded (none for format 1)."""
-    return check_located(cache.shards_folder, cache.locations)
+    return check_located(shards_dir(cache.path), cache.locations)
 
 
 def check_views(cache_path: Path, views: Views | None) -> list[ShardProblem]:

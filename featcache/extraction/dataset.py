@@ -182,26 +182,19 @@ class _Found:
 
     def dataset(self, root: Path, layout: str) -> Dataset:
         """The dataset of what was found; DatasetError when validation or test hold classes train lacks."""
-        _check_unknown(self.unknown)
-        joined = {name: _joined(chunks, name) for name, chunks in self.chunks.items()}
-        paths, labels, splits = joined["paths"], joined["labels"], joined["splits"]
+        for split in ("validation", "test"):
+            extra = sorted(self.unknown.get(split, ()))
+            if extra:
+                raise DatasetError(
+                    f"classes {', '.join(extra)} appear in {split} but not in train; "
+                    f"add training images for them or remove them from {split}"
+                )
+        paths, labels, splits = (_joined(self.chunks[name], name) for name in ("paths", "labels", "splits"))
         return Dataset(root, layout, paths, labels, splits, self.class_names, self.rejected)
 
 
-def _check_unknown(unknown: dict[str, set[str]]) -> None:
-    for split in ("validation", "test"):
-        extra = sorted(unknown.get(split, ()))
-        if extra:
-            raise DatasetError(
-                f"classes {', '.join(extra)} appear in {split} but not in train; "
-                f"add training images for them or remove them from {split}"
-            )
-
-
 def _joined(chunks: list[np.ndarray], name: str) -> np.ndarray:
-    if chunks:
-        return np.concatenate(chunks)
-    return np.zeros(0, dtype={"paths": "S1", "splits": "S10", "labels": np.int32}.get(name, np.int64))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype={"paths": "S1", "splits": "S10"}.get(name, np.int32))
 
 
 def _walk_images(folder: bytes, rel: bytes, fence: Path | None, rejected: list) -> Iterator[tuple[bytes, np.ndarray]]:
@@ -336,11 +329,8 @@ def _manifest_row(root, fence, manifest, line, row):
 
 
 def _check_classes(dataset: Dataset) -> None:
-    check_found(dataset.root, len(dataset), dataset.class_names)
-
-
-def check_found(root: Path, images: int, class_names: list[str]) -> None:
-    """DatasetError unless a data folder held images (``images`` of them) of at least two classes."""
+    """DatasetError unless the data folder held images of at least two classes."""
+    root, images, class_names = dataset.root, len(dataset), dataset.class_names
     if not images:
         raise DatasetError(f"no images found under {root}; featcache reads JPEG, PNG, BMP, GIF, WebP and TIFF")
     if len(class_names) < 2:

@@ -333,7 +333,10 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
             keep[i] = False
     quarantine += unreadable
     if config.strict and quarantine:
-        raise BadImagesError(_strict_message(quarantine))
+        raise BadImagesError(
+            f"{len(quarantine)} file(s) could not be used, first {quarantine[0].path}: {quarantine[0].reason}; "
+            f"fix or remove them, or run without --strict to skip them"
+        )
     if not keep.all():
         kept = np.flatnonzero(keep)
         listing, hashes = listing.take(kept), hashes[kept]
@@ -342,14 +345,6 @@ def _assemble(dataset, listing: Listing, hashes: np.ndarray, read: list[int], po
     split[hashed] = splits_for_hashes(hashes[hashed], config.val_fraction, config.test_fraction)
     rows = Rows(listing.paths, hashes, listing.labels, split, listing.size, listing.mtime_ns)
     return rows, quarantine, listing.reused_row
-
-
-def _strict_message(quarantine) -> str:
-    first = quarantine[0]
-    return (
-        f"{len(quarantine)} file(s) could not be used, first {first.path}: {first.reason}; "
-        f"fix or remove them, or run without --strict to skip them"
-    )
 
 
 def _speed(old: Cache | None, computed: int, seconds: float) -> dict:
