@@ -6,10 +6,10 @@
    --augment-policy P`` on that cache: the second run computes only the views, so its time (whole
    process, TensorFlow start-up in) is the extra extraction time of the views.
 2. ``featcache sweep`` of one grid (default: lr 0.001, 0.01 x inner 0, 100 x dropout 0, 0.5 x 3 seeds,
-   10 epochs) without and with ``--augmented``: the best configuration of each,
+   10 epochs) without and with ``--with-views``: the best configuration of each,
    its validation accuracy (mean, sd, min-max over seeds), Keras' train accuracy at the best epoch
    (on the vectors the epoch drew, dropout on) and the gap between them.
-3. ``featcache compare --head best-head`` of each sweep (with ``--augmented`` for the augmented one, so
+3. ``featcache compare --head best-head`` of each sweep (with ``--with-views`` for the augmented one, so
    the logistic baseline is fitted on every view too): test accuracy of the chosen head and of the
    baseline.
 Everything is written in a temporary folder, deleted at the end.
@@ -79,7 +79,7 @@ def main(data, weights, views, policy, lr, inner, dropout, seeds):
         made = re.search(r"views: .*computed (\d+)", out)
         grid = ["--lr", lr, "--inner", inner, "--dropout", dropout, "--seeds", str(seeds), "-q"]
         found, tests, sweep_s = {}, {}, {}
-        for arm, extra in (("clean", []), ("augmented", ["--augmented"])):
+        for arm, extra in (("clean", []), ("augmented", ["--with-views"])):
             sweep = work / f"sweep-{arm}"
             sweep_s[arm], _ = run("sweep", str(cache), "-o", str(sweep), *grid, *extra)
             found[arm] = best_of(sweep)

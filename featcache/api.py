@@ -3,12 +3,12 @@
 Each option is a field of the command's configuration (:mod:`featcache.config`, and
 :class:`featcache.config.HeadConfig` for the head), where its default is declared once; the
 parameters here read their defaults from there. :func:`load` and :func:`dataset` hand a cache's
-vectors to one's own code.
+vectors to one's own code. A renamed parameter still takes its former name until the next release, with a
+DeprecationWarning (:func:`featcache.config.renamed`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,8 @@ from featcache.config import (
     DEFAULT_HEAD_DIR,
     DEFAULT_LEAKS_DIR,
     DEFAULT_SWEEP_DIR,
+    HEAD_FORMER_NAMES,
+    SWEEP_FORMER_NAMES,
     ExportConfig,
     ExtractConfig,
     HeadConfig,
@@ -41,6 +43,7 @@ from featcache.config import (
     PredictConfig,
     SweepConfig,
     VerifyConfig,
+    renamed,
 )
 from featcache.errors import ConfigError
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     import keras
 
 
+@renamed(output="out")
 def extract(
     data_dir: str | Path,
     out: str | Path = ExtractConfig.output,
@@ -78,7 +82,6 @@ def extract(
     augment_policy: str | None = ExtractConfig.augment_policy,
     augment_seed: int | None = ExtractConfig.augment_seed,
     progress: bool = False,
-    output: str | Path | None = None,
 ) -> featcache.extraction.run.ExtractResult:
     """Extract the feature cache ``out`` from the images of ``data_dir``, or bring it up to date.
 
@@ -141,8 +144,6 @@ def extract(
         Seed of the views; None: the cache's, else 0.
     progress : bool
         Show a progress bar.
-    output : str or Path, optional
-        Deprecated name of ``out``, accepted with a DeprecationWarning until the next release.
 
     Returns
     -------
@@ -150,7 +151,6 @@ def extract(
         Rows per split and class, computed and reused, quarantined files, timings
         (:class:`featcache.extraction.run.ExtractResult`).
     """
-    out = _renamed_output(out, output)
     name, model = (backbone, None) if isinstance(backbone, str) else (ExtractConfig.backbone, backbone)
     config = ExtractConfig(
         data_dir=Path(data_dir),
@@ -182,17 +182,6 @@ def extract(
         augment_seed=augment_seed,
     )
     return featcache.extraction.run.extract(config, backbone=model, progress=progress)
-
-
-def _renamed_output(out: str | Path, output: str | Path | None) -> str | Path:
-    """``out``, or ``output`` where an older caller still names it so (with a DeprecationWarning)."""
-    if output is None:
-        return out
-    message = "extract's output= is now out=; output= will be removed in the next release"
-    warnings.warn(message, DeprecationWarning, stacklevel=3)
-    if Path(out) not in (ExtractConfig.output, Path(output)):
-        raise ConfigError(f"out={out} and output={output} disagree; pass out only (output is its former name)")
-    return output
 
 
 def info(cache: str | Path = DEFAULT_CACHE) -> featcache.cache.summary.CacheInfo:
@@ -367,6 +356,7 @@ def verify(
     return featcache.serving.verifier.verify(config, backbone=backbone)
 
 
+@renamed(**HEAD_FORMER_NAMES)
 def train_head(
     cache: str | Path = DEFAULT_CACHE,
     out: str | Path = DEFAULT_HEAD_DIR,
@@ -378,9 +368,9 @@ def train_head(
     dropout: float = HeadConfig.dropout,
     seed: int = HeadConfig.seed,
     early_stopping: int | None = HeadConfig.early_stopping,
-    val_fraction: float = HeadConfig.val_fraction,
+    holdout_fraction: float = HeadConfig.holdout_fraction,
     memory_budget: int | str | None = HeadConfig.memory_budget,
-    augmented: bool = HeadConfig.augmented,
+    with_views: bool = HeadConfig.with_views,
     drop_leaks: bool = HeadConfig.drop_leaks,
     tensorboard: str | Path | None = None,
 ) -> featcache.training.head.HeadResult:
@@ -409,14 +399,14 @@ def train_head(
         Seed of initialisation and shuffling: the same seed gives the same history.
     early_stopping : int, optional
         Stop after this many epochs without a better validation accuracy; None: never.
-    val_fraction : float
-        Share of train rows held out when the cache has no validation split.
+    holdout_fraction : float
+        Share of train rows held out for validation when the cache has no validation split.
     memory_budget : int or str, optional
         Bytes of vectors to hold in memory (or a size such as ``"1GB"``); above it the splits are read from
         the cache in chunks, with the same results. None: a quarter of the available memory.
-    augmented : bool
-        Train on the cache's augmented views: each epoch shows each train image as its clean vector or one of
-        its views, drawn uniformly.
+    with_views : bool
+        Train on the cache's augmented views (made by :func:`extract`'s ``augment``): each epoch shows each
+        train image as its clean vector or one of its views, drawn uniformly.
     drop_leaks : bool
         Leave out the validation and test rows that :func:`leaks` finds in an earlier split.
     tensorboard : str or Path, optional
@@ -435,14 +425,15 @@ def train_head(
         dropout=dropout,
         seed=seed,
         early_stopping=early_stopping,
-        val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
         memory_budget=memory_budget,
-        augmented=augmented,
+        with_views=with_views,
         drop_leaks=drop_leaks,
     )
     return featcache.training.head.train_head(cache, out, config, tensorboard=tensorboard)
 
 
+@renamed(**SWEEP_FORMER_NAMES)
 def sweep(
     cache: str | Path = DEFAULT_CACHE,
     out: str | Path = DEFAULT_SWEEP_DIR,
@@ -454,11 +445,11 @@ def sweep(
     epochs: int = SweepConfig.epochs,
     batch_size: int = SweepConfig.batch_size,
     jobs: int | None = SweepConfig.jobs,
-    cs: Sequence[float] = SweepConfig.cs,
+    baseline_c: Sequence[float] = SweepConfig.baseline_c,
     heatmap: tuple[str, str] = SweepConfig.heatmap,
-    val_fraction: float = SweepConfig.val_fraction,
+    holdout_fraction: float = SweepConfig.holdout_fraction,
     memory_budget: int | str | None = SweepConfig.memory_budget,
-    augmented: bool = SweepConfig.augmented,
+    with_views: bool = SweepConfig.with_views,
     drop_leaks: bool = SweepConfig.drop_leaks,
     progress: bool = False,
 ) -> featcache.training.sweep.SweepResult:
@@ -474,11 +465,11 @@ def sweep(
         The grid: Adam learning rates, units of one inner Dense relu layer (0 for none), dropout rates.
     seeds : int
         Seeds per configuration.
-    epochs, batch_size, val_fraction, memory_budget, augmented, drop_leaks
+    epochs, batch_size, holdout_fraction, memory_budget, with_views, drop_leaks
         Each run's options, as for :func:`train_head`.
     jobs : int, optional
         Worker processes; None: one per core.
-    cs : sequence of float
+    baseline_c : sequence of float
         C values of a logistic-regression baseline to sweep too; empty: no baseline.
     heatmap : tuple of two str
         The two of ``lr``, ``inner`` and ``dropout`` the heatmap plots.
@@ -498,11 +489,11 @@ def sweep(
         epochs=epochs,
         batch_size=batch_size,
         jobs=jobs,
-        cs=cs,
+        baseline_c=baseline_c,
         heatmap=heatmap,
-        val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
         memory_budget=memory_budget,
-        augmented=augmented,
+        with_views=with_views,
         drop_leaks=drop_leaks,
     )
     return featcache.training.sweep.run_sweep(cache, out, config, progress=progress)
@@ -553,6 +544,7 @@ def leaks(
     return result
 
 
+@renamed(**HEAD_FORMER_NAMES)
 def compare(
     cache: str | Path | Sequence[str | Path] = DEFAULT_CACHE,
     out: str | Path = DEFAULT_COMPARE_DIR,
@@ -564,9 +556,9 @@ def compare(
     dropout: float = HeadConfig.dropout,
     seed: int = HeadConfig.seed,
     early_stopping: int | None = HeadConfig.early_stopping,
-    val_fraction: float = HeadConfig.val_fraction,
+    holdout_fraction: float = HeadConfig.holdout_fraction,
     memory_budget: int | str | None = HeadConfig.memory_budget,
-    augmented: bool = HeadConfig.augmented,
+    with_views: bool = HeadConfig.with_views,
     drop_leaks: bool = HeadConfig.drop_leaks,
     head: str | Path | None = None,
 ) -> featcache.training.comparison.CompareResult | featcache.training.backbone_comparison.CachesResult:
@@ -581,8 +573,10 @@ def compare(
         own and one table sets them side by side.
     out : str or Path
         The folder for the report, the figures and both models.
-    lr, batch_size, epochs, inner, dropout, seed, early_stopping, val_fraction, memory_budget, augmented, drop_leaks
+    lr, batch_size, epochs, inner, dropout, seed, early_stopping
         The head's options, as for :func:`train_head`.
+    holdout_fraction, memory_budget, with_views, drop_leaks
+        As for :func:`train_head`.
     head : str or Path, optional
         A head folder to compare instead of training one (one cache only).
 
@@ -600,9 +594,9 @@ def compare(
         dropout=dropout,
         seed=seed,
         early_stopping=early_stopping,
-        val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
         memory_budget=memory_budget,
-        augmented=augmented,
+        with_views=with_views,
         drop_leaks=drop_leaks,
     )
     if isinstance(cache, (list, tuple)):

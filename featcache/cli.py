@@ -78,6 +78,72 @@ def _given(options: dict) -> dict:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class _Values(click.ParamType):
+    """One value or a comma-separated list of them, e.g. 0.001,0.01."""
+
+    name = "LIST"
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.kind(v.strip()) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of {self.kind.__name__} values, e.g. 0,10,100", param)
+
+
+def _joined(ctx, param, given: tuple[tuple, ...]) -> tuple | None:
+    """The values of a list option, whether repeated, comma-separated or both; None when it was left out."""
+    return tuple(value for values in given for value in values) or None
+
+
+def _list_option(config, name: str, kind, help: str):
+    """``--name`` for the field ``name`` of ``config`` that holds several values: the option may be repeated
+    and each takes one value or a comma-separated list, in every command (``--lr 0.01 --lr 0.1`` is
+    ``--lr 0.01,0.1``)."""
+    default = ",".join(v if isinstance(v, str) else f"{v:g}" for v in config.__dataclass_fields__[name].default)
+    return click.option(
+        "--" + name.replace("_", "-"),
+        type=_Values(kind),
+        multiple=True,
+        callback=_joined,
+        default=(default,) if default else (),
+        show_default=True,
+        help=help + " Repeat the option or give a comma-separated list.",
+    )
+
+
+class _Command(click.Command):
+    """A command that still takes the former spellings of its options (``renamed``: old -> new) until the
+    next release: each one used is read as its new spelling, with a one-line notice on stderr."""
+
+    def __init__(self, *args, renamed: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.renamed = renamed or {}
+
+    def parse_args(self, ctx, args):
+        current, noticed = [], set()
+        for i, arg in enumerate(args):
+            if arg == "--":  # what follows is arguments, never options
+                current += args[i:]
+                break
+            name, equals, value = arg.partition("=")
+            if name in self.renamed:
+                if name not in noticed:
+                    new = self.renamed[name]
+                    _echo(f"{name} of {self.name} is now {new}; the old name goes in the next release", err=True)
+                    noticed.add(name)
+                arg = self.renamed[name] + equals + value
+            current.append(arg)
+        return super().parse_args(ctx, current)
+
+
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
 def _apply(options):
     def decorate(func):
         for option in reversed(options):
@@ -114,7 +180,6 @@ _EXTRACT_OPTIONS = [
         show_default=True,
         help="The HDF5 cache to write or update.",
     ),
-    click.option("--output", "output_alias", type=click.Path(path_type=Path), default=None, hidden=True),
     click.option(
         "--manifest",
         type=click.Path(path_type=Path),
@@ -224,15 +289,15 @@ _EXTRACT_OPTIONS = [
         help="Take files whose path the cache holds as unchanged, without checking their size and time: "
         "only new paths are read. For collections that only grow; an edited file keeps its old vector.",
     ),
-    click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    _QUIET,
 ]
 
 
-@main.command()
+@main.command(cls=_Command, renamed={"--output": "--out"})
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @_apply(_EXTRACT_OPTIONS)
 @_errors_as_messages
-def extract(data_dir, out, output_alias, quiet, **options):
+def extract(data_dir, out, quiet, **options):
     """Extract pooled Xception vectors of every image in DATA_DIR into an HDF5 cache.
 
     DATA_DIR holds train/, validation/ (or val/) and test/ folders of class folders, or class
@@ -241,7 +306,7 @@ def extract(data_dir, out, output_alias, quiet, **options):
     """
     from featcache import api
 
-    result = api.extract(data_dir, output_alias or out, progress=not quiet, **_given(options))
+    result = api.extract(data_dir, out, progress=not quiet, **_given(options))
     _echo(result.summary())
 
 
@@ -283,7 +348,7 @@ _HEAD_HELP = "Folder of a trained head (head.keras + head.json)."
 @_option(PredictConfig, "workers", "Image decoding threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of {path, predictions, error}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows path,rank,class,probability,error.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_QUIET
 @_errors_as_messages
 def predict(images, head, as_json, as_csv, quiet, **options):
     """Classify IMAGES (files, or folders searched recursively) with the head in --head.
@@ -359,17 +424,15 @@ def verify(cache, as_json, **options):
         raise click.ClickException(f"{result.cache} does not match the live model; most likely {first}")
 
 
+#: the former spellings of the head's options, taken until the next release
+_HEAD_RENAMED = {"--val-fraction": "--holdout-fraction", "--augmented": "--with-views"}
+_SWEEP_RENAMED = {**_HEAD_RENAMED, "--c": "--baseline-c"}
 #: the options of the Keras head, shared by train-head and compare (names as in HeadConfig)
 _HEAD_OPTIONS = [
     _option(HeadConfig, "lr", "Adam learning rate (the recipe's 0.01)."),
     _option(HeadConfig, "batch_size", "Vectors per training step."),
     _option(HeadConfig, "epochs", "Passes over the train split."),
-    click.option(
-        "--inner",
-        type=int,
-        multiple=True,
-        help="Units of a Dense relu layer before the output; repeat for more layers.",
-    ),
+    _list_option(HeadConfig, "inner", int, "Units of each Dense relu layer before the output, one per layer."),
     _option(HeadConfig, "dropout", "Dropout rate after each inner layer (on the input when there is none)."),
     _option(HeadConfig, "seed", "Seed of initialisation and shuffling; same seed, same history."),
     _option(
@@ -380,7 +443,11 @@ _HEAD_OPTIONS = [
         metavar="PATIENCE",
         show_default=False,
     ),
-    _option(HeadConfig, "val_fraction", "Share of train rows held out when the cache has no validation split."),
+    _option(
+        HeadConfig,
+        "holdout_fraction",
+        "Share of train rows held out for validation when the cache has no validation split.",
+    ),
     click.option(
         "--memory-budget",
         metavar="SIZE",
@@ -389,7 +456,7 @@ _HEAD_OPTIONS = [
         f"cache in chunks, with the same results. Default: {MEMORY_BUDGET_FRACTION:.0%} of the available memory.",
     ),
     click.option(
-        "--augmented",
+        "--with-views",
         is_flag=True,
         help="Train on the cache's augmented views (extract --augment K): each epoch shows each train image as "
         "its clean vector or one of its views, drawn uniformly. compare also fits the baseline on all views.",
@@ -403,50 +470,28 @@ _HEAD_OPTIONS = [
 ]
 
 
-class _NumberList(click.ParamType):
-    """A comma-separated list of numbers, e.g. 0.001,0.01."""
-
-    name = "LIST"
-
-    def __init__(self, kind):
-        self.kind = kind
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple(self.kind(v) for v in str(value).split(",") if v.strip())
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of {self.kind.__name__} values, e.g. 0,10,100", param)
-
-
-def _grid_option(name: str, kind, help: str):
-    default = ",".join(f"{v:g}" for v in getattr(SweepConfig, name))
-    return click.option(f"--{name}", type=_NumberList(kind), default=default, show_default=True, help=help)
-
-
-@main.command()
+@main.command(cls=_Command, renamed=_SWEEP_RENAMED)
 @click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
 @click.option(
     "-o", "--out", type=click.Path(path_type=Path), default=DEFAULT_SWEEP_DIR, show_default=True,
     help="Folder of the sweep: runs/, sweep.csv, sweep.json, sweep.md, plots, best-head/.",
 )  # fmt: skip
-@_grid_option("lr", float, "Adam learning rates.")
-@_grid_option("inner", int, "Units of one inner Dense relu layer; 0 for none.")
-@_grid_option("dropout", float, "Dropout rates.")
+@_list_option(SweepConfig, "lr", float, "Adam learning rates.")
+@_list_option(SweepConfig, "inner", int, "Units of one inner Dense relu layer; 0 for none.")
+@_list_option(SweepConfig, "dropout", float, "Dropout rates.")
 @_option(SweepConfig, "seeds", "Seeds per configuration.")
 @_option(SweepConfig, "epochs", "Epochs per run.")
 @_option(SweepConfig, "batch_size", "Vectors per training step.")
 @click.option("--jobs", type=int, default=None, help="Worker processes. Default: the number of cores.")
-@click.option("--c", "cs", type=_NumberList(float), default=None, help="Logistic baseline C values to sweep too.")
-@click.option("--heatmap", default="lr,inner", show_default=True, help="The two axes of the heatmap.")
-@_option(SweepConfig, "val_fraction", "Share of train rows held out when the cache has no validation split.")
+@_list_option(SweepConfig, "baseline_c", float, "C values of a logistic-regression baseline to sweep too.")
+@_list_option(SweepConfig, "heatmap", str, "The two axes of the heatmap.")
+@_option(SweepConfig, "holdout_fraction", "As for train-head.")
 @click.option("--memory-budget", metavar="SIZE", default=None, help="As for train-head.")
-@click.option("--augmented", is_flag=True, help="Train on the cache's augmented views, as train-head --augmented.")
+@click.option("--with-views", is_flag=True, help="Train on the cache's augmented views, as train-head --with-views.")
 @click.option("--drop-leaks", is_flag=True, help="Leave out leaking validation rows, as train-head --drop-leaks.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_QUIET
 @_errors_as_messages
-def sweep(cache, out, quiet, heatmap, **options):
+def sweep(cache, out, quiet, **options):
     """Train every head configuration of a grid for several seeds on CACHE, rank them, keep the best.
 
     Runs of one seed and inner size train together on the same batches, each as train-head would train
@@ -455,7 +500,7 @@ def sweep(cache, out, quiet, heatmap, **options):
     """
     from featcache import api
 
-    result = api.sweep(cache, out, progress=not quiet, heatmap=tuple(heatmap.split(",")), **_given(options))
+    result = api.sweep(cache, out, progress=not quiet, **_given(options))
     _echo(result.summary())
 
 
@@ -469,7 +514,7 @@ def sweep(cache, out, quiet, heatmap, **options):
 @_option(LeaksConfig, "max_phash_distance", "Largest perceptual-hash distance (of 64 bits) of a near duplicate.")
 @_option(LeaksConfig, "min_correlation", "Least pixel correlation of a near duplicate at hash distance 4.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The images' folder, if moved.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_QUIET
 @_errors_as_messages
 def leaks(cache, out, quiet, **options):
     """Find images that leak between the splits of CACHE: exact and near duplicates.
@@ -483,7 +528,7 @@ def leaks(cache, out, quiet, **options):
     _echo(api.leaks(cache, out, progress=not quiet, **_given(options)).summary())
 
 
-@main.command("train-head")
+@main.command("train-head", cls=_Command, renamed=_HEAD_RENAMED)
 @click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
 @click.option(
     "-o",
@@ -509,7 +554,7 @@ def train_head(cache, out, **options):
     _echo(api.train_head(cache, out, **_given(options)).summary())
 
 
-@main.command()
+@main.command(cls=_Command, renamed=_HEAD_RENAMED)
 @click.argument("caches", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "-o",

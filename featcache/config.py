@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +41,34 @@ def env_weights() -> str | None:
 def default_weights() -> str:
     """``$FEATCACHE_WEIGHTS`` when set, else ``imagenet`` (Keras cache or download)."""
     return env_weights() or "imagenet"
+
+
+def renamed(**former: str):
+    """Let a function or a class still take the former names of its keyword parameters (``old="new"``), for
+    one release: each one used warns with a one-line DeprecationWarning and is handed on under its new name.
+    """
+
+    def decorate(target):
+        function = target.__init__ if isinstance(target, type) else target
+        parameters = list(inspect.signature(function).parameters)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in former.items():
+                if old in kwargs:
+                    message = f"{target.__name__}'s {old}= is now {new}=; {old}= will be removed in the next release"
+                    warnings.warn(message, DeprecationWarning, stacklevel=2)
+                    if new in kwargs or new in parameters[: len(args)]:
+                        raise ConfigError(f"{new} and {old} both given; pass {new} only ({old} is its former name)")
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        if isinstance(target, type):
+            target.__init__ = wrapper
+            return target
+        return wrapper
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -287,6 +318,11 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
+#: the former names of HeadConfig's fields, still taken (with a DeprecationWarning) until the next release
+HEAD_FORMER_NAMES = {"val_fraction": "holdout_fraction", "augmented": "with_views"}
+
+
+@renamed(**HEAD_FORMER_NAMES)
 @dataclass(frozen=True)
 class HeadConfig:
     """Options of ``featcache train-head`` (and of the head ``featcache compare`` trains).
@@ -294,12 +330,12 @@ class HeadConfig:
     The defaults are the reference recipe: vectors -> Dense(n_classes) logits, Adam(lr=0.01),
     categorical cross-entropy on one-hot labels, batch 32, 10 epochs. ``inner`` adds Dense relu
     layers before the output, ``dropout`` follows each of them (or the input when there are none),
-    ``early_stopping`` is a patience in epochs on validation accuracy, and ``val_fraction`` is the
-    share of train rows held out when the cache has no validation split. ``memory_budget`` is the
-    bytes of vectors held in memory (an int, or a string such as ``1GB``; default a quarter of the
-    available memory): above it the splits are read from the cache in chunks, with the same
-    results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
-    ``augmented`` trains on the cache's augmented views: each epoch shows each train image as its
+    ``early_stopping`` is a patience in epochs on validation accuracy, and ``holdout_fraction`` is
+    the share of train rows held out for validation when the cache has no validation split.
+    ``memory_budget`` is the bytes of vectors held in memory (an int, or a string such as ``1GB``;
+    default a quarter of the available memory): above it the splits are read from the cache in
+    chunks, with the same results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
+    ``with_views`` trains on the cache's augmented views: each epoch shows each train image as its
     clean vector or one of its K views, drawn uniformly (seeded). ``drop_leaks`` leaves out the
     validation and test rows that ``featcache leaks`` finds in an earlier split.
     """
@@ -311,15 +347,15 @@ class HeadConfig:
     dropout: float = 0.0
     seed: int = 0
     early_stopping: int | None = None
-    val_fraction: float = 0.2
+    holdout_fraction: float = 0.2
     memory_budget: int | str | None = None  # None: default_memory_budget()
-    augmented: bool = False
+    with_views: bool = False
     drop_leaks: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", tuple(self.inner))
         object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
-        _check_bool("augmented", self.augmented)
+        _check_bool("with_views", self.with_views)
         _check_bool("drop_leaks", self.drop_leaks)
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
@@ -330,7 +366,7 @@ class HeadConfig:
             check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
         check_fraction("lr", self.lr, 0.0, 10.0, False, "the recipe uses 0.01")
         check_fraction("dropout", self.dropout, 0.0, 1.0, True, "e.g. 0.2")
-        check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
+        check_fraction("holdout_fraction", self.holdout_fraction, 0.0, 1.0, False, "e.g. 0.2")
 
     def to_dict(self) -> dict:
         """The options that make the head, as JSON values, as recorded in ``head.json``."""
@@ -381,14 +417,19 @@ class LeaksConfig:
 SWEEP_AXES = ("lr", "inner", "dropout")
 
 
+#: the former names of SweepConfig's fields, as for HEAD_FORMER_NAMES
+SWEEP_FORMER_NAMES = {**HEAD_FORMER_NAMES, "cs": "baseline_c"}
+
+
+@renamed(**SWEEP_FORMER_NAMES)
 @dataclass(frozen=True)
 class SweepConfig:
     """Options of ``featcache sweep``: the grid (``lr``, ``inner`` units of one inner Dense layer, 0 for
     none, ``dropout``), ``seeds`` seeds per configuration, the head's ``epochs``, ``batch_size``,
-    ``val_fraction`` and ``memory_budget`` as in :class:`HeadConfig`, ``jobs`` worker processes,
-    ``cs`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the heatmap,
-    ``augmented`` heads (and baselines) trained on the cache's augmented views as ``HeadConfig`` does.
-    The defaults are the grid the reference recipe's lesson explores next."""
+    ``holdout_fraction`` and ``memory_budget`` as in :class:`HeadConfig`, ``jobs`` worker processes,
+    ``baseline_c`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the
+    heatmap, ``with_views`` heads (and baselines) trained on the cache's augmented views as ``HeadConfig``
+    does. The defaults are the grid the reference recipe's lesson explores next."""
 
     lr: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.1)
     inner: tuple[int, ...] = (0, 10, 100, 1000)
@@ -397,20 +438,20 @@ class SweepConfig:
     epochs: int = 10
     batch_size: int = 32
     jobs: int | None = None  # None: one per core
-    cs: tuple[float, ...] = ()
+    baseline_c: tuple[float, ...] = ()
     heatmap: tuple[str, str] = ("lr", "inner")
-    val_fraction: float = 0.2
+    holdout_fraction: float = 0.2
     memory_budget: int | str | None = None  # None: default_memory_budget()
-    augmented: bool = False
+    with_views: bool = False
     drop_leaks: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("lr", "inner", "dropout", "cs", "heatmap"):
+        for name in ("lr", "inner", "dropout", "baseline_c", "heatmap"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
         if self.jobs is None:
             object.__setattr__(self, "jobs", os.cpu_count() or 1)
-        _check_bool("augmented", self.augmented)
+        _check_bool("with_views", self.with_views)
         _check_bool("drop_leaks", self.drop_leaks)
         for name in ("lr", "inner", "dropout"):
             if not getattr(self, name):
@@ -421,12 +462,12 @@ class SweepConfig:
             check_int("inner", units, 0, "0 means no inner layer, e.g. --inner 0,100")
         for rate in self.dropout:
             check_fraction("dropout", rate, 0.0, 1.0, True, "e.g. 0,0.2,0.5")
-        for c in self.cs:
-            check_fraction("c", c, 0.0, 1e9, False, "e.g. --c 0.01,0.1,1")
+        for c in self.baseline_c:
+            check_fraction("baseline_c", c, 0.0, 1e9, False, "e.g. --baseline-c 0.01,0.1,1")
         check_int("seeds", self.seeds, 1, "use at least one seed")
         check_int("epochs", self.epochs, 1, "train for at least one epoch")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("jobs", self.jobs, 1, "use at least one process")
-        check_fraction("val_fraction", self.val_fraction, 0.0, 1.0, False, "e.g. 0.2")
+        check_fraction("holdout_fraction", self.holdout_fraction, 0.0, 1.0, False, "e.g. 0.2")
         if len(self.heatmap) != 2 or not set(self.heatmap) <= set(SWEEP_AXES) or len(set(self.heatmap)) != 2:
             raise ConfigError(f"heatmap needs two of {', '.join(SWEEP_AXES)}, got {','.join(map(str, self.heatmap))}")

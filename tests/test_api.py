@@ -124,3 +124,44 @@ def test_extract_takes_a_backbone_by_name_or_as_an_object(tmp_path, monkeypatch)
     featcache.extract(tmp_path, tmp_path / "b.h5", backbone=fake)
     assert seen[0][0].backbone == "resnet50v2" and seen[0][1]["backbone"] is None
     assert seen[1][0].backbone == ExtractConfig.backbone and seen[1][1]["backbone"] is fake
+
+
+#: each API function with renamed keywords, the function it hands its configuration to, and its renames
+HEAD_RENAMES = {"val_fraction": "holdout_fraction", "augmented": "with_views"}
+RENAMED = {
+    "train_head": ("featcache.training.head", "train_head", HEAD_RENAMES),
+    "compare": ("featcache.training.comparison", "compare", HEAD_RENAMES),
+    "sweep": ("featcache.training.sweep", "run_sweep", {**HEAD_RENAMES, "cs": "baseline_c"}),
+}
+#: a value each renamed keyword takes, and what the configuration then holds
+VALUES = {"val_fraction": (0.3, 0.3), "augmented": (True, True), "cs": ([0.1, 1.0], (0.1, 1.0))}
+
+
+@pytest.mark.parametrize("name, old", [(name, old) for name, (*_, renames) in RENAMED.items() for old in renames])
+def test_a_former_keyword_still_works_with_one_deprecation_warning(monkeypatch, tmp_path, name, old):
+    import importlib
+    import warnings
+
+    module, function, renames = RENAMED[name]
+    seen = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda cache, out, config, **kw: seen.append(config))
+    new, (value, held) = renames[old], VALUES[old]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(featcache, name)(tmp_path / "c.h5", tmp_path / "out", **{new: value})
+    with pytest.warns(DeprecationWarning, match=rf"^{name}'s {old}= is now {new}=; ") as caught:
+        getattr(featcache, name)(tmp_path / "c.h5", tmp_path / "out", **{old: value})
+    assert len(caught) == 1 and "\n" not in str(caught[0].message) and caught[0].filename == __file__
+    assert getattr(seen[0], new) == getattr(seen[1], new) == held
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match=f"pass {new} only"):
+        getattr(featcache, name)(tmp_path / "c.h5", **{old: value, new: value})
+
+
+@pytest.mark.parametrize(
+    "config, old, new", [(HeadConfig, "val_fraction", "holdout_fraction"), (SweepConfig, "cs", "baseline_c")]
+)
+def test_the_configurations_take_their_former_field_names_too(config, old, new):
+    value = (0.5,) if old == "cs" else 0.5
+    with pytest.warns(DeprecationWarning, match=rf"^{config.__name__}'s {old}= is now {new}=") as caught:
+        assert getattr(config(**{old: value}), new) == value
+    assert len(caught) == 1 and caught[0].filename == __file__

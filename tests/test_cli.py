@@ -1,12 +1,15 @@
-"""End-to-end command line: extract and info, their summaries, and one-line errors for bad input."""
+"""End-to-end command line: extract and info, their summaries, one-line errors for bad input, and one
+vocabulary of options across the commands (former spellings still taken, with a notice)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 
+import click
 import h5py
 import pytest
 from click.testing import CliRunner
@@ -193,3 +196,136 @@ def test_extract_prints_no_tensorflow_log_lines(tmp_path):
     assert "computed 2, reused 0" in done.stdout
     noise = [line for line in done.stderr.splitlines() if any(word in line for word in TENSORFLOW_NOISE)]
     assert noise == []
+
+
+# One vocabulary across commands: each test below hands the options to a stand-in for the API function
+# the command calls, and checks what it receives.
+
+
+class _Result:
+    def summary(self):
+        return "done"
+
+    text = status = summary
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """What each API function the commands call receives: name -> (args, kwargs) of its last call."""
+    import featcache.api
+
+    seen = {}
+    for name in ("extract", "predict", "train_head", "compare", "sweep", "leaks"):
+
+        def stand_in(*args, _name=name, **kwargs):
+            seen[_name] = (args, kwargs)
+            return _Result()
+
+        monkeypatch.setattr(featcache.api, name, stand_in)
+    return seen
+
+
+#: each former spelling, the spelling that replaces it, and the keyword the API function then receives
+RENAMED = [
+    ("train-head", ["--val-fraction", "0.3"], ["--holdout-fraction", "0.3"], {"holdout_fraction": 0.3}),
+    ("train-head", ["--augmented"], ["--with-views"], {"with_views": True}),
+    ("compare", ["--val-fraction=0.3"], ["--holdout-fraction=0.3"], {"holdout_fraction": 0.3}),
+    ("compare", ["--augmented"], ["--with-views"], {"with_views": True}),
+    ("sweep", ["--val-fraction", "0.3"], ["--holdout-fraction", "0.3"], {"holdout_fraction": 0.3}),
+    ("sweep", ["--augmented"], ["--with-views"], {"with_views": True}),
+    ("sweep", ["--c", "0.1,1"], ["--baseline-c", "0.1,1"], {"baseline_c": (0.1, 1.0)}),
+]
+
+
+@pytest.mark.parametrize("command, old, new, received", RENAMED)
+def test_a_renamed_option_works_under_its_new_name_without_a_notice(calls, command, old, new, received):
+    result = _invoke(command, *new)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.stdout == "done\n"
+    assert calls[command.replace("-", "_")][1].items() >= received.items()
+
+
+@pytest.mark.parametrize("command, old, new, received", RENAMED)
+def test_a_former_spelling_still_works_with_a_one_line_notice(calls, command, old, new, received):
+    result = _invoke(command, *old)
+    assert result.exit_code == 0, result.output
+    former, current = old[0].split("=")[0], new[0].split("=")[0]
+    notice = f"{former} of {command} is now {current}; the old name goes in the next release\n"
+    assert result.stderr == notice and result.stdout == "done\n"
+    assert calls[command.replace("-", "_")][1].items() >= received.items()
+
+
+def test_extract_takes_out_and_its_former_spelling_output(calls, tmp_path):
+    assert _invoke("extract", tmp_path, "--out", tmp_path / "a.h5").stderr == ""
+    assert calls["extract"][0] == (tmp_path, tmp_path / "a.h5")
+    result = _invoke("extract", tmp_path, "--output", tmp_path / "b.h5")
+    assert result.exit_code == 0 and result.stderr == (
+        "--output of extract is now --out; the old name goes in the next release\n"
+    )
+    assert calls["extract"][0] == (tmp_path, tmp_path / "b.h5")
+
+
+def test_extract_keeps_val_fraction_for_the_share_of_validation_images(calls, tmp_path):
+    result = _invoke("extract", tmp_path, "--val-fraction", "0.3")
+    assert result.exit_code == 0 and result.stderr == "" and calls["extract"][1]["val_fraction"] == 0.3
+
+
+def _commands():
+    context = click.Context(main, info_name="featcache")
+    return {name: main.get_command(context, name) for name in main.list_commands(context)}
+
+
+def _list_options():
+    return [(name, param) for name, command in _commands().items() for param in command.params if param.multiple]
+
+
+def test_every_list_option_takes_the_same_forms():
+    from featcache.cli import _joined, _Values
+
+    found = {(name, param.name) for name, param in _list_options()}
+    assert found >= {("train-head", "inner"), ("compare", "inner"), ("sweep", "lr"), ("sweep", "baseline_c")}
+    for name, param in _list_options():
+        assert isinstance(param.type, _Values) and param.callback is _joined, f"{name} --{param.name}"
+
+
+@pytest.mark.parametrize("command, param", _list_options(), ids=lambda p: getattr(p, "name", p))
+def test_a_list_option_is_repeated_or_comma_separated_or_both(calls, command, param):
+    kind = param.type.kind
+    values = {int: ["1", "2", "3"], float: ["0.1", "0.2", "0.3"], str: ["lr", "inner", "dropout"]}[kind]
+    option = param.opts[0]
+    forms = [
+        [option, ",".join(values)],
+        [arg for value in values for arg in (option, value)],
+        [option, ",".join(values[:2]), option, values[2]],
+    ]
+    for form in forms:
+        assert _invoke(command, *form).exit_code == 0
+        assert calls[command.replace("-", "_")][1][param.name] == tuple(map(kind, values)), form
+
+
+def test_every_command_that_shows_a_progress_bar_takes_q():
+    import featcache.api
+
+    commands = _commands()
+    shown = [
+        n for n in commands if "progress" in inspect.signature(getattr(featcache.api, n.replace("-", "_"))).parameters
+    ]
+    quiet = [n for n, command in commands.items() if any("-q" in param.opts for param in command.params)]
+    assert sorted(shown) == sorted(quiet) == ["extract", "leaks", "predict", "sweep"]
+
+
+@pytest.mark.parametrize("command", ["extract", "leaks", "predict", "sweep"])
+def test_q_turns_the_progress_bar_off(calls, tmp_path, command):
+    arguments = {"extract": [tmp_path], "predict": [tmp_path, "--head", tmp_path]}.get(command, [])
+    assert _invoke(command, *arguments).exit_code == 0
+    assert calls[command][1]["progress"] is True
+    assert _invoke(command, *arguments, "-q").exit_code == 0
+    assert calls[command][1]["progress"] is False
+
+
+def test_every_command_that_writes_takes_o_and_out():
+    writing = {
+        name: param.opts for name, command in _commands().items() for param in command.params if param.name == "out"
+    }
+    assert sorted(writing) == ["compare", "export", "extract", "leaks", "sweep", "train-head"]
+    assert all(opts == ["-o", "--out"] for opts in writing.values()), writing

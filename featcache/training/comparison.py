@@ -96,10 +96,11 @@ def compare(
     of ``cache``; score both on validation and test; write the report into ``out``."""
     config = config or HeadConfig()
     out = Path(out)
-    val_fraction = config.val_fraction
-    if head is not None:  # carve the same validation rows the head was judged on
-        val_fraction = read_head_metadata(head).get("options", {}).get("val_fraction", val_fraction)
-    splits = load_splits(cache, val_fraction, config.memory_budget, True, config.augmented, config.drop_leaks)
+    holdout = config.holdout_fraction
+    if head is not None:  # carve the same validation rows the head was judged on; older heads say val_fraction
+        options = read_head_metadata(head).get("options", {})
+        holdout = options.get("holdout_fraction", options.get("val_fraction", holdout))
+    splits = load_splits(cache, holdout, config.memory_budget, True, config.with_views, config.drop_leaks)
     if head is not None:  # refuse a foreign head before anything is written
         check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)

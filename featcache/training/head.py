@@ -110,7 +110,9 @@ def train_head(
     check_out_folder(Path(out))
     if tensorboard is not None:
         _check_tensorboard()
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
+    splits = load_splits(
+        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks
+    )
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)

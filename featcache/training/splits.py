@@ -134,26 +134,26 @@ class Splits:
 
 def load_splits(
     cache_path: str | Path,
-    val_fraction: float = 0.2,
+    holdout_fraction: float = 0.2,
     memory_budget: int | None = None,
     with_test: bool = True,
-    augmented: bool = False,
+    with_views: bool = False,
     drop_leaks: bool = False,
     leaking: np.ndarray | None = None,
 ) -> Splits:
-    """Read the splits of ``cache_path``; without validation rows, carve ``val_fraction`` of train (ranked by
+    """Read the splits of ``cache_path``; without validation rows, carve ``holdout_fraction`` of train (ranked by
     a salted hash of the content, so the same images on every run and machine). The vectors of the splits in
     use are loaded when they fit ``memory_budget`` bytes (None: always), else :meth:`Splits.vectors` streams
-    them. ``augmented`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out the
+    them. ``with_views`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out the
     validation and test rows that leak from an earlier split (``leaking``, when found already, else found now).
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
-    train_rows, val_rows, carved = _train_and_validation(index, val_fraction)
+    train_rows, val_rows, carved = _train_and_validation(index, holdout_fraction)
     dropped = _leaking(index.path, leaking) if drop_leaks else np.zeros(0, dtype=np.int64)
     val_rows, test_rows = np.setdiff1d(val_rows, dropped), np.setdiff1d(index.split_indices("test"), dropped)
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
-    views = _views_of(index, augmented)
+    views = _views_of(index, with_views)
     plan = _memory_plan(index, used, views, memory_budget)
     split = _split_reader(index, used, plan)
     train = split("train", train_rows)
@@ -208,19 +208,19 @@ def _memory_plan(index: RowIndex, used: dict, views: Views | None, budget: int |
     if plan.streamed and views is not None:
         raise CacheError(
             f"{index.path}: {plan.reason()}; training on augmented views needs them in memory — "
-            f"raise --memory-budget, or leave out --augmented"
+            f"raise --memory-budget, or leave out --with-views"
         )
     return plan
 
 
-def _views_of(index: RowIndex, augmented: bool):
-    if not augmented:
+def _views_of(index: RowIndex, with_views: bool):
+    if not with_views:
         return None
     views = read_views(index.path)
     if views is None or not len(views):
         raise CacheError(
             f"{index.path} has no augmented views; run featcache extract DATA_DIR -o {index.path} --augment 10 "
-            f"to add them, or leave out --augmented"
+            f"to add them, or leave out --with-views"
         )
     return views
 
@@ -237,13 +237,13 @@ def _train_views(path: Path, views: Views, train_rows: np.ndarray) -> TrainViews
     return TrainViews(x, at, views.attrs)
 
 
-def _train_and_validation(index: RowIndex, val_fraction: float) -> tuple[np.ndarray, np.ndarray, bool]:
+def _train_and_validation(index: RowIndex, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray, bool]:
     """Train and validation rows, and whether validation was carved from train."""
     train_rows, val_rows = index.split_indices("train"), index.split_indices("validation")
     if len(val_rows):
         return train_rows, val_rows, False
     hashes = read_sha256(index.path, train_rows)
-    train_rows, val_rows = carve_validation(train_rows, hashes, val_fraction, index.path)
+    train_rows, val_rows = carve_validation(train_rows, hashes, holdout_fraction, index.path)
     log.info("%s has no validation rows; holding out %d train rows", index.path, len(val_rows))
     return train_rows, val_rows, True
 

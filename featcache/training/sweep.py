@@ -108,9 +108,10 @@ def identity(config: SweepConfig, fingerprint: str) -> str:
         "dropout": list(config.dropout),
         "epochs": config.epochs,
         "batch_size": config.batch_size,
-        "val_fraction": config.val_fraction,
+        # the former names of holdout_fraction and with_views, kept so that committed runs are still reused
+        "val_fraction": config.holdout_fraction,
         "trainer": TRAINER,
-        **({"augmented": True} if config.augmented else {}),  # sweeps without these keep their identity
+        **({"augmented": True} if config.with_views else {}),  # sweeps without these keep their identity
         **({"drop_leaks": True} if config.drop_leaks else {}),
     }
     return json_sha256(fields)
@@ -122,7 +123,9 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
 
     start, out = time.perf_counter(), Path(out)
     check_out_folder(out)
-    splits = load_splits(cache, config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
+    splits = load_splits(
+        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks
+    )
     tag = identity(config, splits.fingerprint)
     (out / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out / RUNS_FOLDER)
@@ -134,8 +137,8 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
         _train_all(cache, out, config, tag, todo, splits, bar)
     runs = sorted((run for g in groups for run in _committed(out, g, tag)), key=_grid_order)
     result = SweepResult(out, runs, rank(runs), trained=trained)
-    if config.cs:
-        result.baseline = sweep_report.baseline_sweep(splits, config.cs)
+    if config.baseline_c:
+        result.baseline = sweep_report.baseline_sweep(splits, config.baseline_c)
     result.best_head = sweep_report.best_head(cache, out, result.ranking[0], runs, config)
     sweep_report.write(result, config)
     result.seconds = time.perf_counter() - start
@@ -171,7 +174,7 @@ _WORKER: dict = {}
 def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int, leaking: list[int]) -> None:
     """A worker process: TensorFlow started and the splits read once, for all the groups it trains."""
     _limit_threads(threads)
-    options = (config.val_fraction, config.memory_budget, False, config.augmented, config.drop_leaks)
+    options = (config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks)
     splits = load_splits(cache, *options, leaking=np.asarray(leaking, dtype=np.int64))
     _WORKER.update(splits=splits, out=Path(out), config=config, tag=tag, parent=os.getppid())
 

@@ -28,7 +28,7 @@ AXES = ("lr", "inner", "dropout")
 def baseline_sweep(splits: Splits, cs) -> list[dict]:
     """The logistic baseline's validation accuracy for each C, on the sweep's splits."""
     if splits.train.x is None or splits.validation.x is None:
-        raise ConfigError("--c needs the train and validation vectors in memory; raise --memory-budget")
+        raise ConfigError("--baseline-c needs the train and validation vectors in memory; raise --memory-budget")
     x, y = splits.train.with_views()
     model = LogisticBaseline(cs=cs).fit(x, y, splits.validation.x, splits.validation.y, len(splits.class_names))
     return [{"C": float(c), "val_accuracy": float(a)} for c, a in zip(model.cs_, model.val_accuracy_)]
@@ -46,9 +46,9 @@ def best_head(cache, out: Path, best: dict, runs: list[dict], config: SweepConfi
         seed=seed,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        val_fraction=config.val_fraction,
+        holdout_fraction=config.holdout_fraction,
         memory_budget=config.memory_budget,
-        augmented=config.augmented,
+        with_views=config.with_views,
         drop_leaks=config.drop_leaks,
     )
     folder = out / BEST_HEAD

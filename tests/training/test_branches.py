@@ -48,8 +48,8 @@ def test_a_branch_learns_the_same_with_or_without_other_branches(splits):
 
 def test_branches_on_augmented_views_learn_as_keras_fit_on_them(tmp_path):
     cache, _ = augmented_cache(tmp_path, views=3)
-    splits = load_splits(cache, 0.2, None, with_test=False, augmented=True)
+    splits = load_splits(cache, 0.2, None, with_test=False, with_views=True)
     fit = train_branches(splits, [Branch(0.01, 8, 0.2)], 0, epochs=3, batch_size=8)[0]
-    alone = fit_head(splits, HeadConfig(lr=0.01, inner=(8,), dropout=0.2, epochs=3, batch_size=8, augmented=True))
+    alone = fit_head(splits, HeadConfig(lr=0.01, inner=(8,), dropout=0.2, epochs=3, batch_size=8, with_views=True))
     np.testing.assert_allclose(fit.history["val_loss"], alone.history["val_loss"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fit.history["loss"], alone.history["loss"], rtol=1e-5, atol=1e-5)

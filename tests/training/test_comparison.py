@@ -101,6 +101,18 @@ def test_an_existing_head_is_used_as_is(cache, tmp_path):
     assert not (tmp_path / "report" / "head").exists()
 
 
+@pytest.mark.parametrize("recorded", ["holdout_fraction", "val_fraction"])
+def test_an_existing_head_is_judged_on_the_rows_it_held_out(tmp_path, recorded):
+    cache = tiny_cache(tmp_path, counts={"train": 10, "test": 2})
+    head = train_head(cache, tmp_path / "head", HeadConfig(epochs=1, batch_size=8, holdout_fraction=0.4))
+    meta = json.loads((tmp_path / "head" / "head.json").read_text())
+    meta["options"][recorded] = meta["options"].pop("holdout_fraction")  # val_fraction: a head of an older release
+    (tmp_path / "head" / "head.json").write_text(json.dumps(meta))
+    result = compare(cache, tmp_path / "report", head=tmp_path / "head")
+    per_class = result.report["models"]["keras_head"]["evaluation"]["validation"]["per_class"]
+    assert sum(c["support"] for c in per_class.values()) == head.metrics["n_validation"] == 8  # 40% of 20
+
+
 def test_without_test_rows_the_difference_is_judged_on_validation(tmp_path):
     cache = tiny_cache(tmp_path, counts={"train": 6, "validation": 3})
     result = compare(cache, tmp_path / "report", HeadConfig(epochs=2, batch_size=8))
@@ -171,11 +183,11 @@ def test_above_the_budget_the_baseline_streams_and_the_report_says_so(cache, run
 
 def test_augmented_compare_fits_the_baseline_on_every_view(tmp_path):
     cache, _ = augmented_cache(tmp_path, views=3)
-    result = compare(cache, tmp_path / "out", HeadConfig(epochs=2, augmented=True))
+    result = compare(cache, tmp_path / "out", HeadConfig(epochs=2, with_views=True))
     models = result.report["models"]
     assert "all 72 augmented views" in models["logistic"]["description"]  # 24 train images x 3
-    assert models["keras_head"]["options"]["augmented"] is True
-    splits = load_splits(cache, augmented=True)
+    assert models["keras_head"]["options"]["with_views"] is True
+    splits = load_splits(cache, with_views=True)
     x, y = splits.train.with_views()
     assert x.shape == (24 * 4, splits.feature_dim)
     np.testing.assert_array_equal(np.bincount(y), np.bincount(splits.train.y) * 4)

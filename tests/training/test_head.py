@@ -122,7 +122,7 @@ def test_cli_prints_a_summary(cache, tmp_path):
         (["--dropout", "1.5"], "dropout must be a number in [0, 1)"),
         (["--inner", "0"], "inner must be"),
         (["--early-stopping", "0"], "early_stopping must be"),
-        (["--val-fraction", "1"], "val_fraction must be"),
+        (["--holdout-fraction", "1"], "holdout_fraction must be"),
         (["--memory-budget", "lots"], "memory_budget must be a size such as 1GB"),
         (["--memory-budget", "-1GB"], "memory_budget must be a size"),
     ],
@@ -244,15 +244,15 @@ def test_memory_budget_sizes():
 
 def test_augmented_training_draws_views_and_records_it(tmp_path):
     cache, plain = augmented_cache(tmp_path)
-    config = HeadConfig(epochs=3, augmented=True)
+    config = HeadConfig(epochs=3, with_views=True)
     first = train_head(cache, tmp_path / "a", config)
-    assert first.metadata["options"]["augmented"] is True
+    assert first.metadata["options"]["with_views"] is True
     assert first.metrics["n_views"] == 3 * first.metrics["n_train"]
     assert "augmented views" in first.summary()
     assert train_head(cache, tmp_path / "b", config).history == first.history  # seeded draws
     clean = train_head(cache, tmp_path / "c", HeadConfig(epochs=3))
     assert clean.history["loss"] != first.history["loss"]
-    assert clean.metadata["options"]["augmented"] is False
-    result = CliRunner().invoke(main, ["train-head", str(plain), "-o", str(tmp_path / "d"), "--augmented"])
+    assert clean.metadata["options"]["with_views"] is False
+    result = CliRunner().invoke(main, ["train-head", str(plain), "-o", str(tmp_path / "d"), "--with-views"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output.count("\n") == 1 and "has no augmented views" in result.output and "--augment" in result.output

@@ -39,8 +39,8 @@ def test_default_head_reaches_078_validation_accuracy(head):
         "dropout": 0.0,
         "seed": 0,
         "early_stopping": None,
-        "val_fraction": 0.2,
-        "augmented": False,
+        "holdout_fraction": 0.2,
+        "with_views": False,
         "drop_leaks": False,
     }
     assert meta["feature_dim"] == 2048 and len(meta["class_names"]) == 10

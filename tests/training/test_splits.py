@@ -21,7 +21,7 @@ def test_splits_follow_the_cache(tmp_path):
 
 def test_missing_validation_is_carved_from_train_stably(tmp_path):
     cache = tiny_cache(tmp_path, counts={"train": 10, "test": 2})
-    first, second = load_splits(cache, val_fraction=0.25), load_splits(cache, val_fraction=0.25)
+    first, second = load_splits(cache, holdout_fraction=0.25), load_splits(cache, holdout_fraction=0.25)
     assert first.val_carved and len(first.validation) == 5 and len(first.train) == 15
     assert np.array_equal(first.validation.rows, second.validation.rows)
     assert not set(first.validation.rows) & set(first.train.rows)
@@ -56,7 +56,7 @@ def test_train_rows_of_one_class_are_refused(tmp_path):
 def test_a_carve_must_leave_train_rows(tmp_path):
     cache = handmade_cache(tmp_path / "c.h5", [0, 1], ["train", "train"], ["a", "b"])
     with pytest.raises(CacheError, match="2 train row"):
-        load_splits(cache, val_fraction=0.9)
+        load_splits(cache, holdout_fraction=0.9)
 
 
 def test_missing_cache_says_how_to_make_one(tmp_path):
@@ -79,7 +79,7 @@ def test_views_of_rows_carved_into_validation_are_left_out_and_the_rest_are_the_
     data = make_split_dataset(tmp_path / "data", counts={"train": 10, "test": 2})  # no validation folder
     cache = tmp_path / "c.h5"
     extract(data, cache, backbone=FakeBackbone(), augment=2)
-    splits = load_splits(cache, 0.3, None, with_test=False, augmented=True)
+    splits = load_splits(cache, 0.3, None, with_test=False, with_views=True)
     assert splits.val_carved and len(splits.validation.rows) > 0
     with h5py.File(cache, "r") as h5:  # the reference: plain h5py
         g = h5["augmented"]

@@ -30,7 +30,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def swept(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("swept") / "sweep"
-    return sweep(cache, out, jobs=1, cs=(0.1, 1.0), **GRID), out
+    return sweep(cache, out, jobs=1, baseline_c=(0.1, 1.0), **GRID), out
 
 
 def test_every_run_is_recorded_with_its_epochs_and_the_ranking_is_the_mean_over_seeds(swept):
@@ -168,13 +168,13 @@ def test_an_augmented_sweep_trains_on_views_and_never_reuses_runs_without_them(t
     grid = {"lr": (0.01,), "inner": (0, 8), "dropout": (0.0,), "seeds": 1, "epochs": 3, "batch_size": 8, "jobs": 1}
     out = tmp_path / "sweep"
     plain = sweep(cache, out, **grid)
-    views = sweep(cache, out, augmented=True, **grid)
+    views = sweep(cache, out, with_views=True, **grid)
     assert views.trained == 2, "runs without views must not stand in for runs with them"
     assert [r["history"]["loss"] for r in views.runs] != [r["history"]["loss"] for r in plain.runs]
-    splits = load_splits(cache, 0.2, None, with_test=False, augmented=True)
+    splits = load_splits(cache, 0.2, None, with_test=False, with_views=True)
     config = SweepConfig(lr=(0.01,), inner=(0,), dropout=(0.0,), seeds=1, epochs=3, batch_size=8)
     alone = train_group(splits, groups_of(config, splits.feature_dim, 2)[0], config)
-    fit = fit_head(splits, HeadConfig(lr=0.01, epochs=3, batch_size=8, augmented=True))
+    fit = fit_head(splits, HeadConfig(lr=0.01, epochs=3, batch_size=8, with_views=True))
     np.testing.assert_allclose(alone[0]["history"]["val_loss"], fit.history["val_loss"], rtol=1e-5, atol=1e-5)
     head = json.loads((out / "best-head" / "head.json").read_text())
-    assert head["options"]["augmented"] is True
+    assert head["options"]["with_views"] is True
