@@ -10,6 +10,15 @@ from tests import support
 from tests.support import REAL_DATA, REAL_WEIGHTS, FakeBackbone, make_split_dataset, require_real
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Tests of the real weights and data are slow too (the clothing data is extracted once, minutes on a
+    CPU): ``make test`` leaves them to ``make test-slow``, which CI runs as well."""
+    for item in items:
+        if item.get_closest_marker("real"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item) -> None:
     support.RUNNING[0] = item
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pytest_real_extract(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "FEATCACHE_REQUIRE_REAL"}
     environ.update(FEATCACHE_DATA=str(tmp_path / "moved-away"), **env)
-    args = [sys.executable, "-m", "pytest", "tests/extraction/test_real_extract.py", "-q", "-p", "no:cacheprovider"]
+    args = [sys.executable, "-m", "pytest", "tests/extraction/test_real_extract.py", "-q", "-m", "real"]
+    args += ["-p", "no:cacheprovider"]
     return subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
 
 

@@ -37,6 +37,7 @@ def test_the_registry_holds_the_bases_asked_for():
     assert set(REGISTRY) == set(KERAS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERAS))
 def test_each_base_equals_its_keras_application_with_average_pooling(name):
     spec = REGISTRY[name]
@@ -70,6 +71,7 @@ def test_sizes_default_to_the_base_and_below_its_minimum_are_refused(tmp_path):
     assert result.exit_code != 0 and "vgg16" in result.output
 
 
+@pytest.mark.slow
 def test_another_base_goes_through_extract_train_predict_and_export(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 6, "validation": 2, "test": 2})
     cache = tmp_path / "c.h5"

@@ -166,6 +166,7 @@ def crash_data(tmp_path_factory) -> tuple[Path, Path, int]:
     return data, reference, 240
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 10, "validation": 3, "test": 3})
     reference = tmp_path / "reference.h5"
@@ -181,6 +182,7 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert shards_in_use(out)
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_complete_cache_keeps_it_and_adds_new_images(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 4})
     out = tmp_path / "c.h5"
@@ -207,6 +209,7 @@ def _views_run(data: Path, out: Path) -> tuple[int, int]:
     return int(re.search(r"computed (\d+), reused", done.stdout).group(1)), int(views.group(1))
 
 
+@pytest.mark.slow
 def test_sigkill_while_computing_views_then_rerun_reuses_committed_views_and_matches(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 8, "validation": 2, "test": 2})
     reference = tmp_path / "reference.h5"

@@ -39,6 +39,7 @@ def _dataset_with_flaws(root):
     return data
 
 
+@pytest.mark.slow
 def test_local_ray_with_the_fake_backbone_equals_the_local_engine_row_for_row(tmp_path):
     data = _dataset_with_flaws(tmp_path / "data")
     expected = tmp_path / "local.h5"
@@ -57,6 +58,7 @@ def test_local_ray_with_the_fake_backbone_equals_the_local_engine_row_for_row(tm
     assert extract(data, out, backbone=FakeBackbone(), image_size=71, batch_size=4).computed == 0
 
 
+@pytest.mark.slow
 def test_a_node_that_sees_other_weights_stops_the_run_with_one_line(tmp_path):
     data = make_split_dataset(tmp_path / "data")
     out = tmp_path / "c.h5"

@@ -188,6 +188,7 @@ def _wait_for_new_shard(proc, out: Path, before: set[str]) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_second_writer_refused_reader_sees_committed_state_and_killed_lock_is_cleared(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 2})
     out = tmp_path / "c.h5"

@@ -86,6 +86,7 @@ def test_float_pixels_give_the_same_probabilities(exported):
     )
 
 
+@pytest.mark.slow
 def test_saved_model_serves_uint8_and_float(head, tmp_path):
     import tensorflow as tf
 
@@ -176,6 +177,7 @@ def test_a_model_that_fails_the_check_is_not_left_at_out(head, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", ["serve", "serve_uint8"])
 def test_each_saved_model_endpoint_is_checked(head, tmp_path, monkeypatch, endpoint):
     wrong_endpoint(monkeypatch, endpoint)
@@ -186,6 +188,7 @@ def test_each_saved_model_endpoint_is_checked(head, tmp_path, monkeypatch, endpo
     assert list(tmp_path.iterdir()) == []  # no folder, no classes.json, no temporary
 
 
+@pytest.mark.slow
 def test_an_export_that_passes_replaces_the_last_one(head, tmp_path):
     import tensorflow as tf
 

@@ -78,6 +78,7 @@ def _found(result) -> set[tuple[str, str]]:
     return {(p.path_a, p.path_b) for p in result.pairs if p.kind == "near"}
 
 
+@pytest.mark.slow
 def test_planted_copies_are_found_and_untouched_images_never_pair(tmp_path, monkeypatch):
     scenes = tmp_path / "scenes"
     colours = {"cat": (200, 60, 60), "dog": (60, 200, 60)}
