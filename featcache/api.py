@@ -25,6 +25,7 @@ import featcache.serving.verifier
 import featcache.training.backbone_comparison
 import featcache.training.comparison
 import featcache.training.head
+import featcache.training.labels
 import featcache.training.leaks
 import featcache.training.loading
 import featcache.training.sweep
@@ -32,6 +33,7 @@ from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_LABELS_DIR,
     DEFAULT_LEAKS_DIR,
     DEFAULT_SWEEP_DIR,
     HEAD_FORMER_NAMES,
@@ -39,6 +41,7 @@ from featcache.config import (
     ExportConfig,
     ExtractConfig,
     HeadConfig,
+    LabelsConfig,
     LeaksConfig,
     PredictConfig,
     SweepConfig,
@@ -541,6 +544,44 @@ def leaks(
     )
     result = featcache.training.leaks.find_leaks(cache, config, progress=progress)
     featcache.training.leaks.write_leaks(result, Path(out))
+    return result
+
+
+def labels(
+    cache: str | Path = DEFAULT_CACHE,
+    out: str | Path = DEFAULT_LABELS_DIR,
+    *,
+    split: str = LabelsConfig.split,
+    folds: int = LabelsConfig.folds,
+    baseline_c: float = LabelsConfig.baseline_c,
+    seed: int = LabelsConfig.seed,
+) -> featcache.training.labels.LabelsResult:
+    """Rank the rows of a split by how likely their label is wrong, and write the ranking into ``out``.
+
+    Parameters
+    ----------
+    cache : str or Path
+        The cache whose labels are checked.
+    out : str or Path
+        The folder for labels.csv and labels.json.
+    split : {"train", "validation", "test"}
+        The split whose labels are checked.
+    folds : int
+        Folds of the out-of-fold probabilities (each row's from a model fitted on the other folds).
+    baseline_c : float
+        Inverse regularization strength of the standardized logistic regression.
+    seed : int
+        Seed of the folds.
+
+    Returns
+    -------
+    LabelsResult
+        Every row, likeliest label error first, with its given and suggested class and their out-of-fold
+        probabilities (:class:`featcache.training.labels.LabelsResult`).
+    """
+    config = LabelsConfig(split=split, folds=folds, baseline_c=baseline_c, seed=seed)
+    result = featcache.training.labels.rank_labels(cache, config)
+    featcache.training.labels.write_labels(result, Path(out))
     return result
 
 

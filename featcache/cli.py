@@ -21,6 +21,7 @@ from featcache.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE_DIR,
     DEFAULT_HEAD_DIR,
+    DEFAULT_LABELS_DIR,
     DEFAULT_LEAKS_DIR,
     DEFAULT_SWEEP_DIR,
     ENGINES,
@@ -34,6 +35,7 @@ from featcache.config import (
     ExportConfig,
     ExtractConfig,
     HeadConfig,
+    LabelsConfig,
     LeaksConfig,
     PredictConfig,
     SweepConfig,
@@ -526,6 +528,31 @@ def leaks(cache, out, quiet, **options):
     from featcache import api
 
     _echo(api.leaks(cache, out, progress=not quiet, **_given(options)).summary())
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), default=DEFAULT_LABELS_DIR, show_default=True,
+    help="Folder for labels.csv and labels.json.",
+)  # fmt: skip
+@_option(
+    LabelsConfig, "split", "The split whose labels are checked.", type=click.Choice(["train", "validation", "test"])
+)
+@_option(LabelsConfig, "folds", "Folds of the out-of-fold probabilities.")
+@_option(LabelsConfig, "baseline_c", "Inverse regularization strength of the logistic regression.")
+@_option(LabelsConfig, "seed", "Seed of the folds.")
+@_errors_as_messages
+def labels(cache, out, **options):
+    """Rank the rows of a split of CACHE by how likely their label is wrong.
+
+    Each row's class probabilities come from a standardized logistic regression fitted on the other
+    folds; rows are ranked by the probability of their own label, lowest first. labels.csv lists
+    every row with its given and suggested class: look at the first ones and fix what is wrong.
+    """
+    from featcache import api
+
+    _echo(api.labels(cache, out, **_given(options)).summary())
 
 
 @main.command("train-head", cls=_Command, renamed=_HEAD_RENAMED)

@@ -20,6 +20,8 @@ DEFAULT_HEAD_DIR = Path("cache") / "head"
 DEFAULT_COMPARE_DIR = Path("cache") / "compare"
 DEFAULT_SWEEP_DIR = Path("cache") / "sweep"
 DEFAULT_LEAKS_DIR = Path("cache") / "leaks"
+DEFAULT_LABELS_DIR = Path("cache") / "labels"
+SPLIT_NAMES = ("train", "validation", "test")
 #: float32 runs TensorFlow (the exact default); bfloat16 runs OpenVINO with a bf16 inference hint.
 PRECISIONS = ("float32", "bfloat16")
 #: Who runs the backbone; the default is tensorflow for float32 and openvino for bfloat16.
@@ -412,6 +414,26 @@ class LeaksConfig:
         check_fraction("min_correlation", self.min_correlation, -1.0, 1.0, True, "e.g. 0.93")
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Options of ``featcache labels``: the split whose labels are checked, the folds of the out-of-fold
+    probabilities, the logistic baseline's C and the seed of the folds."""
+
+    split: str = "train"
+    folds: int = 5
+    baseline_c: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_NAMES:
+            raise ConfigError(f"split must be train, validation or test, got {self.split!r}")
+        check_int("folds", self.folds, 2, "out-of-fold probabilities need 2 folds or more, e.g. 5")
+        c = self.baseline_c
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+            raise ConfigError(f"baseline_c must be a positive number, got {c!r} (e.g. 0.001)")
+        check_int("seed", self.seed, 0, "a non-negative integer seed")
 
 
 SWEEP_AXES = ("lr", "inner", "dropout")

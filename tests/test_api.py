@@ -14,6 +14,7 @@ from featcache.config import (
     ExportConfig,
     ExtractConfig,
     HeadConfig,
+    LabelsConfig,
     LeaksConfig,
     PredictConfig,
     SweepConfig,
@@ -32,6 +33,7 @@ CONFIGS = {
     "compare": (HeadConfig, {}),
     "sweep": (SweepConfig, {}),
     "leaks": (LeaksConfig, {}),
+    "labels": (LabelsConfig, {}),
 }
 #: the API functions with no configuration of their own, and the options they share with one
 OTHERS = {

@@ -327,5 +327,5 @@ def test_every_command_that_writes_takes_o_and_out():
     writing = {
         name: param.opts for name, command in _commands().items() for param in command.params if param.name == "out"
     }
-    assert sorted(writing) == ["compare", "export", "extract", "leaks", "sweep", "train-head"]
+    assert sorted(writing) == ["compare", "export", "extract", "labels", "leaks", "sweep", "train-head"]
     assert all(opts == ["-o", "--out"] for opts in writing.values()), writing
