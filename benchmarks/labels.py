@@ -156,13 +156,15 @@ def rank_methods(x, y, n_classes, folds, c, neighbours, head_epochs) -> Run:
 
     run = Run()
     start = time.perf_counter()
-    p_lr = out_of_fold(lambda a, b: logistic(a, b, c), x, y, n_classes, folds)
+    from featcache.training.labels import out_of_fold as featcache_out_of_fold
+
+    p_lr = featcache_out_of_fold(x, y, n_classes, folds, c, 0)  # what featcache labels computes
     lr_seconds = time.perf_counter() - start
     issues = flagged(p_lr, y)
     rest = [i for i in self_confidence(p_lr, y) if i not in set(issues.tolist())]
     run.add("cleanlab: 5-fold logistic + find_label_issues", np.concatenate([issues, rest]).astype(int),
             time.perf_counter() - start, flag=issues)  # fmt: skip
-    run.add("logistic, self-confidence", self_confidence(p_lr, y), lr_seconds, p_lr, y)
+    run.add("featcache labels (logistic out-of-fold, self-confidence)", self_confidence(p_lr, y), lr_seconds, p_lr, y)
     start = time.perf_counter()
     margin = get_label_quality_scores(y, p_lr, method="normalized_margin")
     run.add("logistic, normalized margin", np.argsort(margin, kind="stable"), lr_seconds + time.perf_counter() - start)
