@@ -60,7 +60,9 @@ def test_each_rows_probabilities_come_from_models_that_never_saw_it():
 
 def test_the_command_prints_the_likeliest_errors_and_refuses_too_many_folds(mislabelled, tmp_path):
     cache, _ = mislabelled
-    out = CliRunner().invoke(main, ["labels", str(cache), "-o", str(tmp_path / "l"), "--folds", "3", "--baseline-c", "1"])
+    out = CliRunner().invoke(
+        main, ["labels", str(cache), "-o", str(tmp_path / "l"), "--folds", "3", "--baseline-c", "1"]
+    )
     assert out.exit_code == 0, out.output
     assert "36 train rows ranked" in out.output and "train/cat/cat_004.jpg: dog" in out.output
     refused = CliRunner().invoke(main, ["labels", str(cache), "-o", str(tmp_path / "l"), "--folds", "13"])
