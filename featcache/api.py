@@ -375,6 +375,7 @@ def train_head(
     memory_budget: int | str | None = HeadConfig.memory_budget,
     with_views: bool = HeadConfig.with_views,
     drop_leaks: bool = HeadConfig.drop_leaks,
+    drop_label_issues: int | str | Path | None = HeadConfig.drop_label_issues,
     tensorboard: str | Path | None = None,
 ) -> featcache.training.head.HeadResult:
     """Train a Keras head on the cached vectors and keep its best epoch.
@@ -412,6 +413,9 @@ def train_head(
         train image as its clean vector or one of its views, drawn uniformly.
     drop_leaks : bool
         Leave out the validation and test rows that :func:`leaks` finds in an earlier split.
+    drop_label_issues : int, str or Path, optional
+        Train without likely mislabelled train rows: the first N that :func:`labels` ranks (an int), or the
+        paths in the ``path`` column of a CSV file (``labels.csv`` cut to the rows to drop).
     tensorboard : str or Path, optional
         Also write TensorBoard logs into this folder.
 
@@ -432,6 +436,7 @@ def train_head(
         memory_budget=memory_budget,
         with_views=with_views,
         drop_leaks=drop_leaks,
+        drop_label_issues=drop_label_issues,
     )
     return featcache.training.head.train_head(cache, out, config, tensorboard=tensorboard)
 
@@ -454,6 +459,7 @@ def sweep(
     memory_budget: int | str | None = SweepConfig.memory_budget,
     with_views: bool = SweepConfig.with_views,
     drop_leaks: bool = SweepConfig.drop_leaks,
+    drop_label_issues: int | str | Path | None = SweepConfig.drop_label_issues,
     progress: bool = False,
 ) -> featcache.training.sweep.SweepResult:
     """Train every head of a grid for several seeds, rank the configurations, and keep the best head.
@@ -468,7 +474,7 @@ def sweep(
         The grid: Adam learning rates, units of one inner Dense relu layer (0 for none), dropout rates.
     seeds : int
         Seeds per configuration.
-    epochs, batch_size, holdout_fraction, memory_budget, with_views, drop_leaks
+    epochs, batch_size, holdout_fraction, memory_budget, with_views, drop_leaks, drop_label_issues
         Each run's options, as for :func:`train_head`.
     jobs : int, optional
         Worker processes; None: one per core.
@@ -498,6 +504,7 @@ def sweep(
         memory_budget=memory_budget,
         with_views=with_views,
         drop_leaks=drop_leaks,
+        drop_label_issues=drop_label_issues,
     )
     return featcache.training.sweep.run_sweep(cache, out, config, progress=progress)
 
@@ -601,6 +608,7 @@ def compare(
     memory_budget: int | str | None = HeadConfig.memory_budget,
     with_views: bool = HeadConfig.with_views,
     drop_leaks: bool = HeadConfig.drop_leaks,
+    drop_label_issues: int | str | Path | None = HeadConfig.drop_label_issues,
     head: str | Path | None = None,
 ) -> featcache.training.comparison.CompareResult | featcache.training.backbone_comparison.CachesResult:
     """Compare the Keras head with a tuned logistic-regression baseline on the same splits of a cache.
@@ -616,7 +624,7 @@ def compare(
         The folder for the report, the figures and both models.
     lr, batch_size, epochs, inner, dropout, seed, early_stopping
         The head's options, as for :func:`train_head`.
-    holdout_fraction, memory_budget, with_views, drop_leaks
+    holdout_fraction, memory_budget, with_views, drop_leaks, drop_label_issues
         As for :func:`train_head`.
     head : str or Path, optional
         A head folder to compare instead of training one (one cache only).
@@ -639,6 +647,7 @@ def compare(
         memory_budget=memory_budget,
         with_views=with_views,
         drop_leaks=drop_leaks,
+        drop_label_issues=drop_label_issues,
     )
     if isinstance(cache, (list, tuple)):
         if len(cache) > 1:

@@ -429,6 +429,13 @@ def verify(cache, as_json, **options):
 #: the former spellings of the head's options, taken until the next release
 _HEAD_RENAMED = {"--val-fraction": "--holdout-fraction", "--augmented": "--with-views"}
 _SWEEP_RENAMED = {**_HEAD_RENAMED, "--c": "--baseline-c"}
+_DROP_LABEL_ISSUES = click.option(
+    "--drop-label-issues",
+    metavar="N|FILE",
+    default=None,
+    help="Train without likely mislabelled train rows: the first N that featcache labels ranks, or the paths "
+    "in the path column of a CSV FILE (labels.csv cut to the rows to drop).",
+)
 #: the options of the Keras head, shared by train-head and compare (names as in HeadConfig)
 _HEAD_OPTIONS = [
     _option(HeadConfig, "lr", "Adam learning rate (the recipe's 0.01)."),
@@ -469,6 +476,7 @@ _HEAD_OPTIONS = [
         help="Leave out the validation and test rows that featcache leaks finds in an earlier split; compare "
         "reports the scores with them too.",
     ),
+    _DROP_LABEL_ISSUES,
 ]
 
 
@@ -491,6 +499,7 @@ _HEAD_OPTIONS = [
 @click.option("--memory-budget", metavar="SIZE", default=None, help="As for train-head.")
 @click.option("--with-views", is_flag=True, help="Train on the cache's augmented views, as train-head --with-views.")
 @click.option("--drop-leaks", is_flag=True, help="Leave out leaking validation rows, as train-head --drop-leaks.")
+@_DROP_LABEL_ISSUES
 @_QUIET
 @_errors_as_messages
 def sweep(cache, out, quiet, **options):

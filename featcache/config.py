@@ -324,9 +324,28 @@ def format_size(size: int) -> str:
 HEAD_FORMER_NAMES = {"val_fraction": "holdout_fraction", "augmented": "with_views"}
 
 
+@dataclass(frozen=True)
+class RowOptions:
+    """Which rows a head is trained and judged on, and how their vectors are read: the options
+    :class:`HeadConfig` and :class:`SweepConfig` share (documented in :class:`HeadConfig`)."""
+
+    holdout_fraction: float = 0.2
+    memory_budget: int | str | None = None  # None: default_memory_budget()
+    with_views: bool = False
+    drop_leaks: bool = False
+    drop_label_issues: int | Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
+        object.__setattr__(self, "drop_label_issues", label_issues_spec(self.drop_label_issues))
+        _check_bool("with_views", self.with_views)
+        _check_bool("drop_leaks", self.drop_leaks)
+        check_fraction("holdout_fraction", self.holdout_fraction, 0.0, 1.0, False, "e.g. 0.2")
+
+
 @renamed(**HEAD_FORMER_NAMES)
 @dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(RowOptions):
     """Options of ``featcache train-head`` (and of the head ``featcache compare`` trains).
 
     The defaults are the reference recipe: vectors -> Dense(n_classes) logits, Adam(lr=0.01),
@@ -339,7 +358,9 @@ class HeadConfig:
     chunks, with the same results. It changes how the head is trained, not the head, so ``to_dict`` leaves it out.
     ``with_views`` trains on the cache's augmented views: each epoch shows each train image as its
     clean vector or one of its K views, drawn uniformly (seeded). ``drop_leaks`` leaves out the
-    validation and test rows that ``featcache leaks`` finds in an earlier split.
+    validation and test rows that ``featcache leaks`` finds in an earlier split. ``drop_label_issues``
+    leaves train rows out: the first N of ``featcache labels``' ranking of the train split (an int), or the
+    paths listed in a CSV file with a ``path`` column (such as labels.csv, cut to the rows to drop).
     """
 
     lr: float = 0.01
@@ -349,16 +370,10 @@ class HeadConfig:
     dropout: float = 0.0
     seed: int = 0
     early_stopping: int | None = None
-    holdout_fraction: float = 0.2
-    memory_budget: int | str | None = None  # None: default_memory_budget()
-    with_views: bool = False
-    drop_leaks: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "inner", tuple(self.inner))
-        object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
-        _check_bool("with_views", self.with_views)
-        _check_bool("drop_leaks", self.drop_leaks)
         check_int("epochs", self.epochs, 1, "train for at least one epoch, e.g. --epochs 10")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("seed", self.seed, 0, "use a non-negative integer seed")
@@ -368,13 +383,27 @@ class HeadConfig:
             check_int("early_stopping", self.early_stopping, 1, "give a patience in epochs, e.g. 3")
         check_fraction("lr", self.lr, 0.0, 10.0, False, "the recipe uses 0.01")
         check_fraction("dropout", self.dropout, 0.0, 1.0, True, "e.g. 0.2")
-        check_fraction("holdout_fraction", self.holdout_fraction, 0.0, 1.0, False, "e.g. 0.2")
 
     def to_dict(self) -> dict:
         """The options that make the head, as JSON values, as recorded in ``head.json``."""
         options = {**asdict(self), "inner": list(self.inner)}
+        if isinstance(self.drop_label_issues, Path):
+            options["drop_label_issues"] = str(self.drop_label_issues)
         del options["memory_budget"]
         return options
+
+
+def label_issues_spec(value) -> int | Path | None:
+    """``--drop-label-issues`` as an int N (a string of digits included) or the Path of a file of paths."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        if value is not None:
+            check_int("drop_label_issues", value, 1, "give a number of rows such as 30, or a CSV file of paths")
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return label_issues_spec(int(value))
+    if isinstance(value, (str, Path)) and str(value):
+        return Path(value)
+    raise ConfigError(f"drop_label_issues must be a number of rows or a CSV file of paths, got {value!r}")
 
 
 def check_fraction(name: str, value, low: float, high: float, low_ok: bool, hint: str) -> None:
@@ -445,13 +474,13 @@ SWEEP_FORMER_NAMES = {**HEAD_FORMER_NAMES, "cs": "baseline_c"}
 
 @renamed(**SWEEP_FORMER_NAMES)
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(RowOptions):
     """Options of ``featcache sweep``: the grid (``lr``, ``inner`` units of one inner Dense layer, 0 for
     none, ``dropout``), ``seeds`` seeds per configuration, the head's ``epochs``, ``batch_size``,
     ``holdout_fraction`` and ``memory_budget`` as in :class:`HeadConfig`, ``jobs`` worker processes,
     ``baseline_c`` the logistic baseline's C values (empty: no baseline), ``heatmap`` the two axes of the
-    heatmap, ``with_views`` heads (and baselines) trained on the cache's augmented views as ``HeadConfig``
-    does. The defaults are the grid the reference recipe's lesson explores next."""
+    heatmap, ``with_views``, ``drop_leaks`` and ``drop_label_issues`` as ``HeadConfig`` takes them.
+    The defaults are the grid the reference recipe's lesson explores next."""
 
     lr: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.1)
     inner: tuple[int, ...] = (0, 10, 100, 1000)
@@ -462,19 +491,13 @@ class SweepConfig:
     jobs: int | None = None  # None: one per core
     baseline_c: tuple[float, ...] = ()
     heatmap: tuple[str, str] = ("lr", "inner")
-    holdout_fraction: float = 0.2
-    memory_budget: int | str | None = None  # None: default_memory_budget()
-    with_views: bool = False
-    drop_leaks: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("lr", "inner", "dropout", "baseline_c", "heatmap"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "memory_budget", memory_budget_bytes(self.memory_budget))
         if self.jobs is None:
             object.__setattr__(self, "jobs", os.cpu_count() or 1)
-        _check_bool("with_views", self.with_views)
-        _check_bool("drop_leaks", self.drop_leaks)
         for name in ("lr", "inner", "dropout"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} needs at least one value, e.g. --{name} {getattr(SweepConfig, name)[0]}")
@@ -490,6 +513,5 @@ class SweepConfig:
         check_int("epochs", self.epochs, 1, "train for at least one epoch")
         check_int("batch_size", self.batch_size, 1, "use a positive batch size such as 32")
         check_int("jobs", self.jobs, 1, "use at least one process")
-        check_fraction("holdout_fraction", self.holdout_fraction, 0.0, 1.0, False, "e.g. 0.2")
         if len(self.heatmap) != 2 or not set(self.heatmap) <= set(SWEEP_AXES) or len(set(self.heatmap)) != 2:
             raise ConfigError(f"heatmap needs two of {', '.join(SWEEP_AXES)}, got {','.join(map(str, self.heatmap))}")

@@ -17,13 +17,14 @@ import numpy as np
 
 from featcache.cache.layout import read_rows
 from featcache.cache.reader import FeatureReader
-from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig
+from featcache.config import DEFAULT_COMPARE_DIR, HeadConfig, label_issues_spec
 from featcache.names import shown
 from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import fit_head, head_metadata
 from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
 from featcache.training.html_report import REPORT_HTML, write_html
+from featcache.training.labels import label_issue_rows
 from featcache.training.metrics import evaluate, paired_difference, softmax
 from featcache.training.splits import Split, Splits, load_splits
 from featcache.training.stream import EpochBatches
@@ -96,11 +97,15 @@ def compare(
     of ``cache``; score both on validation and test; write the report into ``out``."""
     config = config or HeadConfig()
     out = Path(out)
-    holdout = config.holdout_fraction
-    if head is not None:  # carve the same validation rows the head was judged on; older heads say val_fraction
+    holdout, label_issues = config.holdout_fraction, config.drop_label_issues
+    if head is not None:  # the rows the head was trained and judged on; older heads say val_fraction
         options = read_head_metadata(head).get("options", {})
         holdout = options.get("holdout_fraction", options.get("val_fraction", holdout))
-    splits = load_splits(cache, holdout, config.memory_budget, True, config.with_views, config.drop_leaks)
+        label_issues = label_issues_spec(options.get("drop_label_issues"))
+    splits = load_splits(
+        cache, holdout, config.memory_budget, True, config.with_views, config.drop_leaks,
+        label_issues=label_issue_rows(cache, label_issues),
+    )  # fmt: skip
     if head is not None:  # refuse a foreign head before anything is written
         check_head_matches(read_head_metadata(head), splits.fingerprint, splits.class_names, cache)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +260,7 @@ def build_report(splits: Splits, runs: list[ModelRun]) -> dict:
         "validation_carved": splits.val_carved,
         "memory": splits.memory.to_dict(),
         "leaks_dropped": splits.dropped,
+        "label_issues_dropped": len(splits.label_issues),
         "models": models,
         "significance": {"split": judged, "a": a.name, "b": b.name, **significance},
     }
@@ -276,6 +282,8 @@ def format_table(report: dict) -> str:
     lines.append(significance_line(report["significance"]))
     for split, scores in _leak_rows(report):
         lines.append(f"{split} accuracy with the {report['leaks_dropped']} leaking rows in".ljust(width) + scores)
+    if report.get("label_issues_dropped"):
+        lines.append(f"both trained without {report['label_issues_dropped']} likely mislabelled train rows")
     if report.get("memory", {}).get("streamed"):
         lines.append(f"{LOGISTIC}: {STREAMING_BASELINE} because {report['memory']['reason']}")
     return "\n".join(lines)

@@ -25,7 +25,9 @@ from featcache.training.head_files import (
     import_keras,
     save_head,
 )
-from featcache.training.splits import Splits, load_splits, one_hot
+from featcache.training.labels import label_issue_rows
+from featcache.training.loading import keras_batches
+from featcache.training.splits import Splits, load_splits
 from featcache.training.stream import CHUNK_ROWS, EpochBatches
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,17 @@ class HeadResult:
                 f"head: {self.out}  ({shape})",
                 f"best epoch {self.best_epoch} of {m['epochs_run']}: train accuracy {m['train_accuracy']:.4f}, "
                 f"validation accuracy {m['val_accuracy']:.4f} (loss {m['train_loss']:.4f} / {m['val_loss']:.4f})",
-                f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows{_views(m)}, "
+                f"trained in {m['fit_seconds']:.1f} s on {m['n_train']} rows{_views(m)}{_left_out(m)}, "
                 f"validated on {m['n_validation']}{held}",
                 *_streaming_line(meta.get("memory")),
                 f"saved: {self.out / MODEL_FILE}, {META_FILE}, {HISTORY_FILE}, {CURVES_FILE}",
             ]
         )
+
+
+def _left_out(metrics: dict) -> str:
+    dropped = metrics.get("label_issues_dropped", 0)
+    return f" ({dropped} likely mislabelled train rows left out)" if dropped else ""
 
 
 def _views(metrics: dict) -> str:
@@ -111,8 +118,9 @@ def train_head(
     if tensorboard is not None:
         _check_tensorboard()
     splits = load_splits(
-        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks
-    )
+        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks,
+        label_issues=label_issue_rows(cache, config.drop_label_issues),
+    )  # fmt: skip
     fit = fit_head(splits, config, tensorboard=tensorboard)
     metadata = head_metadata(splits, config, fit)
     save_head(out, fit.model, metadata, fit.history)
@@ -175,35 +183,6 @@ def fit_head(splits: Splits, config: HeadConfig, tensorboard=None) -> FitResult:
     return FitResult(model, history, best_epoch, seconds, train.vectors.streamed, _peak_rows(train, validation))
 
 
-def keras_batches(batches: EpochBatches, n_classes: int, outputs: int = 1):
-    """``batches`` as a ``keras.utils.PyDataset`` of (vectors, one-hot labels), one worker, in order; with
-    several ``outputs``, a tuple of the same labels for each.
-
-    The n-th epoch Keras begins batches the rows in the order of ``batches``' epoch n; Keras also
-    ends an epoch before the first one begins, so epochs are counted where they begin.
-    """
-    keras = import_keras()
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
-            self.begun = 0
-
-        def __len__(self) -> int:
-            return len(batches)
-
-        def __getitem__(self, index: int):
-            x, y = batches.batch(index)
-            labels = one_hot(y, n_classes)
-            return x, labels if outputs == 1 else (labels,) * outputs
-
-        def on_epoch_begin(self) -> None:
-            batches.start_epoch(self.begun)
-            self.begun += 1
-
-    return Batches()
-
-
 def _peak_rows(*batches: EpochBatches) -> int:
     """The most rows each streamed split held at once, summed (0 in memory)."""
     return sum(getattr(b.vectors, "peak_rows_held", 0) for b in batches)
@@ -258,6 +237,7 @@ def head_metadata(splits: Splits, config: HeadConfig, fit: FitResult) -> dict:
             "n_validation": len(splits.validation),
             "n_views": len(splits.train.views.x) if splits.train.views is not None else 0,
             "leaks_dropped": splits.dropped,
+            "label_issues_dropped": len(splits.label_issues),
             "validation_carved": splits.val_carved,
         },
         "memory": splits.memory.to_dict(),

@@ -123,6 +123,8 @@ def _rows(report: dict) -> str:
     rows = report["rows"]
     dropped = report.get("leaks_dropped", 0)
     leaks = f", {dropped} leaking validation/test rows left out" if dropped else ""
+    mislabelled = report.get("label_issues_dropped", 0)
+    leaks += f", {mislabelled} likely mislabelled train rows left out" if mislabelled else ""
     return f"{rows['train']} train, {rows['validation']} validation, {rows['test']} test rows{leaks}"
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.layout import PATH, decode_strings, read_columns
+from featcache.cache.reader import read_row_index
 from featcache.config import LabelsConfig
 from featcache.errors import ConfigError
 from featcache.names import shown
@@ -35,6 +37,7 @@ class LabelsResult:
     split: str
     folds: int
     rows: list[dict]
+    cache_rows: np.ndarray  # int64: each ranked row's index in the cache, in the order of ``rows``
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
 
@@ -83,13 +86,54 @@ def rank_labels(cache: str | Path, config: LabelsConfig) -> LabelsResult:
         )
     p = out_of_fold(data.X, data.y, len(data.class_names), config.folds, config.baseline_c, config.seed)
     given, suggested = p[np.arange(len(data.y)), data.y], p.argmax(axis=1)
-    names = data.class_names
+    names, order = data.class_names, np.argsort(given, kind="stable")
     rows = [
         {"rank": rank, "path": data.paths[i], "given": names[data.y[i]], "suggested": names[suggested[i]],
          "given_probability": round(float(given[i]), 4), "suggested_probability": round(float(p[i, suggested[i]]), 4)}
-        for rank, i in enumerate(np.argsort(given, kind="stable").tolist(), start=1)
+        for rank, i in enumerate(order.tolist(), start=1)
     ]  # fmt: skip
-    return LabelsResult(Path(cache), config.split, config.folds, rows, time.perf_counter() - start)
+    return LabelsResult(Path(cache), config.split, config.folds, rows, data.rows[order], time.perf_counter() - start)
+
+
+def label_issue_rows(cache: str | Path, spec: int | Path | None) -> np.ndarray:
+    """The train rows of ``cache`` that ``--drop-label-issues`` leaves out (int64, sorted): the first ``spec``
+    of the train split's ranking (an int, with the default :class:`LabelsConfig`), the rows of the paths a
+    CSV file lists in its ``path`` column (``spec`` a Path; labels.csv cut to the rows to drop is one), or
+    none (None)."""
+    if spec is None:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(spec, int):
+        ranked = rank_labels(cache, LabelsConfig()).cache_rows
+        if spec > len(ranked):
+            raise ConfigError(f"--drop-label-issues {spec} exceeds the {len(ranked)} train rows of {cache}")
+        return np.sort(ranked[:spec])
+    listed = _listed_paths(spec)
+    index = read_row_index(cache)
+    train = index.split_indices("train")
+    at = dict(zip(decode_strings(read_columns(index.path, (PATH,), train).path), train.tolist()))
+    missing = [path for path in listed if path not in at]
+    if missing:
+        raise ConfigError(
+            f"{spec}: {len(missing)} listed path(s) are not train rows of {cache}, e.g. {shown(missing[0])!r}; "
+            f"list paths as featcache labels writes them in labels.csv"
+        )
+    return np.unique(np.array([at[path] for path in listed], dtype=np.int64))
+
+
+def _listed_paths(spec: Path) -> list[str]:
+    """The ``path`` column of the CSV file ``spec``."""
+    try:
+        with open(spec, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            reader = csv.DictReader(fh)
+            if "path" not in (reader.fieldnames or ()):
+                raise ConfigError(
+                    f"{spec} has no path column; give a CSV file whose header has path (as labels.csv), "
+                    f"or a number of rows"
+                )
+            return [row["path"] for row in reader]
+    except (OSError, csv.Error) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot read {spec} ({why}); give a CSV file of paths or a number of rows") from None
 
 
 def write_labels(result: LabelsResult, out: Path) -> list[Path]:

@@ -17,8 +17,8 @@ from featcache.cache.reader import FeatureReader, RowIndex, read_row_index
 from featcache.config import check_int, memory_budget_bytes
 from featcache.errors import CacheError, ConfigError
 from featcache.training import stream
-from featcache.training.head import keras_batches
-from featcache.training.splits import MemoryPlan
+from featcache.training.head_files import import_keras
+from featcache.training.splits import MemoryPlan, one_hot
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,3 +93,32 @@ def split_dataset(cache: str | Path, split: str | None, batch_size: int, shuffle
     vectors = stream.CacheVectors(index.path, rows, index.dim)
     batches = stream.EpochBatches(rows, index.label[rows], vectors, batch_size, shuffle, seed)
     return keras_batches(batches, len(index.class_names))
+
+
+def keras_batches(batches: stream.EpochBatches, n_classes: int, outputs: int = 1):
+    """``batches`` as a ``keras.utils.PyDataset`` of (vectors, one-hot labels), one worker, in order; with
+    several ``outputs``, a tuple of the same labels for each.
+
+    The n-th epoch Keras begins batches the rows in the order of ``batches``' epoch n; Keras also
+    ends an epoch before the first one begins, so epochs are counted where they begin.
+    """
+    keras = import_keras()
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.begun = 0
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def __getitem__(self, index: int):
+            x, y = batches.batch(index)
+            labels = one_hot(y, n_classes)
+            return x, labels if outputs == 1 else (labels,) * outputs
+
+        def on_epoch_begin(self) -> None:
+            batches.start_epoch(self.begun)
+            self.begun += 1
+
+    return Batches()

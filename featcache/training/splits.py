@@ -113,6 +113,7 @@ class Splits:
     memory: MemoryPlan
     dropped: int = 0  # validation and test rows left out as leaks from an earlier split
     leaking_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # those rows
+    label_issues: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # train rows left out
 
     @property
     def fingerprint(self) -> str:
@@ -140,18 +141,22 @@ def load_splits(
     with_views: bool = False,
     drop_leaks: bool = False,
     leaking: np.ndarray | None = None,
+    label_issues: np.ndarray | None = None,
 ) -> Splits:
     """Read the splits of ``cache_path``; without validation rows, carve ``holdout_fraction`` of train (ranked by
     a salted hash of the content, so the same images on every run and machine). The vectors of the splits in
     use are loaded when they fit ``memory_budget`` bytes (None: always), else :meth:`Splits.vectors` streams
     them. ``with_views`` adds the cache's augmented views to train (in memory); ``drop_leaks`` leaves out the
-    validation and test rows that leak from an earlier split (``leaking``, when found already, else found now).
+    validation and test rows that leak from an earlier split (``leaking``, when found already, else found now);
+    ``label_issues`` are train rows left out (see :func:`featcache.training.labels.label_issue_rows`).
     """
     index = read_row_index(Path(cache_path))
     _check_trainable(index)
     train_rows, val_rows, carved = _train_and_validation(index, holdout_fraction)
     dropped = _leaking(index.path, leaking) if drop_leaks else np.zeros(0, dtype=np.int64)
     val_rows, test_rows = np.setdiff1d(val_rows, dropped), np.setdiff1d(index.split_indices("test"), dropped)
+    mislabelled = np.zeros(0, dtype=np.int64) if label_issues is None else np.asarray(label_issues, dtype=np.int64)
+    train_rows = np.setdiff1d(train_rows, mislabelled)
     used = {"train": train_rows, "validation": val_rows, **({"test": test_rows} if with_test else {})}
     views = _views_of(index, with_views)
     plan = _memory_plan(index, used, views, memory_budget)
@@ -171,6 +176,7 @@ def load_splits(
         memory=plan,
         dropped=len(dropped),
         leaking_rows=dropped,
+        label_issues=mislabelled,
     )
 
 

@@ -28,6 +28,7 @@ from featcache.hashing import json_sha256
 from featcache.progress import progress_bar
 from featcache.training.branches import Branch, train_branches
 from featcache.training.head_files import HISTORY_KEYS
+from featcache.training.labels import label_issue_rows
 from featcache.training.splits import Splits, load_splits
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SweepResult:
     best_head: Path | None = None
     trained: int = 0
     seconds: float = 0.0
+    label_issues_dropped: int = 0  # train rows left out as likely mislabelled
 
     def summary(self) -> str:
         """The top of the ranking and what was written: what ``featcache sweep`` prints."""
@@ -80,6 +82,8 @@ class SweepResult:
         if self.baseline:
             best = max(self.baseline, key=lambda r: r["val_accuracy"])
             lines.append(f"  logistic baseline: best C {best['C']:g}, validation accuracy {best['val_accuracy']:.4f}")
+        if self.label_issues_dropped:
+            lines.append(f"  trained without {self.label_issues_dropped} likely mislabelled train rows")
         if self.best_head is not None:
             lines.append(f"best head: {self.best_head}")
         lines.append(f"saved: {self.out / 'sweep.csv'}, sweep.json, sweep.md, plots")
@@ -100,8 +104,9 @@ def groups_of(config: SweepConfig, feature_dim: int, n_classes: int) -> list[Gro
     return sorted(groups, key=lambda g: -g.cost(feature_dim, n_classes))
 
 
-def identity(config: SweepConfig, fingerprint: str) -> str:
-    """What a committed group's results depend on, besides its learning rate and seed."""
+def identity(config: SweepConfig, fingerprint: str, label_issues: np.ndarray) -> str:
+    """What a committed group's results depend on, besides its learning rate and seed (``label_issues``: the
+    train rows left out)."""
     fields = {
         "cache": fingerprint,
         "inner": list(config.inner),
@@ -113,6 +118,7 @@ def identity(config: SweepConfig, fingerprint: str) -> str:
         "trainer": TRAINER,
         **({"augmented": True} if config.with_views else {}),  # sweeps without these keep their identity
         **({"drop_leaks": True} if config.drop_leaks else {}),
+        **({"label_issues": label_issues.tolist()} if len(label_issues) else {}),
     }
     return json_sha256(fields)
 
@@ -124,9 +130,10 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
     start, out = time.perf_counter(), Path(out)
     check_out_folder(out)
     splits = load_splits(
-        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks
-    )
-    tag = identity(config, splits.fingerprint)
+        cache, config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks,
+        label_issues=label_issue_rows(cache, config.drop_label_issues),
+    )  # fmt: skip
+    tag = identity(config, splits.fingerprint, splits.label_issues)
     (out / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out / RUNS_FOLDER)
     groups = groups_of(config, splits.feature_dim, len(splits.class_names))
@@ -136,7 +143,7 @@ def run_sweep(cache: str | Path, out: str | Path, config: SweepConfig, progress:
         bar.update(sum(len(g.branches) for g in groups) - trained)
         _train_all(cache, out, config, tag, todo, splits, bar)
     runs = sorted((run for g in groups for run in _committed(out, g, tag)), key=_grid_order)
-    result = SweepResult(out, runs, rank(runs), trained=trained)
+    result = SweepResult(out, runs, rank(runs), trained=trained, label_issues_dropped=len(splits.label_issues))
     if config.baseline_c:
         result.baseline = sweep_report.baseline_sweep(splits, config.baseline_c)
     result.best_head = sweep_report.best_head(cache, out, result.ranking[0], runs, config)
@@ -161,8 +168,9 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
             done(commit(out, group, tag, train_group(splits, group, config)))
         return
     context = multiprocessing.get_context("spawn")
-    leaking = splits.leaking_rows.tolist()  # found once, here: a worker reads the splits without searching again
-    args = (str(cache), str(out), config, tag, max(1, (os.cpu_count() or 1) // jobs), leaking)
+    # leaks and label issues found once, here: a worker reads the splits without searching again
+    found = (splits.leaking_rows.tolist(), splits.label_issues.tolist())
+    args = (str(cache), str(out), config, tag, max(1, (os.cpu_count() or 1) // jobs), found)
     with context.Pool(jobs, initializer=_worker_start, initargs=args) as pool:
         for runs in pool.imap_unordered(_worker_train, todo, chunksize=1):
             done(runs)
@@ -171,11 +179,12 @@ def _train_all(cache, out: Path, config: SweepConfig, tag: str, todo: list[Group
 _WORKER: dict = {}
 
 
-def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int, leaking: list[int]) -> None:
+def _worker_start(cache: str, out: str, config: SweepConfig, tag: str, threads: int, found: tuple) -> None:
     """A worker process: TensorFlow started and the splits read once, for all the groups it trains."""
     _limit_threads(threads)
     options = (config.holdout_fraction, config.memory_budget, False, config.with_views, config.drop_leaks)
-    splits = load_splits(cache, *options, leaking=np.asarray(leaking, dtype=np.int64))
+    leaking, label_issues = (np.asarray(rows, dtype=np.int64) for rows in found)
+    splits = load_splits(cache, *options, leaking=leaking, label_issues=label_issues)
     _WORKER.update(splits=splits, out=Path(out), config=config, tag=tag, parent=os.getppid())
 
 

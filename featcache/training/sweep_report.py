@@ -50,6 +50,7 @@ def best_head(cache, out: Path, best: dict, runs: list[dict], config: SweepConfi
         memory_budget=config.memory_budget,
         with_views=config.with_views,
         drop_leaks=config.drop_leaks,
+        drop_label_issues=config.drop_label_issues,
     )
     folder = out / BEST_HEAD
     shutil.rmtree(folder, ignore_errors=True)  # the last sweep's best head, in the sweep's own folder
@@ -65,6 +66,9 @@ def write(result, config: SweepConfig) -> None:
         writer.writeheader()
         writer.writerows(sorted(result.runs, key=lambda r: (r["lr"], r["inner"], r["dropout"], r["seed"])))
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
+    if isinstance(config.drop_label_issues, Path):
+        settings["drop_label_issues"] = str(config.drop_label_issues)
+    settings["label_issues_dropped"] = result.label_issues_dropped
     document = {"settings": settings, "ranking": result.ranking, "baseline": result.baseline, "runs": result.runs}
     document["best_head"] = str(result.best_head) if result.best_head else None
     (out / "sweep.json").write_text(json.dumps(document, indent=1))
@@ -85,6 +89,8 @@ def markdown(result) -> str:
             f"| {i} | {r['lr']:g} | {r['inner']} | {r['dropout']:g} | {r['mean']:.4f} | {r['sd']:.4f} | "
             f"{r['min']:.4f} | {r['max']:.4f} | {r['seeds']} |"
         )
+    if result.label_issues_dropped:
+        lines += ["", f"Trained without {result.label_issues_dropped} likely mislabelled train rows."]
     if result.baseline:
         lines += ["", "| logistic C | val accuracy |", "| ---: | ---: |"]
         lines += [f"| {b['C']:g} | {b['val_accuracy']:.4f} |" for b in result.baseline]

@@ -70,3 +70,69 @@ def test_the_command_prints_the_likeliest_errors_and_refuses_too_many_folds(misl
     assert "Traceback" not in refused.output
     with pytest.raises(ConfigError, match="folds"):
         featcache.labels(cache, tmp_path / "l", folds=1)
+
+
+def _written_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "path", "given"])
+        writer.writerows(rows)
+    return path
+
+
+def test_train_head_and_compare_leave_out_the_listed_rows_and_say_so(mislabelled, tmp_path):
+    cache, wrong = mislabelled
+    listed = _written_csv(tmp_path / "drop.csv", [(i, path, label) for i, (path, label) in enumerate(wrong.items())])
+    out = CliRunner().invoke(
+        main,
+        ["train-head", str(cache), "-o", str(tmp_path / "head"), "--epochs", "2", "--drop-label-issues", str(listed)],
+    )
+    assert out.exit_code == 0, out.output
+    assert "on 34 rows (2 likely mislabelled train rows left out)" in out.output
+    meta = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert meta["metrics"]["label_issues_dropped"] == 2 and meta["options"]["drop_label_issues"] == str(listed)
+    result = featcache.compare(cache, tmp_path / "cmp", head=tmp_path / "head")  # the head's rows, for both
+    assert result.report["rows"]["train"] == 34 and result.report["label_issues_dropped"] == 2
+    assert "both trained without 2 likely mislabelled train rows" in result.summary()
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert "34 train, 6 validation" in page and "2 likely mislabelled train rows left out" in page
+
+
+def test_a_number_leaves_out_the_first_rows_of_the_ranking(mislabelled, tmp_path):
+    cache, _ = mislabelled
+    ranked = featcache.labels(cache, tmp_path / "labels")  # the default settings, as --drop-label-issues uses
+    result = featcache.sweep(
+        cache, tmp_path / "sweep", lr=[0.01], inner=[0], dropout=[0.0], seeds=1, epochs=2, jobs=1,
+        drop_label_issues=3,
+    )  # fmt: skip
+    assert "trained without 3 likely mislabelled train rows" in result.summary()
+    best = json.loads((tmp_path / "sweep" / "best-head" / "head.json").read_text())
+    assert best["metrics"]["n_train"] == 33 and best["metrics"]["label_issues_dropped"] == 3
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["settings"]["label_issues_dropped"] == 3
+    from featcache.training.labels import label_issue_rows
+    from featcache.training.splits import load_splits
+
+    kept = load_splits(cache, label_issues=label_issue_rows(cache, 3)).train.rows
+    assert set(ranked.cache_rows[:3].tolist()).isdisjoint(kept) and len(kept) == 33
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("missing.csv", "cannot read"),
+        ("nopath.csv", "has no path column"),
+        ("unknown.csv", "1 listed path(s) are not train rows"),
+        ("99", "exceeds the 36 train rows"),
+        ("0", "drop_label_issues must be an integer >= 1"),
+    ],
+)
+def test_a_bad_drop_list_is_refused_in_one_line_before_anything_is_written(mislabelled, tmp_path, given, message):
+    cache, _ = mislabelled
+    (tmp_path / "nopath.csv").write_text("file,label\nx.jpg,cat\n")
+    _written_csv(tmp_path / "unknown.csv", [(1, "validation/cat/cat_000.jpg", "cat")])
+    spec = given if given.isdigit() else str(tmp_path / given)
+    out = CliRunner().invoke(
+        main, ["train-head", str(cache), "-o", str(tmp_path / "head"), "--drop-label-issues", spec]
+    )
+    assert out.exit_code != 0 and message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "head").exists()
