@@ -23,7 +23,7 @@ from featcache.training import plots, stream
 from featcache.training.baseline import LogisticBaseline
 from featcache.training.head import fit_head, head_metadata
 from featcache.training.head_files import check_head_matches, head_logits, load_head, read_head_metadata, save_head
-from featcache.training.html_report import REPORT_HTML, write_html
+from featcache.training.html_report import REPORT_HTML, MapRows, map_points, write_html
 from featcache.training.labels import label_issue_rows
 from featcache.training.metrics import evaluate, paired_difference, softmax
 from featcache.training.splits import Split, Splits, load_splits
@@ -122,11 +122,22 @@ def compare(
 
 
 def _html(out: Path, report: dict, runs: list[ModelRun], splits: Splits) -> Path:
-    """report.html, with thumbnails of the judged split's images read from the cache's data folder."""
+    """report.html, with thumbnails of the judged split's images read from the cache's data folder, and its
+    map: the judged split's rows, then the rows of that split left out as leaks."""
+    judged = report["significance"]["split"]
     split = splits.test if splits.test is not None else splits.validation
-    paths = read_rows(splits.cache_path, split.rows).path
+    leaking = splits.leaking_rows[np.asarray(read_rows(splits.cache_path, splits.leaking_rows).split) == judged]
+    left_out = read_rows(splits.cache_path, leaking)
+    with FeatureReader(splits.cache_path) as reader:
+        x = np.concatenate(reader.gather([split.rows, leaking], stream.CHUNK_ROWS))
+    drawn = MapRows(
+        paths=list(read_rows(splits.cache_path, split.rows).path) + list(left_out.path),
+        classes=np.concatenate([split.y, np.asarray(left_out.label, dtype=np.int64)]).tolist(),
+        xy=map_points(x),
+        leaks=len(leaking),
+    )
     data_dir = splits.attrs.get("data_dir")
-    return write_html(out, report, runs, split, splits.attrs, paths, Path(data_dir) if data_dir else None)
+    return write_html(out, report, runs, split, splits.attrs, drawn, Path(data_dir) if data_dir else None)
 
 
 def _scores_with_leaks(splits: Splits, runs: list[ModelRun]) -> dict:

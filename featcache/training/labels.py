@@ -22,6 +22,7 @@ from featcache.cache.reader import read_row_index
 from featcache.config import LabelsConfig
 from featcache.errors import ConfigError
 from featcache.names import shown
+from featcache.training.html_report import map_points, write_labels_html
 from featcache.training.loading import load_split
 
 LABELS_CSV, LABELS_JSON = "labels.csv", "labels.json"
@@ -38,6 +39,9 @@ class LabelsResult:
     folds: int
     rows: list[dict]
     cache_rows: np.ndarray  # int64: each ranked row's index in the cache, in the order of ``rows``
+    class_names: list[str]
+    xy: list[list[int]]  # where the map draws each row (html_report.map_points), in the order of ``rows``
+    data_dir: Path | None  # the images' folder the cache recorded, for the report's thumbnails
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
 
@@ -92,7 +96,11 @@ def rank_labels(cache: str | Path, config: LabelsConfig) -> LabelsResult:
          "given_probability": round(float(given[i]), 4), "suggested_probability": round(float(p[i, suggested[i]]), 4)}
         for rank, i in enumerate(order.tolist(), start=1)
     ]  # fmt: skip
-    return LabelsResult(Path(cache), config.split, config.folds, rows, data.rows[order], time.perf_counter() - start)
+    data_dir = read_row_index(cache).attrs.get("data_dir")
+    return LabelsResult(
+        Path(cache), config.split, config.folds, rows, data.rows[order], names, map_points(data.X[order]),
+        Path(data_dir) if data_dir else None, time.perf_counter() - start,
+    )  # fmt: skip
 
 
 def label_issue_rows(cache: str | Path, spec: int | Path | None) -> np.ndarray:
@@ -137,7 +145,8 @@ def _listed_paths(spec: Path) -> list[str]:
 
 
 def write_labels(result: LabelsResult, out: Path) -> list[Path]:
-    """``labels.csv`` (every row, ranked) and ``labels.json`` (the same, with the settings) in ``out``."""
+    """``labels.csv`` (every row, ranked), ``labels.json`` (the same, with the settings) and ``report.html``
+    (the likeliest errors' images, and the map) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     document = {"cache": str(result.cache), "split": result.split, "folds": result.folds, "rows": result.rows}
     (out / LABELS_JSON).write_text(json.dumps(document, indent=1) + "\n")
@@ -145,5 +154,6 @@ def write_labels(result: LabelsResult, out: Path) -> list[Path]:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(result.rows)
-    result.files = [out / LABELS_CSV, out / LABELS_JSON]
+    page = write_labels_html(out, result)
+    result.files = [out / LABELS_CSV, out / LABELS_JSON, page]
     return result.files

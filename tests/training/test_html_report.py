@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from featcache.api import compare, sweep
 from featcache.names import shown
-from featcache.training.html_report import DATA_ID, write_html
+from featcache.training.html_report import DATA_ID, MapRows, write_html
 from tests.support import tiny_cache
 
 
@@ -104,7 +104,8 @@ def _page_of(out, names: list[str], paths: list[str], text: str) -> _Page:
         "models": {text: {"evaluation": {"test": scores}, "description": text}},
     }
     run = SimpleNamespace(name=text, proba={"test": proba})
-    write_html(out, report, [run], SimpleNamespace(y=y), {text: text}, paths, out / "no-images")
+    drawn = MapRows(paths, y.tolist(), [[i, i] for i in range(n)], leaks=0)
+    write_html(out, report, [run], SimpleNamespace(y=y), {text: text}, drawn, out / "no-images")
     return _parse(out / "report.html")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from featcache.api import compare, extract
+from featcache.api import compare, extract, labels
 from featcache.names import shown
 from tests.support import REQUIRE_REAL, FakeBackbone, tiny_cache, write_image
 
@@ -121,14 +121,46 @@ def _screenshot(driver, path: Path) -> Path:
     return path
 
 
-def test_a_click_on_a_cell_shows_its_images(browser, tmp_path):
+def _hover_ringed_dots(driver) -> list[str]:
+    """Point at each ringed dot of the map: the image and caption shown under it, for each dot. The map has
+    a dot per image and draws the ringed ones last."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    captions = []
+    for dot in driver.find_elements(By.CSS_SELECTOR, "#map circle.marked"):
+        ActionChains(driver).move_to_element(dot).perform()
+        (img,) = driver.find_elements(By.CSS_SELECTOR, "#hover img")
+        assert img.get_property("naturalWidth") > 0 and img.get_attribute("src").startswith("data:image/jpeg")
+        caption = driver.find_element(By.CSS_SELECTOR, "#hover div").text
+        assert caption.startswith(img.get_attribute("alt"))  # its path, then its class and why it is ringed
+        captions.append(caption)
+    return captions
+
+
+def _dots(driver) -> int:
+    return driver.execute_script("return document.querySelectorAll('#map circle').length")
+
+
+def test_a_click_on_a_cell_shows_its_images_and_the_map_rings_mistakes_and_leaks(browser, tmp_path):
     cache = tiny_cache(tmp_path / "c", counts={"train": 8, "validation": 3, "test": 4})
-    result = compare(cache, tmp_path / "out", epochs=2)
+    data = tmp_path / "c" / "data"
+    shutil.copy(data / "train" / "cat" / "cat_000.jpg", data / "test" / "cat" / "copy of a train image.jpg")
+    extract(data, cache, backbone=FakeBackbone())
+    result = compare(cache, tmp_path / "out", epochs=2, drop_leaks=True)
     _open(browser, tmp_path / "out" / "report.html")
     assert browser.title == "featcache compare"
     seen = _click_every_cell(browser, result.report)
+    leak = "test/cat/copy of a train image.jpg"
     for model, paths in seen.items():
-        assert sorted(paths) == _test_paths(tmp_path / "c" / "data"), model
+        assert sorted(paths) == sorted(set(_test_paths(data)) - {leak}), model  # the leak is left out
+    assert _dots(browser) == 9  # the 8 test images scored, and the leak
+    captions = _hover_ringed_dots(browser)
+    leak_caption = f"{leak} (cat): leak, left out of the scores"
+    mistakes = [c for c in captions if c != leak_caption]
+    accuracy = result.report["models"]["keras_head"]["evaluation"]["test"]["accuracy"]
+    assert leak_caption in captions and len(mistakes) == round((1 - accuracy) * 8)
+    assert all(c.endswith(": mistake of keras_head") for c in mistakes)
     _screenshot(browser, tmp_path / "report.png")
     assert _errors(browser) == []
 
@@ -176,6 +208,33 @@ def test_hostile_names_are_shown_as_text_and_run_nothing(browser, tmp_path):
     trap_cell.click()
     _screenshot(browser, tmp_path / "report.png")
     assert _errors(browser) == []
+
+
+def test_the_labels_page_shows_the_likeliest_errors_and_rings_them_on_the_map(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = _hostile_dataset(tmp_path / "data")
+    wrong = f"train/{QUOTES}/0.jpg"
+    shutil.move(data / wrong, data / "train" / "x<" / "blue.jpg")  # a blue image in the red class
+    cache = tmp_path / "features.h5"
+    extract(data, cache, backbone=FakeBackbone())
+    result = labels(cache, tmp_path / "labels", folds=3, baseline_c=1.0)
+    _open(browser, tmp_path / "labels" / "report.html")
+
+    assert (
+        browser.title == "featcache labels"
+        and browser.execute_script("return document.querySelectorAll('i').length") == 0
+    )
+    gallery = browser.find_elements(By.CSS_SELECTOR, ".gallery .thumb")
+    assert len(gallery) == len(result.rows) == 16  # fewer rows than the gallery holds: all of them
+    assert all(img.get_property("naturalWidth") > 0 for img in browser.find_elements(By.CSS_SELECTOR, ".gallery img"))
+    first = gallery[0].text
+    assert first.startswith("#1 x< ") and "→ " + QUOTES in first and "train/x</blue.jpg" in first
+    assert _dots(browser) == 16
+    captions = _hover_ringed_dots(browser)
+    assert len(captions) == 16 and "train/x</blue.jpg (x<): likely label error" in captions
+    shot = _screenshot(browser, tmp_path / "labels.png")
+    assert shot.stat().st_size > 10_000 and _errors(browser) == []
 
 
 def test_without_chromium_the_browser_tests_fail_when_required(tmp_path):
