@@ -303,7 +303,7 @@ def format_table(report: dict) -> str:
 def _leak_rows(report: dict) -> list[tuple[str, str]]:
     """(split, formatted accuracies of each model) on the splits with their leaking rows, when dropped."""
     found = report.get("with_leaks")
-    if not found:
+    if not found or not report.get("leaks_dropped"):
         return []
     models = list(report["models"])
     splits = [s for s in ("validation", "test") if s in found[models[0]]]
