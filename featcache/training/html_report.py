@@ -156,7 +156,7 @@ def map_points(x: np.ndarray) -> list[list[int]]:
 
     if len(x) < 3:
         return [[MAP_SIZE[0] // 2, MAP_SIZE[1] // 2] for _ in range(len(x))]
-    xy = PCA(2, random_state=0).fit_transform(np.asarray(x, dtype=np.float64))
+    xy = PCA(2, svd_solver="randomized", random_state=0).fit_transform(np.asarray(x, dtype=np.float32))
     low, span = xy.min(axis=0), np.ptp(xy, axis=0)
     span[span == 0] = 1.0
     margin = 16
