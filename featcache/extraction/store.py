@@ -12,8 +12,6 @@ size and modification time.
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +20,8 @@ from featcache.errors import ConfigError, DatasetError
 from featcache.hashing import bytes_sha256, file_sha256
 from featcache.locations import is_url, shown_location
 
-log = logging.getLogger(__name__)
-
 #: files larger than this are hashed and decoded from disk in two passes instead of read into memory
 READ_WHOLE_LIMIT = 64 << 20
-
-#: reads of one object tried at most this many times when the store keeps failing transiently (throttling,
-#: a dropped connection), waiting RETRY_SECONDS, twice that, ... between tries
-READ_TRIES = 5
-RETRY_SECONDS = 0.2
 
 #: the info fields that name an object's version, the first one a store gives wins
 _VERSION_FIELDS = ("generation", "ETag", "etag", "VersionId", "version_id", "md5Hash", "LastModified", "mtime")
@@ -60,8 +51,7 @@ class LocalFolder:
 
 
 class ObjectStore:
-    """Objects under a URL (``s3://bucket/photos``), listed and read through fsspec; transient failures
-    of a read are retried with exponential backoff."""
+    """Objects under a URL (``s3://bucket/photos``), listed and read through fsspec."""
 
     def __init__(self, url: str):
         self.url = url
@@ -89,22 +79,19 @@ class ObjectStore:
         return paths, size, stamps
 
     def read(self, relpath: str, size: int) -> tuple[str, bytes]:
-        """(sha256, the object's bytes), tried up to READ_TRIES times while the store fails transiently;
-        OSError when it cannot be read (its ``strerror`` is the store's reason)."""
-        path = f"{self.root}/{relpath}"
-        for attempt in range(READ_TRIES):
-            try:
-                data = self.fs.cat_file(path)
-                return bytes_sha256(data), data
-            except (FileNotFoundError, PermissionError, IsADirectoryError):
-                raise
-            except Exception as exc:  # throttling, a dropped connection, a timeout: the backend's own types
-                if attempt == READ_TRIES - 1:
-                    raise OSError(0, _said(exc)) from None
-                wait = RETRY_SECONDS * 2**attempt
-                log.info("reading %s failed (%s); trying again in %.1f s", relpath, _said(exc), wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+        """(sha256, the object's bytes); OSError when it cannot be read, its ``strerror`` the store's reason.
+
+        Throttling and transient failures are retried with backoff by the store's own client before
+        this returns or raises (s3fs retries SlowDown, botocore its standard errors, as AWS_MAX_ATTEMPTS
+        and AWS_RETRY_MODE say; gcsfs and adlfs likewise), so featcache adds no retry of its own on top.
+        """
+        try:
+            data = self.fs.cat_file(f"{self.root}/{relpath}")
+        except OSError:
+            raise
+        except Exception as exc:  # a backend's own error type: the object cannot be read now
+            raise OSError(0, _said(exc)) from None
+        return bytes_sha256(data), data
 
     @staticmethod
     def reason(exc: OSError) -> str:

@@ -1,10 +1,10 @@
 """An S3-compatible server on loopback for the tests: moto's server mode, and a proxy in front of it that can
-throttle (503 SlowDown) or refuse (403 AccessDenied) requests, as a real store does under load or by policy."""
+throttle (503 SlowDown), refuse (403 AccessDenied) or lose (404 NoSuchKey) object reads, as a real store does
+under load, by policy, or when an object is deleted between the listing and the read."""
 
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -17,9 +17,12 @@ SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+NO_SUCH_KEY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code>'
+    b"<Message>The specified key does not exist.</Message></Error>"
+)
 ACCESS_DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-    b"<Message>Access Denied</Message></Error>"
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
 )
 
 
@@ -59,11 +62,13 @@ class MotoServer:
 
 
 class Proxy:
-    """A loopback HTTP proxy to ``upstream`` that answers 503 SlowDown to the first ``throttle`` object reads and
-    403 AccessDenied to every read of the keys in ``forbidden``; it counts what it did."""
+    """A loopback HTTP proxy to ``upstream`` that answers 503 SlowDown to the first ``throttle`` object reads (to
+    every read of the keys named in ``slow``), 403 AccessDenied to reads of ``forbidden`` and 404 NoSuchKey to
+    reads of ``missing``; it counts what it did."""
 
     def __init__(self, upstream_port: int):
-        self.upstream_port, self.throttle, self.forbidden = upstream_port, 0, set()
+        self.upstream_port, self.throttle = upstream_port, 0
+        self.forbidden, self.missing, self.slow = set(), set(), set()
         self.throttled, self.refused, self.reads = 0, 0, 0
         self._lock = threading.Lock()
         proxy = self
@@ -85,6 +90,10 @@ class Proxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def reset(self) -> None:
+        self.throttle, self.throttled, self.refused, self.reads = 0, 0, 0, 0
+        self.forbidden, self.missing, self.slow = set(), set(), set()
+
     def start(self) -> Proxy:
         self.thread.start()
         return self
@@ -103,7 +112,9 @@ class Proxy:
             if any(key.endswith("/" + name) for name in self.forbidden):
                 self.refused += 1
                 return ACCESS_DENIED
-            if self.throttled < self.throttle:
+            if any(key.endswith("/" + name) for name in self.missing):
+                return NO_SUCH_KEY
+            if self.throttled < self.throttle or any(key.endswith("/" + name) for name in self.slow):
                 self.throttled += 1
                 return SLOW_DOWN
         return None
@@ -111,7 +122,7 @@ class Proxy:
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         verdict = self._verdict(request.command, request.path)
         if verdict is not None:
-            request.send_response(503 if verdict is SLOW_DOWN else 403)
+            request.send_response({SLOW_DOWN: 503, ACCESS_DENIED: 403, NO_SUCH_KEY: 404}[verdict])
             request.send_header("Content-Type", "application/xml")
             request.send_header("Content-Length", str(len(verdict)))
             request.end_headers()
@@ -167,12 +178,3 @@ def upload(endpoint: str, folder: Path, bucket: str, prefix: str = "") -> str:
             key = prefix + path.relative_to(folder).as_posix()
             s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
     return f"s3://{bucket}/{prefix}".rstrip("/")
-
-
-def _main(argv: list[str]) -> None:
-    """``python -m tests.extraction.s3_server PORT``: serve until killed (for a store inside a namespace)."""
-    os.execv(sys.executable, [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", argv[0]])
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
