@@ -5,6 +5,7 @@ tests starts inside ``unshare -n`` (see :func:`in_loopback`), with a fresh HOME.
 one JSON line; the tests read the caches they wrote and assert.
 
     python -m tests.extraction.ray_scenarios local DATA OUT        # ray.init(num_cpus=2), fake backbone
+    python -m tests.extraction.ray_scenarios store DATA OUT        # the same, DATA read from S3 on loopback
     python -m tests.extraction.ray_scenarios cluster DATA OUT -- EXTRACT_OPTIONS...
 """
 
@@ -54,6 +55,29 @@ def local(data: Path, out: Path) -> dict:
     finally:
         ray.shutdown()
     return {"computed": result.computed, "rows": result.rows}
+
+
+def store(data: Path, out: Path) -> dict:
+    """moto's S3 server on this namespace's loopback holding DATA, a local Ray of 2 CPUs started here, the fake
+    backbone, one actor (a second would take the CPU that Ray Data's own tasks wait for): extract from s3://."""
+    import ray
+
+    from featcache.api import extract
+    from tests.extraction.s3_server import MotoServer, store_environment, upload
+    from tests.support import FakeBackbone
+
+    server = MotoServer().start()
+    try:
+        os.environ.update(store_environment(server.endpoint))  # the actors inherit it, as from an instance role
+        url = upload(server.endpoint, data, "photos", "set/")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            result = extract(url, out, backbone=FakeBackbone(), engine="ray", ray_actors=1, image_size=71, batch_size=4)
+        finally:
+            ray.shutdown()
+    finally:
+        server.stop()
+    return {"computed": result.computed, "rows": result.rows, "url": url}
 
 
 class NodeBoundBackbone:
@@ -285,6 +309,8 @@ def main(argv: list[str]) -> None:
     what, data, out, *rest = argv
     if what == "local":
         report = local(Path(data), Path(out))
+    elif what == "store":
+        report = store(Path(data), Path(out))
     elif what == "mismatch":
         report = mismatch(Path(data), Path(out))
     else:
