@@ -43,6 +43,7 @@ from featcache.config import (
 )
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
+from featcache.locations import data_location
 from featcache.names import shown
 
 
@@ -309,7 +310,7 @@ def extract(data_dir, out, quiet, **options):
     """
     from featcache import api
 
-    result = api.extract(data_dir, out, progress=not quiet, **_given(options))
+    result = api.extract(data_location(data_dir), out, progress=not quiet, **_given(options))
     _echo(result.summary())
 
 

@@ -179,6 +179,7 @@ def test_credentials_appear_in_no_output_and_no_file_written(tmp_path, s3):
         assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_resumes_from_its_committed_shards(tmp_path, s3):
     endpoint, proxy = s3
     data = make_split_dataset(tmp_path / "data", counts={"train": 10, "validation": 3, "test": 3})
