@@ -6,8 +6,9 @@
    folder and uploaded to moto's S3 server on 127.0.0.1 (a real HTTP server, ``python -m moto.server``;
    every object read is a GET over loopback). ``featcache.api.extract`` (local engine, in process,
    each run into a fresh cache) reads them from disk and from ``s3://`` (with the default 2 decoding
-   threads, and with 8), taking turns ``--repeats`` times: with the real Xception at 150 px (compute-bound: what a user sees), and with a 2048-d fake
-   backbone (read-bound: listing, GETs, hashing, decoding and the commits, no forward pass).
+   threads, and with 8), taking turns ``--repeats`` times: with the real Xception at 150 px
+   (compute-bound: what a user sees), and with a 2048-d fake backbone (read-bound: listing, GETs,
+   hashing, decoding and the commits, no forward pass).
 2. **Serial at the driver per million objects.** A synthetic listing of ``--objects`` entries (the dicts
    an s3fs ``find(detail=True)`` returns, built in memory, so no store is timed) is turned into the
    dataset (:func:`featcache.extraction.dataset.scan`: sorting, layout, size and ETag columns) and
