@@ -16,6 +16,8 @@
    nothing changed). Both run in one thread of this process.
 3. **Listing over the wire.** ``--listed`` empty objects in moto, listed by s3fs ``find``: seconds per
    1,000 objects (one ListObjectsV2 page each), what a real store adds per page at its own latency.
+4. **A local folder through fsspec?** ``--files`` empty files listed and stat-ed as stage one does
+   (``os``) and by fsspec's local filesystem, and the import of fsspec in a fresh process.
 
 Figures are medians with min-max over the repeats; the CPU is lscpu's model name.
 """
@@ -161,12 +163,50 @@ def wire_listing(endpoint: str, listed: int, repeats: int) -> None:
     print(f"  {_spread(per_page)}   = {statistics.median(per_page) * 1000:.0f} s per million objects")
 
 
+def local_folder(files: int, repeats: int) -> None:
+    """A local folder read as stage one reads it (``os.scandir``, one ``os.stat`` a file) against fsspec's local
+    filesystem (``find(detail=True)``), and what importing fsspec adds to a process."""
+    import subprocess
+    import sys
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from featcache.extraction.dataset import scan, stat_files
+
+    root = Path(tempfile.mkdtemp(prefix="fclocal"))
+    try:
+        for i in range(files):
+            folder = root / "train" / f"class{i % 10}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i:08d}.jpg").write_bytes(b"x")
+        by_os, by_fsspec, imports = [], [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            found = scan(root)
+            stat_files(root, found.paths)
+            by_os.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            listed = LocalFileSystem().find(str(root), detail=True)
+            by_fsspec.append(time.perf_counter() - start)
+            assert len(listed) == len(found) == files
+            timed = [sys.executable, "-c", "import time; t = time.perf_counter(); import fsspec.implementations.local; "
+                     "print(time.perf_counter() - t)"]  # fmt: skip
+            imports.append(float(subprocess.run(timed, capture_output=True, text=True, check=True).stdout))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\n4. a local folder of {files:,} files, listed and stat-ed, in process (ms)")
+    print(f"  os.scandir + os.stat (featcache)   {_spread([s * 1000 for s in by_os])}")
+    print(f"  fsspec LocalFileSystem.find(detail) {_spread([s * 1000 for s in by_fsspec])}")
+    print(f"  importing fsspec in a fresh process {_spread([s * 1000 for s in imports])}")
+
+
 @click.command()
 @click.option("--per-class", default=60, show_default=True, help="Images of each train class to extract.")
 @click.option("--repeats", default=3, show_default=True, help="Runs of each measurement, taking turns.")
 @click.option("--objects", default=1_000_000, show_default=True, help="Objects in the synthetic listing.")
+@click.option("--files", default=100_000, show_default=True, help="Files in the local folder of part 4.")
 @click.option("--listed", default=5000, show_default=True, help="Objects put in moto and listed over loopback.")
-def main(per_class: int, repeats: int, objects: int, listed: int) -> None:
+def main(per_class: int, repeats: int, objects: int, files: int, listed: int) -> None:
     """Extract from S3 on loopback vs disk, and the driver's serial cost per million objects."""
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; figures: median (min-max) of {repeats}")
     server = MotoServer().start()
@@ -176,6 +216,7 @@ def main(per_class: int, repeats: int, objects: int, listed: int) -> None:
         images_per_s(work, server.endpoint, per_class, repeats)
         driver_serial(objects, repeats)
         wire_listing(server.endpoint, listed, repeats)
+        local_folder(files, repeats)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,7 @@ import numpy as np
 from featcache.errors import DatasetError
 from featcache.images import IMAGE_SUFFIX_TUPLE
 from featcache.locations import is_url, shown_location
+from featcache.names import decode_name, encode_name
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -93,7 +94,7 @@ def _scan_store(url: str) -> Dataset:
     paths, size, stamps = ObjectStore(url).listing()
     parts = [path.split(b"/") for path in paths.tolist()]
     kept = [i for i, p in enumerate(parts) if len(p) >= 2 and not any(c.startswith(b".") for c in p)]
-    aliases = sorted({parts[i][0].decode("utf-8", "surrogateescape") for i in kept} & SPLIT_ALIASES.keys())
+    aliases = sorted({decode_name(parts[i][0]) for i in kept} & SPLIT_ALIASES.keys())
     seen: dict[str, str] = {}
     for name in aliases:
         if SPLIT_ALIASES[name] in seen:
@@ -118,10 +119,10 @@ def _scan_store(url: str) -> Dataset:
     order: list[int] = []
     found = None
     for top, split in tops:
-        classes = sorted(label.decode("utf-8", "surrogateescape") for t, label in groups if t == top)
+        classes = sorted(decode_name(label) for t, label in groups if t == top)
         found = found or _Found(classes)
         for label in classes:
-            members = sorted(groups[top, label.encode("utf-8", "surrogateescape")], key=lambda i: _walk_key(parts[i]))
+            members = sorted(groups[top, encode_name(label)], key=lambda i: _walk_key(parts[i]))
             found.add([paths[i] for i in members], label, split)
             order += members if label in found.class_names else []
     dataset = found.dataset(url, "split-folders" if depth else "class-folders")

@@ -1,12 +1,13 @@
 """Where stage one reads images from: a local folder (``os``), or an object store named by an fsspec URL.
 
-Both sources answer the same two questions, for :mod:`featcache.extraction.dataset` (what is there)
-and :func:`featcache.extraction.pipeline.prepare_one` (the bytes of one image): a local folder is
-read with ``os`` (fsspec is never imported for it), anything else through fsspec, whose backends
-take their credentials from the standard places (environment, config files, instance roles);
-featcache never sees, prints or stores them. An object's identity for reuse is its size and a
-64-bit stamp of its ETag or generation (its ``mtime_ns`` column in the cache), as a file's is its
-size and modification time.
+:func:`open_source` gives either; both read one image for
+:func:`featcache.extraction.pipeline.prepare_one` and the augmented views, so both engines read
+through the same two methods. An object store is also listed here (one ``find`` with details); a
+local folder is listed by :mod:`featcache.extraction.dataset` with ``os.scandir``, whose symlink
+checks a store has no use for, and fsspec is never imported for it. fsspec's backends take their
+credentials from the standard places (environment, config files, instance roles); featcache never
+sees, prints or stores them. An object's identity for reuse is its size and a 64-bit stamp of its
+ETag or generation (the cache's ``mtime_ns`` column), as a file's is its size and modification time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from featcache.errors import ConfigError, DatasetError
 from featcache.hashing import bytes_sha256, file_sha256
 from featcache.locations import is_url, shown_location
+from featcache.names import encode_name
 
 #: files larger than this are hashed and decoded from disk in two passes instead of read into memory
 READ_WHOLE_LIMIT = 64 << 20
@@ -69,7 +71,7 @@ class ObjectStore:
             ) from None
         prefix = self.root + "/"
         rows = sorted(
-            (name[len(prefix) :].encode("utf-8", "surrogateescape"), info)
+            (encode_name(name[len(prefix) :]), info)
             for name, info in found.items()
             if name.startswith(prefix) and info.get("type", "file") == "file"
         )

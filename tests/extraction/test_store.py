@@ -213,6 +213,22 @@ def test_a_store_that_cannot_be_listed_is_one_error(tmp_path, s3):
     assert not (tmp_path / "c.h5").exists()
 
 
+def test_augmented_views_are_made_from_the_objects(tmp_path, s3):
+    endpoint, _ = s3
+    data = make_split_dataset(tmp_path / "data")
+    url = upload(endpoint, data, _bucket())
+    disk = extract(data, tmp_path / "disk.h5", backbone=FakeBackbone(), augment=2, **OPTIONS)
+    store = extract(url, tmp_path / "s3.h5", backbone=FakeBackbone(), augment=2, **OPTIONS)
+    assert store.views.computed == disk.views.computed == 2 * 12 and store.views.failed == 0
+
+
+def test_a_manifest_with_a_store_is_refused_with_one_line(tmp_path, s3):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\ntrain/cat/cat_000.jpg,cat\n")
+    with pytest.raises(DatasetError, match="--manifest is read for local data folders only"):
+        extract("s3://photos/set", tmp_path / "c.h5", backbone=FakeBackbone(), manifest=manifest, **OPTIONS)
+
+
 @pytest.mark.parametrize(
     ("given", "held", "shown"),
     [
