@@ -92,8 +92,9 @@ def _scan_store(url: str) -> Dataset:
     from featcache.extraction.store import ObjectStore
 
     paths, size, stamps = ObjectStore(url).listing()
-    parts = [path.split(b"/") for path in paths.tolist()]
-    kept = [i for i, p in enumerate(parts) if len(p) >= 2 and not any(c.startswith(b".") for c in p)]
+    listed = paths.tolist()
+    parts = [path.split(b"/") for path in listed]
+    kept = [i for i, path in enumerate(listed) if b"/" in path and not path.startswith(b".") and b"/." not in path]
     aliases = sorted({decode_name(parts[i][0]) for i in kept} & SPLIT_ALIASES.keys())
     seen: dict[str, str] = {}
     for name in aliases:

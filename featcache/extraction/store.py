@@ -61,8 +61,8 @@ class ObjectStore:
         self.root = self.root.rstrip("/")
 
     def listing(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every object under the URL: paths relative to it (bytes (n,), sorted), sizes and version stamps
-        (int64 (n,) each)."""
+        """Every object under the URL, in the store's order: paths relative to it (bytes (n,)), sizes and
+        version stamps (int64 (n,) each)."""
         try:
             found = self.fs.find(self.root, detail=True, withdirs=False)
         except (OSError, ValueError) as exc:
@@ -70,14 +70,11 @@ class ObjectStore:
                 f"cannot list {shown_location(self.url)} ({_said(exc)}); check the URL and the store's credentials"
             ) from None
         prefix = self.root + "/"
-        rows = sorted(
-            (encode_name(name[len(prefix) :]), info)
-            for name, info in found.items()
-            if name.startswith(prefix) and info.get("type", "file") == "file"
-        )
-        paths = np.array([rel for rel, _ in rows], dtype=bytes) if rows else np.zeros(0, dtype="S1")
-        size = np.array([int(info.get("size") or 0) for _, info in rows], dtype=np.int64)
-        stamps = np.array([version_stamp(info) for _, info in rows], dtype=np.int64)
+        cut = len(prefix)
+        names = [name for name, info in found.items() if name.startswith(prefix) and info.get("type") != "directory"]
+        paths = np.array([encode_name(name[cut:]) for name in names], dtype=bytes) if names else np.zeros(0, dtype="S1")
+        size = np.fromiter((found[name].get("size") or 0 for name in names), dtype=np.int64, count=len(names))
+        stamps = np.fromiter((version_stamp(found[name]) for name in names), dtype=np.int64, count=len(names))
         return paths, size, stamps
 
     def read(self, relpath: str, size: int) -> tuple[str, bytes]:
@@ -106,8 +103,13 @@ def open_source(location) -> LocalFolder | ObjectStore:
 
 
 def version_stamp(info: dict) -> int:
-    """An object's version (its ETag, generation, ...; see _VERSION_FIELDS) as a signed 64-bit number."""
-    value = next((info[k] for k in _VERSION_FIELDS if info.get(k) not in (None, "")), "")
+    """An object's version (its ETag, generation, ...; see _VERSION_FIELDS) as a signed 64-bit number: the first
+    8 bytes of the sha256 of its text."""
+    value = ""
+    for key in _VERSION_FIELDS:
+        if info.get(key) not in (None, ""):
+            value = info[key]
+            break
     return int.from_bytes(hashlib.sha256(str(value).encode()).digest()[:8], "big", signed=True)
 
 
