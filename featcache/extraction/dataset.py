@@ -126,7 +126,7 @@ def _scan_store(url: str) -> Dataset:
             members = sorted(groups[top, encode_name(label)], key=lambda i: _walk_key(parts[i]))
             found.add([paths[i] for i in members], label, split)
             order += members if label in found.class_names else []
-    dataset = found.dataset(url, "split-folders" if depth else "class-folders")
+    dataset = found.dataset(shown_location(url), "split-folders" if depth else "class-folders")  # as messages name it
     dataset.listed = (size[order], stamps[order])
     return dataset
 
