@@ -94,7 +94,8 @@ def extract(
     ----------
     data_dir : str or Path
         train/, validation/ (or val/) and test/ folders of class folders, or class folders only (split by
-        content hash), or the folder the paths of ``manifest`` are relative to.
+        content hash), or the folder the paths of ``manifest`` are relative to. An fsspec URL
+        (``s3://bucket/photos``, ``gs://``, ``az://``) reads the same layout from an object store.
     out : str or Path
         The HDF5 cache to write or update.
     backbone : str or Backbone
@@ -156,7 +157,7 @@ def extract(
     """
     name, model = (backbone, None) if isinstance(backbone, str) else (ExtractConfig.backbone, backbone)
     config = ExtractConfig(
-        data_dir=Path(data_dir),
+        data_dir=data_dir,
         output=Path(out),
         manifest=manifest,
         image_size=image_size,

@@ -43,6 +43,7 @@ from featcache.config import (
 )
 from featcache.errors import FeatcacheError
 from featcache.images import INTERPOLATIONS
+from featcache.locations import data_location
 from featcache.names import shown
 
 
@@ -296,19 +297,20 @@ _EXTRACT_OPTIONS = [
 
 
 @main.command(cls=_Command, renamed={"--output": "--out"})
-@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("data_dir")
 @_apply(_EXTRACT_OPTIONS)
 @_errors_as_messages
 def extract(data_dir, out, quiet, **options):
     """Extract pooled Xception vectors of every image in DATA_DIR into an HDF5 cache.
 
     DATA_DIR holds train/, validation/ (or val/) and test/ folders of class folders, or class
-    folders only (split by content hash), or the files named by --manifest. Rerunning computes
-    only new images; an interrupted run resumes where it stopped.
+    folders only (split by content hash), or the files named by --manifest. DATA_DIR may be an
+    object store's URL (s3://bucket/photos, gs://, az://; pip install 'featcache[s3]' etc.).
+    Rerunning computes only new images; an interrupted run resumes where it stopped.
     """
     from featcache import api
 
-    result = api.extract(data_dir, out, progress=not quiet, **_given(options))
+    result = api.extract(data_location(data_dir), out, progress=not quiet, **_given(options))
     _echo(result.summary())
 
 

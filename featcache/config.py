@@ -14,6 +14,7 @@ from featcache.backbones.registry import BACKBONE_NAMES as BACKBONES
 from featcache.backbones.registry import REGISTRY
 from featcache.errors import ConfigError
 from featcache.images import INTERPOLATIONS, PreprocessSpec
+from featcache.locations import data_location
 
 DEFAULT_CACHE = Path("cache") / "features.h5"
 DEFAULT_HEAD_DIR = Path("cache") / "head"
@@ -77,7 +78,7 @@ def renamed(**former: str):
 class ExtractConfig:
     """Options of ``featcache extract``; see the CLI help for each."""
 
-    data_dir: Path
+    data_dir: Path | str  # a local folder, or an fsspec URL (s3://bucket/photos) held as a str
     output: Path = DEFAULT_CACHE
     manifest: Path | None = None
     image_size: int | None = None  # None: the backbone's default (Xception: the recipe's 150)
@@ -106,7 +107,7 @@ class ExtractConfig:
     augment_seed: int | None = None  # None: the cache's, else 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "data_dir", data_location(self.data_dir))
         object.__setattr__(self, "output", Path(self.output))
         if self.weights is None:
             object.__setattr__(self, "weights", default_weights())

@@ -17,6 +17,7 @@ LAYERS = {
     "featcache.versions": 0,
     "featcache.tf_logs": 0,
     "featcache.names": 0,
+    "featcache.locations": 0,
     "featcache.images": 1,
     "featcache.augment": 1,
     "featcache.backbones.registry": 1,  # data only, which config validates against

@@ -23,6 +23,7 @@ from featcache.cache.shards import ShardWriter, VectorPool, drop_other_shards, r
 from featcache.config import ExtractConfig
 from featcache.extraction.pipeline import embed_pixels, in_order
 from featcache.extraction.priority import DecodePriority
+from featcache.extraction.store import open_source
 from featcache.hashing import json_sha256
 from featcache.images import ImageDecodeError, decode_image
 from featcache.progress import progress_bar
@@ -144,7 +145,7 @@ def _compute(
 ) -> int:
     """Decode each image once, transform it into its missing views in threads, embed them in batches and
     commit a shard per batch; returns how many images could not be read (their rows keep no views)."""
-    total = sum(len(js) for _, js in missing.values())
+    total, source = sum(len(js) for _, js in missing.values()), open_source(config.data_dir)
     failed, embed, priority = 0, _LazyEmbed(backbone), DecodePriority()
     keys, pixels = [], []
     with (
@@ -154,7 +155,7 @@ def _compute(
 
         def views(sha: str):
             path, js = missing[sha]
-            return workers.submit(make_views, config.data_dir / path, sha, js, config, plan)
+            return workers.submit(make_views, source, path, sha, js, config, plan)
 
         for sha, made in in_order(views, list(missing), priority, 4 * config.workers):
             if made is None:
@@ -173,10 +174,11 @@ def _compute(
     return failed
 
 
-def make_views(path: Path, sha256: str, views: list[int], config: ExtractConfig, plan: ViewPlan):
-    """[(j, float32 pixels)] of the views ``views`` of the image at ``path``; None when it cannot be read."""
+def make_views(source, path: str, sha256: str, views: list[int], config: ExtractConfig, plan: ViewPlan):
+    """[(j, float32 pixels)] of the views ``views`` of the image ``path`` of ``source`` (a
+    :func:`featcache.extraction.store.open_source`); None when it cannot be read."""
     try:
-        pixels = decode_image(Path(path).read_bytes(), config.preprocess)
+        pixels = decode_image(source.read(path, -1)[1], config.preprocess)
     except (OSError, ImageDecodeError) as exc:
         log.warning("cannot make views of %s (%s); its row keeps no views", path, exc)
         return None

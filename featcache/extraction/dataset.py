@@ -14,6 +14,8 @@ import numpy as np
 
 from featcache.errors import DatasetError
 from featcache.images import IMAGE_SUFFIX_TUPLE
+from featcache.locations import is_url, shown_location
+from featcache.names import decode_name, encode_name
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -34,13 +36,14 @@ class Dataset:
     """The images of a data folder in listing order, as columns (no object per image: a listing of
     millions stays small), the sorted class names and what was set aside while scanning."""
 
-    root: Path
+    root: Path | str  # a local folder, or the URL of an object store
     layout: str
     paths: np.ndarray  # bytes (n,): each image's path relative to the data folder, "/"-separated
     labels: np.ndarray  # int32 (n,): index into class_names
     splits: np.ndarray  # bytes (n,): train | validation | test, b"" where the content hash decides
     class_names: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    listed: tuple[np.ndarray, np.ndarray] | None = None  # an object store's sizes and version stamps (int64 (n,))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -51,8 +54,14 @@ def scan(data_dir: Path, manifest: Path | None = None, allow_outside: bool = Fal
 
     Files and folders whose real path leaves ``data_dir`` (through a symlink anywhere on the way, or a
     manifest's ``..``) are refused unless ``allow_outside``. Files are listed, not stat-ed
-    (:func:`stat_files` does that).
+    (:func:`stat_files` does that). A URL is listed through its store, with each object's size and version.
     """
+    if is_url(data_dir):
+        if manifest is not None:
+            raise DatasetError(f"--manifest is read for local data folders only; lay {data_dir} out as class folders")
+        dataset = _scan_store(data_dir)
+        _check_classes(dataset)
+        return dataset
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"data folder {root} does not exist or is not a folder; pass a folder of class folders")
@@ -75,6 +84,57 @@ def _scan_folders(root: Path, fence: Path | None) -> Dataset:
             for rel, names in _walk_images(os.fsencode(root / start), os.fsencode(start), fence, found.rejected):
                 found.add([rel + name for name in names.tolist()], label, split)
     return found.dataset(root, layout)
+
+
+def _scan_store(url: str) -> Dataset:
+    """The images of the split or class folders under ``url``, in the order that a walk of the same folders on
+    disk gives, with each object's size and version: one listing of the store, no request per object."""
+    from featcache.extraction.store import ObjectStore
+
+    paths, size, stamps = ObjectStore(url).listing()
+    listed = paths.tolist()
+    parts = [path.split(b"/") for path in listed]
+    kept = [i for i, path in enumerate(listed) if b"/" in path and not path.startswith(b".") and b"/." not in path]
+    aliases = sorted({decode_name(parts[i][0]) for i in kept} & SPLIT_ALIASES.keys())
+    seen: dict[str, str] = {}
+    for name in aliases:
+        if SPLIT_ALIASES[name] in seen:
+            raise DatasetError(f"{shown_location(url)} has both {seen[SPLIT_ALIASES[name]]}/ and {name}/; keep one")
+        seen[SPLIT_ALIASES[name]] = name
+    if aliases and "train" not in seen:
+        raise DatasetError(f"{shown_location(url)} has split folders but no train/ to read; add train/<class>/ folders")
+    tops = [(seen[s].encode(), s) for s in SPLITS if s in seen] if aliases else [(b"", None)]
+    depth = 1 if aliases else 0
+    groups: dict[tuple[bytes, bytes], list[int]] = {}
+    for i in kept:
+        p = parts[i]
+        if len(p) >= depth + 2 and (not depth or p[0] in {top for top, _ in tops}):
+            group = groups.setdefault((p[0] if depth else b"", p[depth]), [])
+            if p[-1].lower().endswith(_SUFFIXES):
+                group.append(i)
+    if not groups:
+        raise DatasetError(
+            f"{shown_location(url)} has no class folders; lay images out as <url>/<class>/<image> "
+            f"or <url>/train/<class>/<image>"
+        )
+    order: list[int] = []
+    found = None
+    for top, split in tops:
+        classes = sorted(decode_name(label) for t, label in groups if t == top)
+        found = found or _Found(classes)
+        for label in classes:
+            members = sorted(groups[top, encode_name(label)], key=lambda i: _walk_key(parts[i]))
+            found.add([paths[i] for i in members], label, split)
+            order += members if label in found.class_names else []
+    dataset = found.dataset(shown_location(url), "split-folders" if depth else "class-folders")  # as messages name it
+    dataset.listed = (size[order], stamps[order])
+    return dataset
+
+
+def _walk_key(parts: list[bytes]) -> list[tuple[int, bytes]]:
+    """Where a path (its components below its class folder and the class folder itself first) comes in a walk:
+    a folder's files by name, then its sub-folders by name."""
+    return [(1, name) for name in parts[:-1]] + [(0, parts[-1])]
 
 
 def _tops(root: Path, fence: Path | None, refused: list) -> tuple[str, list[tuple[str, str | None, list[str]]]]:

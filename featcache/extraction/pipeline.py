@@ -14,7 +14,6 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +23,7 @@ from featcache.cache.shards import ShardWriter, VectorPool, shards_dir
 from featcache.config import ExtractConfig
 from featcache.extraction.dataset import Sample
 from featcache.extraction.priority import DecodePriority
-from featcache.hashing import bytes_sha256, file_sha256
+from featcache.extraction.store import LocalFolder, ObjectStore, open_source
 from featcache.images import ImageDecodeError, PreprocessSpec, decode_image
 from featcache.progress import progress_bar
 
@@ -33,9 +32,6 @@ KNOWN = "known"
 
 #: the most rows one shard of computed vectors gets (32 MB at 2048-d, held until it is committed)
 COMMIT_ROWS = 4096
-
-#: files larger than this are hashed and decoded from disk in two passes instead of read into memory
-READ_WHOLE_LIMIT = 64 << 20
 
 
 class ListedFile(NamedTuple):
@@ -153,8 +149,8 @@ def compute(new: list[ListedFile], pool: VectorPool, backbone, config: ExtractCo
         ThreadPoolExecutor(1) as committer,
     ):
         commits = Commits(ShardWriter(shards_dir(config.output), fingerprint), committer, config.commit_seconds)
-        root, spec, claims = config.data_dir, config.preprocess, Claims(pool)
-        read = lambda item: workers.submit(prepare_one, root / item.sample.relpath, item.size, spec, claims)  # noqa: E731
+        source, spec, claims = open_source(config.data_dir), config.preprocess, Claims(pool)
+        read = lambda item: workers.submit(prepare_one, source, item.sample.relpath, item.size, spec, claims)  # noqa: E731
         prepared = ((item, *outcome) for item, outcome in in_order(read, new, priority, 4 * config.batch_size))
         try:
             for batch in group(prepared, config.batch_size):
@@ -189,20 +185,17 @@ def in_order(submit, items, priority: DecodePriority, window: int):
         yield first, priority.wait(future)
 
 
-def prepare_one(path: Path, size: int, spec: PreprocessSpec, claims: Claims):
-    """(sha256, pixels | reason | KNOWN) of one file, or (None, reason) when it cannot be read."""
+def prepare_one(source: LocalFolder | ObjectStore, relpath: str, size: int, spec: PreprocessSpec, claims: Claims):
+    """(sha256, pixels | reason | KNOWN) of the file ``relpath`` of ``source``, or (None, reason) when it cannot
+    be read."""
     try:
-        if size > READ_WHOLE_LIMIT:
-            sha, source = file_sha256(path), path
-        else:
-            source = path.read_bytes()
-            sha = bytes_sha256(source)
+        sha, data = source.read(relpath, size)
     except OSError as exc:
-        return None, f"cannot read file: {exc.strerror}"
+        return None, source.reason(exc)
     if not claims.take(sha):
         return sha, KNOWN
     try:
-        return sha, decode_image(source, spec)
+        return sha, decode_image(data, spec)
     except ImageDecodeError as exc:
         return sha, str(exc)
 

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from featcache.config import RAY_ADDRESS_ENV, ExtractConfig
 from featcache.errors import ConfigError, FeatcacheError
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of
 from featcache.extraction.pipeline import KNOWN, Computed, ListedFile, embed_pixels, prepare_one
+from featcache.extraction.store import open_source
 from featcache.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -204,14 +204,15 @@ class ShardActor:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, math.ceil(config.ray_cpus))))
         self.writer = ShardWriter(shards_dir(config.output), fingerprint_of(fields))
         self.claims = KnownHashes(known if isinstance(known, np.ndarray) else require_ray().get(known))
+        self.source = open_source(config.data_dir)  # this actor reads the files itself, wherever they are
         self.embed = None
 
     def __call__(self, batch: dict) -> dict:
         relpaths, shas, reasons, computed = [], [], [], np.zeros(len(batch["relpath"]), dtype=bool)
         good, pixels, bad = [], [], []
-        root, spec = Path(self.config.data_dir), self.config.preprocess
+        spec = self.config.preprocess
         for i, (relpath, size) in enumerate(zip(batch["relpath"], batch["size"])):
-            sha, outcome = prepare_one(root / str(relpath), int(size), spec, self.claims)
+            sha, outcome = prepare_one(self.source, str(relpath), int(size), spec, self.claims)
             relpaths.append(str(relpath))
             shas.append(sha or "")
             reasons.append("" if sha or outcome is KNOWN else str(outcome))

@@ -43,6 +43,7 @@ from featcache.extraction.augmentation import ViewsDone, drop_views, update_view
 from featcache.extraction.dataset import Dataset, Sample, scan, splits_for_hashes, stat_files
 from featcache.extraction.fingerprint import fingerprint_fields, fingerprint_of, mismatch_message
 from featcache.extraction.pipeline import ListedFile, compute
+from featcache.locations import is_url, shown_location
 from featcache.versions import cpu_name, package_version
 
 HASH_WIDTH = 64  # a sha256 in hex
@@ -279,7 +280,10 @@ def _listing(dataset: Dataset, stored: Rows | None, at_hand: np.ndarray, assume_
     if len(hit):
         size[hit], mtime[hit] = stored.size[known[hit]], stored.mtime_ns[known[hit]]
     todo = np.flatnonzero(size < 0)
-    if len(todo) == n:  # (every file: no copy of the paths)
+    if dataset.listed is not None:  # an object store's listing gave each object's size and version: no stat
+        size, mtime = dataset.listed
+        unreadable = []
+    elif len(todo) == n:  # (every file: no copy of the paths)
         size, mtime, unreadable = stat_files(dataset.root, paths)
     else:
         size[todo], mtime[todo], unreadable = stat_files(dataset.root, paths[todo])
@@ -379,7 +383,7 @@ def cache_attributes(config: ExtractConfig, layout: str, fields: dict, created_a
         "featcache_version": package_version("featcache"),
         "created_at": created,
         "updated_at": now,
-        "data_dir": str(Path(config.data_dir).resolve()),
+        "data_dir": shown_location(config.data_dir) if is_url(config.data_dir) else str(config.data_dir.resolve()),
         "layout": layout,
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,

@@ -5,7 +5,9 @@ tests starts inside ``unshare -n`` (see :func:`in_loopback`), with a fresh HOME.
 one JSON line; the tests read the caches they wrote and assert.
 
     python -m tests.extraction.ray_scenarios local DATA OUT        # ray.init(num_cpus=2), fake backbone
+    python -m tests.extraction.ray_scenarios store DATA OUT        # the same, DATA read from S3 on loopback
     python -m tests.extraction.ray_scenarios cluster DATA OUT -- EXTRACT_OPTIONS...
+    python -m tests.extraction.ray_scenarios store-killed DATA OUT -- EXTRACT_OPTIONS...
 """
 
 from __future__ import annotations
@@ -54,6 +56,29 @@ def local(data: Path, out: Path) -> dict:
     finally:
         ray.shutdown()
     return {"computed": result.computed, "rows": result.rows}
+
+
+def store(data: Path, out: Path) -> dict:
+    """moto's S3 server on this namespace's loopback holding DATA, a local Ray of 2 CPUs started here, the fake
+    backbone, one actor (a second would take the CPU that Ray Data's own tasks wait for): extract from s3://."""
+    import ray
+
+    from featcache.api import extract
+    from tests.extraction.s3_server import MotoServer, store_environment, upload
+    from tests.support import FakeBackbone
+
+    server = MotoServer().start()
+    try:
+        os.environ.update(store_environment(server.endpoint))  # the actors inherit it, as from an instance role
+        url = upload(server.endpoint, data, "photos", "set/")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            result = extract(url, out, backbone=FakeBackbone(), engine="ray", ray_actors=1, image_size=71, batch_size=4)
+        finally:
+            ray.shutdown()
+    finally:
+        server.stop()
+    return {"computed": result.computed, "rows": result.rows, "url": url}
 
 
 class NodeBoundBackbone:
@@ -281,10 +306,40 @@ def cluster(data: Path, out: Path, options: list[str]) -> dict:
     return report
 
 
+def store_killed(data: Path, out: Path, options: list[str]) -> dict:
+    """moto's S3 server holding DATA and a two-node cluster, in this namespace: extract from s3:// to OUT with the
+    driver killed mid-run, then the same command again."""
+    from tests.extraction.s3_server import MotoServer, store_environment, upload
+
+    server = MotoServer().start()
+    folder = Path(tempfile.mkdtemp(prefix="fcray", dir="/tmp"))
+    nodes = Cluster(folder)
+    report: dict = {}
+    try:
+        os.environ.update(store_environment(server.endpoint))  # the nodes inherit it, as from an instance role
+        url = upload(server.endpoint, data, "photos", "set/")
+        nodes.start()
+        report["driver_kill"] = run_extract(url, out, nodes.address, options, kill_driver_after=2)
+        time.sleep(5)  # the killed driver's actors finish or die with its job
+        report["committed_before_rerun"] = committed_hashes(out)
+        report["rerun"] = run_extract(url, out, nodes.address, options)
+    except Exception as exc:  # reported to the test, which fails with it
+        report["error"] = f"{type(exc).__name__}: {exc} | {nodes.logs()}"
+    finally:
+        nodes.stop()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
 def main(argv: list[str]) -> None:
     what, data, out, *rest = argv
     if what == "local":
         report = local(Path(data), Path(out))
+    elif what == "store":
+        report = store(Path(data), Path(out))
+    elif what == "store-killed":
+        report = store_killed(Path(data), Path(out), [a for a in rest if a != "--"])
     elif what == "mismatch":
         report = mismatch(Path(data), Path(out))
     else:

@@ -59,6 +59,43 @@ def test_local_ray_with_the_fake_backbone_equals_the_local_engine_row_for_row(tm
 
 
 @pytest.mark.slow
+def test_ray_actors_read_an_s3_store_themselves_and_equal_the_local_engine_on_disk(tmp_path):
+    data = _dataset_with_flaws(tmp_path / "data")
+    expected = tmp_path / "local.h5"
+    extract(data, expected, backbone=FakeBackbone(), image_size=71, batch_size=4)
+    out = tmp_path / "ray.h5"
+    report = _scenario(tmp_path, "store", str(data), str(out), timeout=600)
+    got, want = read_cache(out), read_cache(expected)
+    for column in ("path", "sha256", "label", "split", "size"):  # (mtime_ns holds each object's ETag stamp)
+        assert list(getattr(got.rows, column)) == list(getattr(want.rows, column)), column
+    assert sorted(got.quarantine, key=str) == sorted(want.quarantine, key=str)
+    np.testing.assert_allclose(got.features, want.features, atol=1e-6, rtol=0)
+    assert report["rows"] == len(want.rows) and report["computed"] == len(set(want.rows.sha256))
+    assert got.attrs["data_dir"] == report["url"]
+
+
+@pytest.mark.slow
+def test_a_ray_run_from_s3_whose_driver_is_killed_resumes_from_its_committed_shards(tmp_path):
+    data = make_split_dataset(tmp_path / "data", counts={"train": 10, "validation": 3, "test": 3})
+    options = ["--weights", "none", "--image-size", "71", "--batch-size", "4", "--ray-actors", "1"]
+    expected = tmp_path / "local.h5"
+    local = extract(data, expected, weights="none", image_size=71, batch_size=4)
+    out = tmp_path / "ray.h5"
+    report = _scenario(tmp_path, "store-killed", str(data), str(out), "--", *options, timeout=1200)
+    assert "error" not in report, report["error"]
+    driver, rerun = report["driver_kill"], report["rerun"]
+    assert driver["driver"] and driver["returncode"] != 0
+    assert rerun["returncode"] == 0, rerun["stderr"]
+    got, want = read_cache(out), read_cache(expected)
+    for column in ("path", "sha256", "label", "split", "size"):
+        assert list(getattr(got.rows, column)) == list(getattr(want.rows, column)), column
+    np.testing.assert_allclose(got.features, want.features, atol=1e-5, rtol=0)
+    recomputed = int(rerun["stdout"].split("computed ")[1].split(",")[0])
+    assert report["committed_before_rerun"] >= 2 * 4
+    assert recomputed == local.computed - report["committed_before_rerun"], "committed work must not be recomputed"
+
+
+@pytest.mark.slow
 def test_a_node_that_sees_other_weights_stops_the_run_with_one_line(tmp_path):
     data = make_split_dataset(tmp_path / "data")
     out = tmp_path / "c.h5"
