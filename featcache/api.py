@@ -526,7 +526,7 @@ def leaks(
         Least number of matched keypoints that one geometric transform carries onto each other in a near
         duplicate.
     min_inlier_share : float
-        Least share of the keypoints (of the image that has fewer) that the transform carries onto their
+        Least share of the keypoints (of the image that has more) that the transform carries onto their
         matches in a near duplicate.
     data_dir : str or Path, optional
         Where the images are; None: the folder the cache recorded.

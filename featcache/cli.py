@@ -514,7 +514,7 @@ def sweep(cache, out, quiet, **options):
 )  # fmt: skip
 @_option(LeaksConfig, "candidate_cosine", "Cosine above which a nearest neighbour in an earlier split is checked.")
 @_option(LeaksConfig, "min_inliers", "Least matched keypoints that one geometric transform carries onto each other.")
-@_option(LeaksConfig, "min_inlier_share", "Least share of the keypoints (of the image with fewer) it carries.")
+@_option(LeaksConfig, "min_inlier_share", "Least share of the keypoints (of the image with more) it carries.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The images' folder, if moved.")
 @_QUIET
 @_errors_as_messages

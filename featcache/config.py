@@ -404,14 +404,14 @@ class LeaksConfig:
     (default: the one the cache recorded)."""
 
     candidate_cosine: float = 0.75
-    min_inliers: int = 10
-    min_inlier_share: float = 0.35
+    min_inliers: int = 15
+    min_inlier_share: float = 0.25
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
         check_fraction("candidate_cosine", self.candidate_cosine, -1.0, 1.0, True, "e.g. 0.8")
-        check_int("min_inliers", self.min_inliers, 1, "a number of keypoints, e.g. 10")
-        check_fraction("min_inlier_share", self.min_inlier_share, 0.0, 1.0, True, "e.g. 0.35")
+        check_int("min_inliers", self.min_inliers, 1, "a number of keypoints, e.g. 15")
+        check_fraction("min_inlier_share", self.min_inlier_share, 0.0, 1.0, True, "e.g. 0.25")
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
 
