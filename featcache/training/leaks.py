@@ -230,7 +230,7 @@ class Features:
     """SIFT keypoints and descriptors of an image, and of its mirror image, at SIDE pixels on the longer side."""
 
     points: np.ndarray  # (n, 2) float32, x and y in pixels
-    descriptors: np.ndarray  # (n, 128) float32
+    descriptors: np.ndarray  # (n, 128) uint8: OpenCV's SIFT values are whole numbers below 256; a quarter of float32
     mirrored_points: np.ndarray
     mirrored_descriptors: np.ndarray
 
@@ -251,7 +251,7 @@ class Features:
 def _sift(sift, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keypoints, descriptors = sift.detectAndCompute(pixels, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return points, descriptors if descriptors is not None else np.zeros((0, 128), dtype=np.float32)
+    return points, (descriptors if descriptors is not None else np.zeros((0, 128))).astype(np.uint8)
 
 
 def verify(a: Features, b: Features) -> tuple[int, float, bool]:
@@ -272,12 +272,13 @@ def _inliers(points_a: np.ndarray, desc_a: np.ndarray, points_b: np.ndarray, des
 
     if len(desc_a) < 2 or len(desc_b) < 2:
         return 0
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_a, desc_b, k=2)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_a.astype(np.float32), desc_b.astype(np.float32), k=2)
     good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
     if len(good) < 3:  # a similarity transform needs two points, RANSAC a third to tell them apart
         return 0
     source = points_a[[m.queryIdx for m in good]]
     target = points_b[[m.trainIdx for m in good]]
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same pair gives the same answer whatever was fitted before
     transform, inliers = cv2.estimateAffinePartial2D(
         source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS
     )
