@@ -1,7 +1,7 @@
 """How well ``featcache leaks`` finds altered copies across splits, how often it pairs distinct garments
 photographed on one background, and how long its confirmation and its search take.
 
-    python -m benchmarks.leaks --data DATA_DIR --weights FILE [--originals 40] [--negatives 40] [--rows 100000]
+    python -m benchmarks.leaks --data DATA_DIR --weights FILE [--originals 40] [--negatives 200] [--rows 100000]
 
 1. Recall and precision on real photos: ``--originals`` train photos of DATA (spread over its classes)
    go to train; for each one, one altered copy per alteration (JPEG quality 50-95, resize 0.5x-2x,
