@@ -515,8 +515,8 @@ def leaks(
     out: str | Path = DEFAULT_LEAKS_DIR,
     *,
     candidate_cosine: float = LeaksConfig.candidate_cosine,
-    max_phash_distance: int = LeaksConfig.max_phash_distance,
-    min_correlation: float = LeaksConfig.min_correlation,
+    min_inliers: int = LeaksConfig.min_inliers,
+    min_inlier_share: float = LeaksConfig.min_inlier_share,
     data_dir: str | Path | None = LeaksConfig.data_dir,
     progress: bool = False,
 ) -> featcache.training.leaks.LeaksResult:
@@ -530,10 +530,12 @@ def leaks(
         The folder for leaks.json and leaks.csv.
     candidate_cosine : float
         Cosine above which a nearest neighbour in an earlier split is checked.
-    max_phash_distance : int
-        Largest perceptual-hash distance (of 64 bits) of a near duplicate.
-    min_correlation : float
-        Least pixel correlation that confirms a near duplicate.
+    min_inliers : int
+        Least number of matched keypoints that one geometric transform carries onto each other in a near
+        duplicate.
+    min_inlier_share : float
+        Least share of the keypoints (of the image that has more) that the transform carries onto their
+        matches in a near duplicate.
     data_dir : str or Path, optional
         Where the images are; None: the folder the cache recorded.
     progress : bool
@@ -546,8 +548,8 @@ def leaks(
     """
     config = LeaksConfig(
         candidate_cosine=candidate_cosine,
-        max_phash_distance=max_phash_distance,
-        min_correlation=min_correlation,
+        min_inliers=min_inliers,
+        min_inlier_share=min_inlier_share,
         data_dir=data_dir,
     )
     result = featcache.training.leaks.find_leaks(cache, config, progress=progress)

@@ -524,8 +524,8 @@ def sweep(cache, out, quiet, **options):
     help="Folder for leaks.json and leaks.csv.",
 )  # fmt: skip
 @_option(LeaksConfig, "candidate_cosine", "Cosine above which a nearest neighbour in an earlier split is checked.")
-@_option(LeaksConfig, "max_phash_distance", "Largest perceptual-hash distance (of 64 bits) of a near duplicate.")
-@_option(LeaksConfig, "min_correlation", "Least pixel correlation of a near duplicate at hash distance 4.")
+@_option(LeaksConfig, "min_inliers", "Least matched keypoints that one geometric transform carries onto each other.")
+@_option(LeaksConfig, "min_inlier_share", "Least share of the keypoints (of the image with more) it carries.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The images' folder, if moved.")
 @_QUIET
 @_errors_as_messages
@@ -533,8 +533,8 @@ def leaks(cache, out, quiet, **options):
     """Find images that leak between the splits of CACHE: exact and near duplicates.
 
     Exact: the same file content in two splits (or in two classes). Near: a validation or test
-    image among the nearest of an earlier split by cosine of the cached vectors, confirmed by the
-    perceptual hashes of both images (one of them also mirrored).
+    image among the nearest of an earlier split by cosine of the cached vectors, confirmed when the
+    local features of both images (one of them also mirrored) agree on one geometric transform.
     """
     from featcache import api
 

@@ -429,19 +429,19 @@ def _check_engine(config: ExtractConfig) -> None:
 @dataclass(frozen=True)
 class LeaksConfig:
     """Options of ``featcache leaks``: the cosine that makes two images of different splits a candidate
-    pair (among each image's nearest), the largest perceptual-hash distance (of 64 bits) and the least
-    pixel correlation at that distance that confirm it, and the data folder the images are read from
+    pair (among each image's nearest), the least number and share of matched keypoints that one geometric
+    transform must carry onto each other to confirm it, and the data folder the images are read from
     (default: the one the cache recorded)."""
 
     candidate_cosine: float = 0.75
-    max_phash_distance: int = 6
-    min_correlation: float = 0.93
+    min_inliers: int = 15
+    min_inlier_share: float = 0.25
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
         check_fraction("candidate_cosine", self.candidate_cosine, -1.0, 1.0, True, "e.g. 0.8")
-        check_int("max_phash_distance", self.max_phash_distance, 0, "a Hamming distance of 64-bit hashes, e.g. 6")
-        check_fraction("min_correlation", self.min_correlation, -1.0, 1.0, True, "e.g. 0.93")
+        check_int("min_inliers", self.min_inliers, 1, "a number of keypoints, e.g. 15")
+        check_fraction("min_inlier_share", self.min_inlier_share, 0.0, 1.0, True, "e.g. 0.25")
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
 

@@ -8,12 +8,12 @@ altered copies (crops, mirrors) from distinct photos of one class:
    splits (train for both, validation for test) by cosine of the L2-normalised vectors, with a
    cosine of at least ``candidate_cosine``: a blocked matrix product, the earlier split's vectors
    streamed from the cache a chunk at a time;
-2. confirmation: both images are decoded from the data folder and aligned: the 64-bit perceptual
-   hash (``imagehash.phash``) of each one's crops (4 scales x 9 anchors, also mirrored) against the
-   other whole image, and the correlation of their 64x64 grayscale pixels at the best crop. A pair
-   leaks when the hashes nearly agree, or agree closely and the pixels correlate (:func:`match`).
-   Crops, mirrors, re-encodes and resizes all pass this; distinct photos of one garment type on the
-   same background do not, though they reach cosines of 0.9 and hash distances of 4.
+2. confirmation: both images are decoded from the data folder and their SIFT keypoints matched (OpenCV,
+   Lowe's ratio test), the first image's also mirrored; a similarity transform is fitted to the matches
+   with RANSAC (:func:`verify`). A pair leaks when at least ``min_inliers`` keypoints, and at least
+   ``min_inlier_share`` of the keypoints of the image that has more, agree with it. Crops, mirrors,
+   re-encodes and resizes keep most keypoints in place; distinct garments photographed on one
+   background match only the background's keypoints, a small share, though they reach cosines of 0.9.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ class Pair:
     row_b: int
     path_b: str
     cosine: float | None = None
-    phash_distance: int | None = None
+    inliers: int | None = None  # keypoints that one transform carries onto their matches (near pairs)
+    inlier_share: float | None = None  # of the keypoints of the image that has more
     mirrored: bool = False
-    correlation: float | None = None
 
 
 @dataclass
@@ -86,9 +86,7 @@ class LeaksResult:
             lines.append(f"  {key:<20} " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         for p in self.pairs[:10]:
             score = (
-                f" (cosine {p.cosine:.3f}, phash distance {p.phash_distance}, correlation {p.correlation:.3f})"
-                if p.kind == "near"
-                else ""
+                f" (cosine {p.cosine:.3f}, {p.inliers} inliers, share {p.inlier_share:.2f})" if p.kind == "near" else ""
             )
             lines.append(f"  {p.kind}: {p.path_a} <-> {p.path_b}{score}")
         if self.unreadable:
@@ -189,96 +187,102 @@ def _keep_top(best_s: np.ndarray, best_r: np.ndarray, sims: np.ndarray, rows: np
 
 
 def confirm(path: Path, candidates, config: LeaksConfig, attrs: dict, split_of) -> tuple[list[Pair], list[str]]:
-    """The candidates whose images match once aligned (see :func:`match`); ``split_of`` names each row's split."""
+    """The candidates whose local features agree on one geometric transform (see :func:`verify`); ``split_of``
+    names each row's split."""
     if not candidates:
         return [], []
     root = Path(config.data_dir or attrs.get("data_dir", ""))
     rows = sorted({r for a, b, _ in candidates for r in (a, b)})
     paths = dict(zip(rows, read_rows(path, rows).path))
-    signatures, unreadable = {}, []
+    features, unreadable = {}, []
     for r in rows:
         try:
-            signatures[r] = Signature.of(root / paths[r])
+            features[r] = Features.of(root / paths[r])
         except OSError as exc:
             unreadable.append(f"{paths[r]} ({exc})")
     if rows and len(unreadable) == len(rows):
         raise ConfigError(f"none of the images is readable under {root}; pass --data-dir with the data folder")
     pairs = []
     for a, b, cosine in candidates:
-        if a in signatures and b in signatures:
-            distance, correlation, mirrored = signatures[a].compare(signatures[b])
-            if match(distance, correlation, config):
-                pair = Pair("near", split_of[a], a, "", split_of[b], b, "", cosine, distance, mirrored)
-                pair.correlation = round(correlation, 4)
-                pairs.append(pair)
+        if a in features and b in features:
+            inliers, share, mirrored = verify(features[a], features[b])
+            if inliers >= config.min_inliers and share >= config.min_inlier_share:
+                pairs.append(Pair("near", split_of[a], a, "", split_of[b], b, "", cosine, inliers, share, mirrored))
     return pairs, unreadable
 
 
-def match(distance: int, correlation: float, config: LeaksConfig) -> bool:
-    """Near duplicates: perceptual hashes nearly equal, or close with the pixels correlating the more the
-    further the hashes are (measured on the clothing data: distinct photos reach distance 4 with
-    correlation 0.927, 3% crops distance 4 with correlation >= 0.957 or distance 2)."""
-    if distance <= STRICT_PHASH_DISTANCE:
-        return True
-    needed = config.min_correlation + 0.01 * max(distance - 4, 0)
-    return distance <= config.max_phash_distance and correlation >= needed
-
-
-#: kept share of each side of the crops tried when aligning two images, each at 9 anchors
-CROP_SCALES = (1.0, 0.97, 0.94, 0.91)
-THUMBNAIL, GRAY = 256, 64
-#: hashes this close match whatever the pixels say (no two distinct clothing photos came this close)
-STRICT_PHASH_DISTANCE = 2
+#: longer side, in pixels, of the grayscale image whose local features are matched: copies resized to half
+#: of the clothing photos' 533 px are then hardly enlarged
+SIDE = 320
+#: SIFT keypoints kept per image (the strongest)
+MAX_FEATURES = 1000
+#: SIFT's least contrast of a keypoint, half its default: plain garments and blurred photos still get a few
+#: hundred keypoints, so that a copy of one agrees on many and a chance fit on its background stays a small share
+CONTRAST = 0.02
+#: Lowe's ratio test: a match is kept when its descriptor distance is below this share of the second best's
+RATIO = 0.75
+#: largest distance, in pixels at SIDE, of an inlier from where the fitted transform puts it
+RANSAC_PIXELS = 3.0
 
 
 @dataclass
-class Signature:
-    """An image's perceptual hashes (``imagehash.phash``) and normalised 64x64 grayscale pixels, of the
-    image itself and of its crops at CROP_SCALES (3x3 anchors), each also mirrored."""
+class Features:
+    """SIFT keypoints and descriptors of an image, and of its mirror image, at SIDE pixels on the longer side."""
 
-    hashes: list
-    grays: np.ndarray  # (m, GRAY * GRAY), row 0 the whole image
+    points: np.ndarray  # (n, 2) float32, x and y in pixels
+    descriptors: np.ndarray  # (n, 128) uint8: OpenCV's SIFT values are whole numbers below 256; a quarter of float32
+    mirrored_points: np.ndarray
+    mirrored_descriptors: np.ndarray
 
     @classmethod
-    def of(cls, path: Path) -> Signature:
-        import imagehash
+    def of(cls, path: Path) -> Features:
+        import cv2
         from PIL import Image, ImageOps
 
         with Image.open(path) as im:
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-        rgb.thumbnail((THUMBNAIL, THUMBNAIL))
-        crops = _crops(rgb)
-        crops += [ImageOps.mirror(c) for c in crops]
-        return cls([imagehash.phash(c) for c in crops], np.stack([_gray(c) for c in crops]))
-
-    def compare(self, other: Signature) -> tuple[int, float, bool]:
-        """(hash distance, pixel correlation, mirrored): the best alignment of either image's crops with the
-        other whole image."""
-        half = len(self.hashes) // 2
-        mine = [h - other.hashes[0] for h in self.hashes]
-        theirs = [h - self.hashes[0] for h in other.hashes]
-        best = int(np.argmin(mine)) if min(mine) <= min(theirs) else int(np.argmin(theirs))
-        correlation = max(float((self.grays @ other.grays[0]).max()), float((other.grays @ self.grays[0]).max()))
-        return int(min(min(mine), min(theirs))), correlation, best >= half
+            gray = ImageOps.exif_transpose(im).convert("L")
+        scale = SIDE / max(gray.size)
+        gray = gray.resize((max(round(gray.width * scale), 1), max(round(gray.height * scale), 1)), Image.BILINEAR)
+        pixels = np.asarray(gray)
+        sift = cv2.SIFT_create(nfeatures=MAX_FEATURES, contrastThreshold=CONTRAST)
+        return cls(*_sift(sift, pixels), *_sift(sift, np.ascontiguousarray(pixels[:, ::-1])))
 
 
-def _crops(im) -> list:
-    w, h = im.size
-    out = []
-    for scale in CROP_SCALES:
-        cw, ch = round(w * scale), round(h * scale)
-        for x in sorted({0, (w - cw) // 2, w - cw}):
-            for y in sorted({0, (h - ch) // 2, h - ch}):
-                out.append(im.crop((x, y, x + cw, y + ch)))
-    return out
+def _sift(sift, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keypoints, descriptors = sift.detectAndCompute(pixels, None)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return points, (descriptors if descriptors is not None else np.zeros((0, 128))).astype(np.uint8)
 
 
-def _gray(im) -> np.ndarray:
-    from PIL import Image
+def verify(a: Features, b: Features) -> tuple[int, float, bool]:
+    """(inliers, inlier share, mirrored): the most keypoints that one similarity transform (rotation, scale,
+    shift; RANSAC) carries from ``a``, or from its mirror image, onto their ratio-test matches in ``b``, and
+    their share of the keypoints of the image that has more. Altered copies keep most keypoints of both in
+    place (share >= 0.35 on the clothing photos); distinct garments on one background match only some of the
+    background's (share <= 0.18), however few keypoints one of them has."""
+    direct = _inliers(a.points, a.descriptors, b.points, b.descriptors)
+    mirrored = _inliers(a.mirrored_points, a.mirrored_descriptors, b.points, b.descriptors)
+    inliers = max(direct, mirrored)
+    more = max(len(a.points), len(b.points))
+    return inliers, round(inliers / more, 4) if more else 0.0, mirrored > direct
 
-    x = np.asarray(im.convert("L").resize((GRAY, GRAY), Image.BILINEAR), dtype=np.float32).reshape(-1)
-    x = x - x.mean()
-    return x / max(float(np.linalg.norm(x)), 1e-6)
+
+def _inliers(points_a: np.ndarray, desc_a: np.ndarray, points_b: np.ndarray, desc_b: np.ndarray) -> int:
+    import cv2
+
+    if len(desc_a) < 2 or len(desc_b) < 2:
+        return 0
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_a.astype(np.float32), desc_b.astype(np.float32), k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if len(good) < 3:  # a similarity transform needs two points, RANSAC a third to tell them apart
+        return 0
+    source = points_a[[m.queryIdx for m in good]]
+    target = points_b[[m.trainIdx for m in good]]
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same pair gives the same answer whatever was fitted before
+    transform, inliers = cv2.estimateAffinePartial2D(
+        source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS
+    )
+    return 0 if transform is None else int(inliers.sum())
 
 
 def _split_names(split: np.ndarray) -> np.ndarray:

@@ -11,16 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
+from benchmarks.leaks import same_background_pairs
 from featcache.api import compare, extract, leaks, sweep, train_head
 from featcache.cli import main
+from featcache.config import LeaksConfig
+from featcache.training.leaks import Features, verify
 from featcache.training.splits import load_splits
 from tests.support import REAL_DATA, REAL_WEIGHTS, FakeBackbone, require_real
 
 
 def _scene(path: Path, seed: int, colour) -> Path:
-    """A photo-like synthetic image: shapes of random sizes and shades on a gradient."""
+    """A photo-like synthetic image: shapes of random sizes and shades on a gradient, under a grain of its own
+    (smooth noise), which gives it keypoints of its own as a photo's texture does."""
     rng = np.random.default_rng(seed)
     w, h = 240, 200
     base = np.linspace(0, 1, w)[None, :, None] * rng.integers(40, 120, 3) + np.array(colour) * 0.5
@@ -31,8 +35,10 @@ def _scene(path: Path, seed: int, colour) -> Path:
         box = (x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 100))
         fill = tuple(int(v) for v in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    grain = Image.fromarray(rng.integers(0, 256, (h // 4, w // 4), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    pixels = np.asarray(im, dtype=np.float32) + (np.asarray(grain, dtype=np.float32)[:, :, None] - 128) * 0.4
     path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, quality=92)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, quality=92)
     return path
 
 
@@ -72,6 +78,55 @@ def _planted(root: Path, originals: list[Path], others: dict[str, list[Path]], l
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, target)
     return planted
+
+
+def _grain(seed: int, size: tuple[int, int], cell: int) -> np.ndarray:
+    """Smooth colour noise of ``size`` (w, h) with blobs of about ``cell`` pixels: float32 (h, w, 3)."""
+    w, h = size
+    small = np.random.default_rng(seed).integers(0, 256, (h // cell, w // cell, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small, "RGB").resize((w, h), Image.BICUBIC), dtype=np.float32)
+
+
+def _garment_on_blanket(path: Path, garment: int) -> Path:
+    """A photo of garment number ``garment``, a pattern of its own, laid on the same blanket as every other."""
+    pixels = 120 + (_grain(0, (300, 400), 8) - 128)
+    pixels[60:340, 50:250] = _grain(garment, (200, 280), 5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, quality=92)
+    return path
+
+
+def _confirmed(a: Path, b: Path) -> tuple[bool, int, bool]:
+    """(a near duplicate under the default settings, inliers, mirrored)."""
+    config, (inliers, share, mirrored) = LeaksConfig(), verify(Features.of(a), Features.of(b))
+    return inliers >= config.min_inliers and share >= config.min_inlier_share, inliers, mirrored
+
+
+def test_a_copy_is_confirmed_and_another_garment_on_the_same_background_is_not(tmp_path):
+    photo = _garment_on_blanket(tmp_path / "a.jpg", 1)
+    im = Image.open(photo)
+    w, h = im.size
+    copies = {
+        "crop": im.crop((6, 8, w - 10, h - 6)),
+        "half size": im.resize((w // 2, h // 2)),
+        "twice the size": im.resize((w * 2, h * 2)),
+        "mirror": ImageOps.mirror(im),
+        "mirror + crop": ImageOps.mirror(im).crop((0, 10, w - 8, h)),
+    }
+    for name, copy in copies.items():
+        copy.save(tmp_path / "copy.jpg", quality=60)
+        accepted, _, mirrored = _confirmed(photo, tmp_path / "copy.jpg")
+        assert accepted and mirrored == name.startswith("mirror"), name
+    for garment in (2, 3):
+        accepted, inliers, _ = _confirmed(photo, _garment_on_blanket(tmp_path / f"{garment}.jpg", garment))
+        # the blanket alone agrees on enough keypoints to pass a count; their share is what tells them apart
+        assert not accepted and inliers >= LeaksConfig().min_inliers
+
+
+def test_a_share_above_one_is_refused_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["leaks", str(tmp_path / "c.h5"), "--min-inlier-share", "1.5"])
+    assert result.exit_code != 0 and "min_inlier_share must be a number in [0, 1)" in result.output
+    assert "Traceback" not in result.output
 
 
 def _found(result) -> set[tuple[str, str]]:
@@ -155,6 +210,8 @@ def test_the_same_content_under_two_classes_is_reported(tmp_path):
 
 @pytest.mark.real
 def test_on_real_photos_planted_copies_are_found_with_no_false_pair(tmp_path):
+    """Altered copies of real photos are found; distinct garments photographed on one blanket, floor or wall,
+    placed in train and validation, are not, nor any other pair."""
     require_real()
     photos = {c: sorted((REAL_DATA / "train" / c).glob("*.jpg"))[:14] for c in ("pants", "t-shirt", "shoes")}
     originals = [p for files in photos.values() for p in files[:10]]
@@ -166,9 +223,31 @@ def test_on_real_photos_planted_copies_are_found_with_no_false_pair(tmp_path):
     for c in ("pants", "t-shirt", "shoes"):  # distinct photos of the same garments, from the real splits
         others["validation"] += sorted((REAL_DATA / "validation" / c).glob("*.jpg"))[:4]
         others["test"] += sorted((REAL_DATA / "test" / c).glob("*.jpg"))[:4]
+    used = {p for files in photos.values() for p in files}
+    for a, b in _same_background():
+        accepted, _, _ = _confirmed(a, b)
+        assert not accepted, (a, b)
+        if a not in used and b not in used:  # each photo in one split only
+            used |= {a, b}
+            others["train"].append(a)
+            others["validation"].append(b)
     data = tmp_path / "data"
     planted = _planted(data, originals, others, lambda p: p.parent.name)
     cache = tmp_path / "c.h5"
     extract(data, cache, weights=str(REAL_WEIGHTS))
     result = leaks(cache, tmp_path / "leaks")
     assert _found(result) == planted, (sorted(planted - _found(result)), sorted(_found(result) - planted))
+
+
+def _same_background() -> list[tuple[Path, Path]]:
+    """Pairs of distinct garments of one class on the same background: the train photos whose borders match
+    most closely, and pairs of the kinds whose keypoints agree the most under one transform (one red blanket,
+    a patterned carpet, a wooden floor, a wall with a hook)."""
+    closest = same_background_pairs(REAL_DATA, ("train",), ("t-shirt", "shoes", "shirt", "longsleeve", "pants"), 3)
+    named = [
+        ("t-shirt", "2cbc567c-79b1-4c37-8f31-6a452650bb80", "496cd909-30b6-4b85-890e-af9615a54cec"),
+        ("shoes", "00f6e504-7c27-438e-a5d7-bc65e557bb2b", "5fea042c-f2ac-4523-a813-fc0eae2d9472"),
+        ("skirt", "25450d12-43a6-48c1-b5c0-fd613ad61ee0", "def00273-79ed-414b-b7d3-d742001a2d15"),
+        ("longsleeve", "85e4371c-c488-4ab3-8473-cd95c5ba5829", "8a3b06d4-6722-490e-85c9-de0eb834883d"),
+    ]
+    return closest + [(REAL_DATA / "train" / c / f"{a}.jpg", REAL_DATA / "train" / c / f"{b}.jpg") for c, a, b in named]
