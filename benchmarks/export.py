@@ -147,6 +147,7 @@ def main(cache: Path, head: Path, split: str, batch: int, repeats: int) -> None:
     from featcache.training.head_files import read_head_metadata
     from featcache.versions import cpu_name, package_version
 
+    load_before = os.getloadavg()[0]
     files, labels, expected = reference(cache, head, split)
     spec = Recipe.from_head(read_head_metadata(head)).spec
     pixels = np.stack([load_image(f, spec) for f in files])
@@ -165,7 +166,8 @@ def main(cache: Path, head: Path, split: str, batch: int, repeats: int) -> None:
     versions = ", ".join(
         f"{p} {package_version(p)}" for p in ("tensorflow", "keras", "ai-edge-litert", "tf2onnx", "onnxruntime")
     )
-    click.echo(f"\nCPU: {cpu_name()} ({os.cpu_count()} cores); {versions}")
+    load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    click.echo(f"\nCPU: {cpu_name()} ({os.cpu_count()} cores, {load}); {versions}")
     click.echo("Command: " + " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.export", *sys.argv[1:]]))
 
 
