@@ -398,8 +398,9 @@ def predict(images, head, as_json, as_csv, quiet, **options):
 @click.option(
     "--check-images",
     type=click.Path(path_type=Path),
-    multiple=True,
-    help="Images or folders to check the written model on. [default: the validation split of the head's cache]",
+    default=None,
+    help="A folder of images (searched recursively) or one image to check the written model on. "
+    "[default: the validation split of the head's cache]",
 )
 @click.option("--weights", default=None, help=_WEIGHTS_HELP + " Other weights are refused.")
 @_errors_as_messages
@@ -417,7 +418,7 @@ def export(head, out, **options):
     """
     from featcache import api
 
-    options["check_images"] = options["check_images"] or None
+    options["check_images"] = (options["check_images"],) if options["check_images"] else None
     _echo(api.export(head, out, **_given(options)).summary())
 
 

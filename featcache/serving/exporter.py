@@ -115,7 +115,7 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
     require_match(live, recipe, f"the head in {config.head}")
     backbone_model = live.backbone.build_model()
     model = end_to_end(backbone_model, head_model, recipe.spec.image_size, PREPROCESS_FUNCTIONS[recipe.spec.preprocess])
-    description = _description(meta, recipe)
+    description = _description(meta, recipe, writer.inputs)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     model_tmp, classes_tmp = _beside(config.out), _beside(classes_path)
     try:
@@ -199,13 +199,13 @@ def _uncompiled_copy(keras, model):
     return copy
 
 
-def _description(meta: dict, recipe: Recipe) -> dict:
+def _description(meta: dict, recipe: Recipe, inputs: str) -> dict:
     spec = recipe.spec
     return {
         "format": MODEL_FORMAT,
         "format_version": 1,
         "class_names": list(recipe.class_names),
-        "input": f"RGB pixels (n, {spec.image_size}, {spec.image_size}, 3), uint8 or float in [0, 255]",
+        "input": f"RGB pixels (n, {spec.image_size}, {spec.image_size}, 3), {inputs} in [0, 255]",
         "output": "class probabilities (n, k), in the order of class_names",
         "preprocessing": spec.to_dict(),
         "weights_id": recipe.weights_id,

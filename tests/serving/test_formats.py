@@ -58,7 +58,8 @@ def test_tflite_runs_in_litert_and_gives_predicts_classes(tflite, head, tiny_xce
     assert_same_as_predict(serve(image=pixels_of(files))["output_0"], files, head)
     assert tflite.check.runtime == "LiteRT" and tflite.check.source == "the validation split"
     assert tflite.check.images == len(files) == tflite.check.agreeing and tflite.max_prob_diff <= 1e-4
-    assert json.loads(tflite.classes_path.read_text())["class_names"] == ["cat", "dog"]
+    about = json.loads(tflite.classes_path.read_text())
+    assert about["class_names"] == ["cat", "dog"] and about["input"] == "RGB pixels (n, 71, 71, 3), float32 in [0, 255]"
 
 
 def test_onnx_runs_in_onnx_runtime_with_its_classes_inside(head, tiny_xception_cache, tmp_path):
@@ -134,6 +135,10 @@ def test_without_the_heads_cache_check_images_are_asked_for(head, tmp_path):
     (tmp_path / "notes" / "a.jpg").write_text("not an image")
     with pytest.raises(ExportError, match="none of the images of --check-images could be read"):
         export(moved, tmp_path / "model.keras", check_images=[tmp_path / "notes"])
+    args = ["export", "--head", str(moved), "-o", str(tmp_path / "m.tflite"), "--format", "tflite"]
+    result = CliRunner().invoke(main, [*args, "--check-images", str(tmp_path / "notes")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "none of the images of --check-images could be read to check the model" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head", "notes"]
 
 
