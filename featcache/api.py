@@ -278,6 +278,8 @@ def export(
     out: str | Path,
     *,
     format: str = ExportConfig.format,
+    quantize: str = ExportConfig.quantize,
+    check_images: Sequence[str | Path] = ExportConfig.check_images,
     weights: str | None = ExportConfig.weights,
     backbone: featcache.backbones.Backbone | None = None,
 ) -> featcache.serving.exporter.ExportResult:
@@ -288,10 +290,15 @@ def export(
     head : str or Path
         The folder of a head trained by :func:`train_head`.
     out : str or Path
-        A ``.keras`` file (loadable with ``keras.saving.load_model`` in safe mode), or the folder of a
-        TensorFlow SavedModel.
-    format : {"keras", "saved_model"}
-        What to write at ``out``.
+        A ``.keras`` file (loadable with ``keras.saving.load_model`` in safe mode), the folder of a
+        TensorFlow SavedModel, a ``.tflite`` file (LiteRT) or an ``.onnx`` file (ONNX Runtime).
+    format : {"keras", "saved_model", "tflite", "onnx"}
+        What to write at ``out``; tflite needs ``featcache[tflite]``, onnx ``featcache[onnx]``.
+    quantize : {"none", "dynamic", "float16"}
+        For tflite: float32 weights, int8 weights (dynamic-range quantization) or float16 weights.
+    check_images : sequence of str or Path
+        Images or folders the written model is checked on, run by its own runtime against the predict
+        path; empty: the validation split of the cache the head was trained on.
     weights : str, optional
         Where to find the backbone's weights; None: the head's own (or ``$FEATCACHE_WEIGHTS``).
     backbone : Backbone, optional
@@ -302,7 +309,14 @@ def export(
     ExportResult
         What was written and how closely it reproduces the head (:class:`featcache.serving.exporter.ExportResult`).
     """
-    config = ExportConfig(head=Path(head), out=Path(out), format=format, weights=weights)
+    config = ExportConfig(
+        head=Path(head),
+        out=Path(out),
+        format=format,
+        quantize=quantize,
+        check_images=tuple(check_images),
+        weights=weights,
+    )
     return featcache.serving.exporter.export(config, backbone=backbone)
 
 

@@ -28,6 +28,7 @@ from featcache.config import (
     EXPORT_FORMATS,
     MEMORY_BUDGET_FRACTION,
     PRECISIONS,
+    QUANTIZATIONS,
     RAY_ADDRESS_ENV,
     REGISTRY,
     RUNTIMES,
@@ -382,21 +383,44 @@ def predict(images, head, as_json, as_csv, quiet, **options):
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="model.keras, or a folder for --format saved_model.",
+    help="model.keras, model.tflite or model.onnx, or a folder for --format saved_model.",
 )
-@_option(ExportConfig, "format", "A .keras file or a TensorFlow SavedModel folder.", type=click.Choice(EXPORT_FORMATS))
+@_option(
+    ExportConfig,
+    "format",
+    "A .keras file, a TensorFlow SavedModel folder, a LiteRT .tflite file or an ONNX file.",
+    type=click.Choice(EXPORT_FORMATS),
+)
+@_option(
+    ExportConfig,
+    "quantize",
+    "For tflite: keep float32 weights, store them as int8 (dynamic) or as float16.",
+    type=click.Choice(QUANTIZATIONS),
+)
+@click.option(
+    "--check-images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A folder of images (searched recursively) or one image to check the written model on. "
+    "[default: the validation split of the head's cache]",
+)
 @click.option("--weights", default=None, help=_WEIGHTS_HELP + " Other weights are refused.")
 @_errors_as_messages
 def export(head, out, **options):
     """Write one end-to-end model: RGB pixels -> preprocessing -> frozen Xception -> head -> probabilities.
 
-    The input is (n, S, S, 3) pixels, uint8 or float in [0, 255], at the cache's image size S,
-    resized from the decoded image as the cache recorded. The .keras file loads with
-    keras.saving.load_model(path, safe_mode=True) without featcache; the class names are written
-    to <stem>.classes.json beside it and into the model as featcache.json.
+    The input is (n, S, S, 3) RGB pixels in [0, 255] (uint8 or float for keras and saved_model,
+    float32 for tflite and onnx) at the cache's image size S, resized from the decoded image as the
+    cache recorded. The .keras file loads with keras.saving.load_model(path, safe_mode=True) without
+    featcache, the .tflite file with LiteRT (pip install ai-edge-litert) and the .onnx file with ONNX
+    Runtime; the class names are written to <stem>.classes.json beside it. Before it is renamed into
+    place, the written model is run by that runtime on the check images: its top class must be
+    featcache predict's (within 1e-4 in probability; on 99% of the images for --quantize dynamic or
+    float16), else nothing is left at --out.
     """
     from featcache import api
 
+    options["check_images"] = (options["check_images"],) if options["check_images"] else None
     _echo(api.export(head, out, **_given(options)).summary())
 
 

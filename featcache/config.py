@@ -203,7 +203,11 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-EXPORT_FORMATS = ("keras", "saved_model")
+EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
+#: what ``--format tflite`` does to the weights: keep float32, int8 weights (dynamic range), or float16 weights
+QUANTIZATIONS = ("none", "dynamic", "float16")
+#: the file name each file format must end in
+EXPORT_SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
 
 
 @dataclass(frozen=True)
@@ -234,14 +238,23 @@ class ExportConfig:
     head: Path
     out: Path
     format: str = "keras"
+    quantize: str = "none"
+    check_images: tuple[Path, ...] = ()  # empty: the validation split of the cache the head was trained on
     weights: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head", Path(self.head))
         object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "check_images", tuple(Path(p) for p in self.check_images))
         _check_choice("format", self.format, EXPORT_FORMATS)
-        if self.format == "keras" and self.out.suffix != ".keras":
-            raise ConfigError(f"out must end in .keras for --format keras, got {self.out}; e.g. model.keras")
+        _check_choice("quantize", self.quantize, QUANTIZATIONS)
+        suffix = EXPORT_SUFFIXES.get(self.format)
+        if suffix and self.out.suffix != suffix:
+            raise ConfigError(
+                f"out must end in {suffix} for --format {self.format}, got {self.out}; e.g. model{suffix}"
+            )
+        if self.quantize != "none" and self.format != "tflite":
+            raise ConfigError(f"--quantize {self.quantize} is for --format tflite; leave it out for {self.format}")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 The model needs no featcache to run: its preprocessing is Keras layers (Xception's
 ``preprocess_input`` is ``x / 127.5 - 1``, a ``Rescaling`` layer; bases that rescale their input
-themselves need none), so ``keras.saving.load_model(path, safe_mode=True)`` loads it. The class
-names travel with it as ``featcache.json`` (a member of the ``.keras`` zip archive, or a file in
-the SavedModel folder) and as ``<stem>.classes.json`` beside it.
+themselves need none), so ``keras.saving.load_model(path, safe_mode=True)`` loads it, and the
+``.tflite`` and ``.onnx`` files run in LiteRT and ONNX Runtime alone. The class names travel with it
+as ``featcache.json`` (in the ``.keras`` archive, the SavedModel folder or the ONNX metadata) and as
+``<stem>.classes.json`` beside it. Before it is renamed into place, the written model is run by its
+own runtime on real images and compared with the predict path (:mod:`featcache.serving.formats`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,18 +22,23 @@ import numpy as np
 
 from featcache.backbones.keras_app import preprocessing_layers
 from featcache.backbones.registry import PREPROCESS_FUNCTIONS, REGISTRY, BackboneSpec, preprocess_function
+from featcache.cache.layout import read_cache
 from featcache.config import ExportConfig, check_out_file
-from featcache.errors import ConfigError, ExportError
+from featcache.errors import ConfigError, ExportError, FeatcacheError
 from featcache.images import PreprocessSpec
-from featcache.serving.recipe import Recipe, live_backbone, require_match
+from featcache.progress import batched
+from featcache.serving.formats import format_for
+from featcache.serving.recipe import Recipe, collect_images, decode, live_backbone, require_match
 from featcache.training.head_files import head_logits, load_head
 from featcache.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "featcache-model"
-DESCRIPTION = "featcache.json"
-CHECK_TOLERANCE = 1e-4  # probabilities of the written model vs the predict path, on probe pixels
+CHECK_TOLERANCE = 1e-4  # probabilities of a float32 model vs the predict path, on the check images
+#: a model with quantized weights passes when its top class is predict's on this share of the check images
+QUANTIZED_AGREEMENT = 0.99
+CHECK_BATCH = 32
 
 
 @dataclass
@@ -44,18 +50,45 @@ class ExportResult:
     classes_path: Path
     image_size: int
     class_names: list[str]
-    max_prob_diff: float
+    check: Check
+    quantize: str = "none"
+    inputs: str = "uint8 or float"
+
+    @property
+    def max_prob_diff(self) -> float:
+        return self.check.max_prob_diff
 
     def summary(self) -> str:
         """What was written, the input it takes, and how closely it reproduces predict."""
-        size = self.image_size
+        size, check = self.image_size, self.check
+        kind = self.format + (f", {self.quantize} quantization" if self.quantize != "none" else "")
         return "\n".join(
             [
-                f"model: {self.out} ({self.format}; input (n, {size}, {size}, 3) RGB pixels in [0, 255])",
+                f"model: {self.out} ({kind}; input (n, {size}, {size}, 3) {self.inputs} RGB pixels in [0, 255])",
                 f"classes: {self.classes_path} ({', '.join(self.class_names)})",
-                f"checked: probabilities within {self.max_prob_diff:.1e} of featcache predict",
+                f"checked: {check.images} images of {check.source} through {check.runtime}: top-1 agrees with "
+                f"featcache predict on {check.agreeing} ({check.agreement:.1%}), probabilities within "
+                f"{check.max_prob_diff:.1e}",
             ]
         )
+
+
+@dataclass(frozen=True)
+class Check:
+    """How the written model, run by ``runtime``, compares with the predict path on ``images`` images:
+    ``agreeing`` of them get the same top class (in every way into the model), ``max_prob_diff`` is the
+    largest difference of a probability."""
+
+    runtime: str
+    way: str  # into the model: an endpoint, a pixel type, or the runtime's name where there is one way
+    source: str
+    images: int
+    agreeing: int
+    max_prob_diff: float
+
+    @property
+    def agreement(self) -> float:
+        return self.agreeing / self.images
 
 
 def export(config: ExportConfig, backbone=None) -> ExportResult:
@@ -63,40 +96,43 @@ def export(config: ExportConfig, backbone=None) -> ExportResult:
 
     ``backbone`` needs ``identity()`` and ``build_model()`` (a Keras model from pixels in
     [-1, 1] to vectors); the default is Xception with the weights the head's cache was made with.
-    The model and its classes are written under temporary names beside ``config.out``, checked
-    against the predict path, and only then renamed into place: a model that fails the check is
-    removed, and what ``config.out`` held before is kept.
+    The model and its classes are written under temporary names beside ``config.out``, run by the
+    format's own runtime on the check images (``config.check_images``, else the validation split of
+    the head's cache) and compared with the predict path, and only then renamed into place: a model
+    that fails the check is removed, and what ``config.out`` held before is kept.
     """
     check_out_file(config.out)
+    writer = format_for(config.format, config.quantize)
     classes_path = config.out.with_name(config.out.stem + ".classes.json")
     _check_targets(config, classes_path)
     head_model, meta = load_head(config.head)
     recipe = Recipe.from_head(meta)
     if recipe.spec.preprocess not in PREPROCESS_FUNCTIONS:
         raise ConfigError(f"export does not know the preprocessing {recipe.spec.preprocess} of this head's cache")
-    base = PREPROCESS_FUNCTIONS[recipe.spec.preprocess]
+    pixels, source = check_pixels(config, meta, recipe.spec)
     # The exported graph is Keras at float32, whatever runtime computed the cache.
     live = live_backbone(replace(recipe, precision="float32"), config.weights, backbone)
     require_match(live, recipe, f"the head in {config.head}")
     backbone_model = live.backbone.build_model()
-    model = end_to_end(backbone_model, head_model, recipe.spec.image_size, base)
-    description = _description(meta, recipe)
+    model = end_to_end(backbone_model, head_model, recipe.spec.image_size, PREPROCESS_FUNCTIONS[recipe.spec.preprocess])
+    description = _description(meta, recipe, writer.inputs)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     model_tmp, classes_tmp = _beside(config.out), _beside(classes_path)
     try:
-        if config.format == "keras":
-            _write_keras(model, model_tmp, description)
-        else:
-            _write_saved_model(model, model_tmp, recipe.spec.image_size, description)
+        writer.write(model, model_tmp, recipe.spec.image_size, description)
         classes_tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-        diff = _check(backbone_model, head_model, model_tmp, config, recipe.spec)
+        expected = predicted_probabilities(backbone_model, head_model, pixels, recipe.spec)
+        check = _check(writer, model_tmp, config, pixels, expected, source)
         _rename_into_place(model_tmp, config.out)
         os.replace(classes_tmp, classes_path)
     finally:
         _remove(model_tmp)
         classes_tmp.unlink(missing_ok=True)
-    log.info("export %s: probabilities within %.2e of the predict path", config.out, diff)
-    return ExportResult(config.out, config.format, classes_path, recipe.spec.image_size, list(recipe.class_names), diff)
+    log.info("export %s: probabilities within %.2e of the predict path", config.out, check.max_prob_diff)
+    image_size, names = recipe.spec.image_size, list(recipe.class_names)
+    return ExportResult(
+        config.out, config.format, classes_path, image_size, names, check, config.quantize, writer.inputs
+    )
 
 
 def _check_targets(config: ExportConfig, classes_path: Path) -> None:
@@ -163,13 +199,13 @@ def _uncompiled_copy(keras, model):
     return copy
 
 
-def _description(meta: dict, recipe: Recipe) -> dict:
+def _description(meta: dict, recipe: Recipe, inputs: str) -> dict:
     spec = recipe.spec
     return {
         "format": MODEL_FORMAT,
         "format_version": 1,
         "class_names": list(recipe.class_names),
-        "input": f"RGB pixels (n, {spec.image_size}, {spec.image_size}, 3), uint8 or float in [0, 255]",
+        "input": f"RGB pixels (n, {spec.image_size}, {spec.image_size}, 3), {inputs} in [0, 255]",
         "output": "class probabilities (n, k), in the order of class_names",
         "preprocessing": spec.to_dict(),
         "weights_id": recipe.weights_id,
@@ -178,72 +214,88 @@ def _description(meta: dict, recipe: Recipe) -> dict:
     }
 
 
-def _write_keras(model, path: Path, description: dict) -> None:
-    """Save the model at ``path`` (a ``.keras`` name) and add the description to the archive."""
-    model.save(path)
-    with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(DESCRIPTION, json.dumps(description, indent=2))
+def check_pixels(config: ExportConfig, meta: dict, spec: PreprocessSpec) -> tuple[np.ndarray, str]:
+    """uint8 pixels (n, s, s, 3) of the check images, decoded as ``spec`` says, and where they come from:
+    ``config.check_images``, else the validation split of the cache the head was trained on. Images
+    that cannot be read are left out; ExportError when none is left."""
+    if config.check_images:
+        paths, source = [p for p, reason in collect_images(config.check_images) if reason is None], "--check-images"
+    else:
+        paths, source = _validation_files(meta), "the validation split"
+    decoded = [decode(path, spec) for path in paths]
+    pixels = [d for d in decoded if not isinstance(d, str)]
+    if not pixels:
+        raise ExportError(f"none of the images of {source} could be read to check the model; pass --check-images")
+    return np.stack(pixels), source
 
 
-def _write_saved_model(model, path: Path, image_size: int, description: dict) -> None:
-    """A SavedModel folder at ``path`` with endpoints ``serve`` (float32 pixels, the default) and ``serve_uint8``."""
-    import keras
-    import tensorflow as tf
-
-    shape = [None, image_size, image_size, 3]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serve", lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32, name="image")]
-    )
-    archive.add_endpoint(
-        "serve_uint8",
-        lambda x: model(tf.cast(x, tf.float32), training=False),
-        input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")],
-    )
-    archive.write_out(str(path), verbose=False)
-    (path / DESCRIPTION).write_text(json.dumps(description, indent=2), encoding="utf-8")
-
-
-def _check(backbone_model, head_model, written: Path, config: ExportConfig, spec: PreprocessSpec) -> float:
-    """Load the written model back and compare each of its entry points with the predict path on seeded
-    probe pixels; ExportError names the entry point furthest off. Returns the largest difference."""
-    preprocess_input, image_size = preprocess_function(spec.preprocess), spec.image_size
-    probe = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3), dtype=np.uint8)
-    vectors = np.asarray(backbone_model(preprocess_input(probe.astype(np.float32)), training=False))
-    expected = softmax(head_logits(head_model, vectors))
-    diffs = {name: float(np.max(np.abs(got - expected))) for name, got in _run_written(written, config, probe).items()}
-    worst = max(diffs, key=lambda name: np.nan_to_num(diffs[name], nan=np.inf))  # NaN is as far off as can be
-    if not diffs[worst] <= CHECK_TOLERANCE:
-        raise ExportError(
-            f"the written model ({worst}) differs from featcache predict by {diffs[worst]:.2e} on probe images, "
-            f"so {config.out} was left as it was; report this with your TensorFlow and Keras versions"
-        )
-    return diffs[worst]
-
-
-def _run_written(written: Path, config: ExportConfig, probe: np.ndarray) -> dict[str, np.ndarray]:
-    """Probabilities of the model at ``written`` on uint8 ``probe`` pixels, by each way in: the ``.keras``
-    model given uint8 and float32 pixels, or the SavedModel's ``serve`` and ``serve_uint8`` endpoints."""
+def _validation_files(meta: dict) -> list[Path]:
+    """The images of the validation split of the cache the head was trained on, those still there."""
+    cache_path = Path(str(meta.get("cache_path", "")))
     try:
-        if config.format == "keras":
-            import keras
+        cache = read_cache(cache_path, with_vectors=False)
+    except FeatcacheError:
+        raise ExportError(
+            f"export checks the model on the validation images of the head's cache, and {cache_path} cannot be "
+            "read; pass --check-images with a folder of images"
+        ) from None
+    root = Path(cache.attrs["data_dir"])
+    files = [root / cache.rows.path[i] for i in cache.split_indices("validation")]
+    return [path for path in files if path.is_file()]
 
-            loaded = keras.saving.load_model(written, safe_mode=True, compile=False)
-            outputs = {"uint8 pixels": loaded.predict(probe, verbose=0)}
-            outputs["float32 pixels"] = loaded.predict(probe.astype(np.float32), verbose=0)
-        else:
-            import tensorflow as tf
 
-            loaded = tf.saved_model.load(str(written))
-            outputs = {
-                "serve": loaded.serve(tf.constant(probe, tf.float32)),
-                "serve_uint8": loaded.serve_uint8(tf.constant(probe)),
-            }
-    except Exception as exc:  # Keras and TensorFlow raise many types for a model they cannot load or run
+def predicted_probabilities(backbone_model, head_model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """What featcache predict gives for uint8 ``pixels``: the base on preprocessed pixels, then the head."""
+    preprocess_input = preprocess_function(spec.preprocess)
+    parts = []
+    for batch in batched(pixels, CHECK_BATCH):
+        vectors = np.asarray(backbone_model(preprocess_input(np.stack(batch).astype(np.float32)), training=False))
+        parts.append(softmax(head_logits(head_model, vectors)))
+    return np.concatenate(parts)
+
+
+def _check(writer, written: Path, config: ExportConfig, pixels, expected, source: str) -> Check:
+    """Run the written model by each way into it and compare with ``expected``; ExportError names the way
+    furthest off. Float32 models pass within CHECK_TOLERANCE, quantized ones with QUANTIZED_AGREEMENT."""
+    checks = [
+        _compare(name, got, expected, writer.runtime, source) for name, got in _run(writer, written, config, pixels)
+    ]
+    worst = max(checks, key=lambda c: (-c.agreeing, np.nan_to_num(c.max_prob_diff, nan=np.inf)))
+    if config.quantize == "none" and not worst.max_prob_diff <= CHECK_TOLERANCE:
+        raise ExportError(
+            f"the written model ({worst.way}) differs from featcache predict by {worst.max_prob_diff:.2e} on "
+            f"{worst.images} images of {source}, so {config.out} was left as it was; report this with your "
+            "TensorFlow and Keras versions"
+        )
+    if config.quantize != "none" and worst.agreement < QUANTIZED_AGREEMENT:
+        raise ExportError(
+            f"the written model ({config.quantize} quantization) gives featcache predict's class on {worst.agreeing} "
+            f"of {worst.images} images of {source} ({worst.agreement:.1%}, needs {QUANTIZED_AGREEMENT:.0%}), so "
+            f"{config.out} was left as it was; try --quantize float16 or none"
+        )
+    return worst
+
+
+def _compare(name: str, got: np.ndarray, expected: np.ndarray, runtime: str, source: str) -> Check:
+    agreeing = int(np.sum(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0
+    diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
+    return Check(runtime, name, source, len(expected), agreeing, diff)
+
+
+def _run(writer, written: Path, config: ExportConfig, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(way in, probabilities float32 (n, k)) of the model at ``written`` on ``pixels``, run by its runtime."""
+    try:
+        ways = writer.open(written)
+        return [
+            (
+                name,
+                np.concatenate([np.asarray(run(np.stack(b)), dtype=np.float32) for b in batched(pixels, CHECK_BATCH)]),
+            )
+            for name, run in ways.items()
+        ]
+    except Exception as exc:  # every runtime raises its own types for a model it cannot load or run
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ExportError(
-            f"the written model cannot be loaded back ({reason}), so {config.out} was left as it was; "
-            "report this with your TensorFlow and Keras versions"
+            f"the written model cannot be loaded back by {writer.runtime} ({reason}), so {config.out} was left as "
+            "it was; report this with your TensorFlow and Keras versions"
         ) from None
-    return {name: np.asarray(got, dtype=np.float32) for name, got in outputs.items()}

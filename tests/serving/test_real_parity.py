@@ -88,6 +88,42 @@ def test_exported_model_in_plain_keras_gives_the_same_classes_and_accuracy(train
     assert served_accuracy == head_accuracy > 0.6
 
 
+def served_probabilities(path, files) -> np.ndarray:
+    """Probabilities of the .tflite or .onnx at ``path`` for ``files``, run by LiteRT or ONNX Runtime."""
+    from featcache.images import PreprocessSpec, load_image
+
+    pixels = np.stack([load_image(f, PreprocessSpec(image_size=150)) for f in files]).astype(np.float32)
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        serve = Interpreter(model_path=str(path)).get_signature_runner("serve")
+        return np.concatenate([serve(image=pixels[i : i + 32])["output_0"] for i in range(0, len(pixels), 32)])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"image": pixels[i : i + 32]})[0] for i in range(0, len(pixels), 32)])
+
+
+@pytest.mark.parametrize(
+    "format, quantize, agreement",
+    [("tflite", "none", 1.0), ("tflite", "dynamic", 0.99), ("tflite", "float16", 0.99), ("onnx", "none", 1.0)],
+)
+def test_tflite_and_onnx_give_predicts_classes_in_their_own_runtime(
+    trained, predicted, tmp_path, format, quantize, agreement
+):
+    head, files, labels, _, names = trained
+    out = tmp_path / f"model.{format}"
+    result = export(head, out, format=format, quantize=quantize)
+    assert result.check.images == len(files) and result.check.agreement >= agreement
+    served = [names[i] for i in served_probabilities(out, files).argmax(axis=1)]
+    ours = [p.label for p in predicted.predictions]
+    assert np.mean([s == o for s, o in zip(served, ours, strict=True)]) >= agreement
+    if quantize == "none":
+        assert served == ours and result.max_prob_diff <= 1e-4
+    served_accuracy = np.mean([s == y for s, y in zip(served, labels, strict=True)])
+    assert abs(served_accuracy - np.mean([o == y for o, y in zip(ours, labels, strict=True)])) <= 1 - agreement
+
+
 def test_verify_passes_on_a_fresh_real_cache(real_cache):
     result = verify(real_cache, sample=32)
     assert result.passed and result.compared == 32
