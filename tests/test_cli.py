@@ -185,6 +185,7 @@ def test_python_dash_m_runs_the_cli():
 TENSORFLOW_NOISE = ("cuInit", "oneDNN", "I0000", "W0000", "E0000", "tensorflow/core", "absl::InitializeLog")
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_extract_prints_no_tensorflow_log_lines(tmp_path):
     data = make_split_dataset(tmp_path / "data", counts={"train": 1})
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

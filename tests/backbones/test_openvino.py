@@ -104,6 +104,7 @@ def openvino_home(tmp_path_factory):
     return tmp_path_factory.mktemp("featcache_home")
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_bfloat16_extract_runs_openvino_and_records_it(tmp_path, openvino_home, monkeypatch):
     monkeypatch.setenv("FEATCACHE_HOME", str(openvino_home))
     data = make_split_dataset(tmp_path / "data", counts={"train": 3, "validation": 1, "test": 1})

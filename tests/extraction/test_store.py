@@ -120,6 +120,7 @@ def test_objects_that_cannot_be_read_are_quarantine_rows_with_the_store_reason(t
     assert extract(url, tmp_path / "c.h5", backbone=FakeBackbone(), **OPTIONS).rows == 20
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_throttled_reads_are_retried_with_backoff(tmp_path, s3):
     endpoint, proxy = s3
     data = make_split_dataset(tmp_path / "data")
@@ -146,6 +147,7 @@ def test_an_object_throttled_past_every_retry_is_quarantined_then_read_by_the_ne
     assert (second.computed, second.rows, second.quarantine) == (1, 20, [])
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_credentials_appear_in_no_output_and_no_file_written(tmp_path, s3):
     endpoint, proxy = s3
     secret = f"s3cr3t-{uuid.uuid4().hex}"

@@ -50,6 +50,7 @@ def assert_same_as_predict(probs: np.ndarray, files, head) -> None:
         np.testing.assert_allclose(sorted(row, reverse=True), [prob for _, prob in p.top], atol=1e-4)
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_tflite_runs_in_litert_and_gives_predicts_classes(tflite, head, tiny_xception_cache):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -62,6 +63,7 @@ def test_tflite_runs_in_litert_and_gives_predicts_classes(tflite, head, tiny_xce
     assert about["class_names"] == ["cat", "dog"] and about["input"] == "RGB pixels (n, 71, 71, 3), float32 in [0, 255]"
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_onnx_runs_in_onnx_runtime_with_its_classes_inside(head, tiny_xception_cache, tmp_path):
     import onnxruntime
 
@@ -89,6 +91,7 @@ def test_quantized_tflite_is_smaller_and_checked(head, tflite, tmp_path, quantiz
     assert (tmp_path / "q.tflite").stat().st_size < ratio * tflite.out.stat().st_size
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_a_tflite_that_fails_the_check_is_not_left_at_out(head, tmp_path, monkeypatch):
     opened = formats.TFLiteFile.open
     monkeypatch.setattr(formats.TFLiteFile, "open", lambda self, path: {"LiteRT": reversed_classes(opened(self, path))})

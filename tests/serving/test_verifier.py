@@ -90,6 +90,7 @@ def tampered_size_cache(source, tmp_path):
     return with_vectors_of(source, bigger, tmp_path / "tampered.h5")
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_real_xception_graph_passes_on_a_fresh_cache_and_fails_on_another_size(tiny_xception_cache, tmp_path):
     fresh = verify(tiny_xception_cache, sample=8)
     assert fresh.passed and fresh.compared == 8 and fresh.weights == "none"

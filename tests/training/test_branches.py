@@ -27,7 +27,7 @@ def _alone(splits, branch: Branch, seed: int, epochs: int):
     return fit_head(splits, config)
 
 
-@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("seed", [0, pytest.param(3, marks=pytest.mark.slow)])  # seed 3 with the slow tests
 def test_every_branch_learns_as_keras_fit_trains_its_configuration_alone(splits, seed):
     fits = train_branches(splits, BRANCHES, seed, epochs=4, batch_size=8)
     for fit in fits:

@@ -93,6 +93,7 @@ def test_the_1000_unit_runs_of_the_lessons_grid_go_four_to_a_group_heaviest_firs
     assert len({g.name for g in groups}) == len(groups)
 
 
+@pytest.mark.slow  # make test stays under 5 minutes; CI runs it with make test-slow
 def test_a_killed_sweep_resumes_without_retraining_finished_groups(cache, tmp_path):
     out = tmp_path / "sweep"
     args = ["--lr", "0.001,0.01,0.1", "--inner", "0,8", "--dropout", "0", "--seeds", "2", "--epochs", "3"]
