@@ -42,6 +42,7 @@ def test_default_head_reaches_078_validation_accuracy(head):
         "holdout_fraction": 0.2,
         "with_views": False,
         "drop_leaks": False,
+        "drop_label_issues": None,
     }
     assert meta["feature_dim"] == 2048 and len(meta["class_names"]) == 10
     assert meta["metrics"]["val_accuracy"] >= 0.78
