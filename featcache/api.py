@@ -587,7 +587,7 @@ def labels(
     cache : str or Path
         The cache whose labels are checked.
     out : str or Path
-        The folder for labels.csv and labels.json.
+        The folder for labels.csv, labels.json and report.html.
     split : {"train", "validation", "test"}
         The split whose labels are checked.
     folds : int

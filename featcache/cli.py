@@ -569,7 +569,7 @@ def leaks(cache, out, quiet, **options):
 @click.argument("cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE)
 @click.option(
     "-o", "--out", type=click.Path(path_type=Path), default=DEFAULT_LABELS_DIR, show_default=True,
-    help="Folder for labels.csv and labels.json.",
+    help="Folder for labels.csv, labels.json and report.html.",
 )  # fmt: skip
 @_option(
     LabelsConfig, "split", "The split whose labels are checked.", type=click.Choice(["train", "validation", "test"])
